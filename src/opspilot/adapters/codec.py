@@ -1,0 +1,75 @@
+"""Wire format of ingest batches on the queue (JSON via orjson), shared by every queue adapter."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from opspilot.domain.ingest import LogBatch, MetricBatch
+from opspilot.domain.logs import LogLevel, LogRecord
+from opspilot.domain.metrics import MetricPoint
+
+FORMAT_VERSION = 1
+
+
+class UndecodableMessage(ValueError):
+    """The bytes are not a batch this version understands (dead-letter it)."""
+
+
+def encode_batch(batch: MetricBatch | LogBatch) -> bytes:
+    if isinstance(batch, MetricBatch):
+        items = [_point_row(p) for p in batch.points]
+        kind = "metrics"
+    else:
+        items = [_record_row(r) for r in batch.records]
+        kind = "logs"
+    return orjson.dumps({
+        "v": FORMAT_VERSION, "kind": kind, "message_id": batch.message_id,
+        "project_id": batch.project_id, "received_at": batch.received_at.isoformat(),
+        "items": items,
+    })
+
+
+def decode_batch(body: bytes) -> MetricBatch | LogBatch:
+    try:
+        doc = orjson.loads(body)
+        received = datetime.fromisoformat(doc["received_at"])
+        if doc["kind"] == "metrics":
+            points = [_point(doc["project_id"], row) for row in doc["items"]]
+            return MetricBatch(doc["message_id"], doc["project_id"], received, points)
+        if doc["kind"] == "logs":
+            records = [_record(doc["project_id"], row) for row in doc["items"]]
+            return LogBatch(doc["message_id"], doc["project_id"], received, records)
+        raise UndecodableMessage(f"unknown kind {doc['kind']!r}")
+    except UndecodableMessage:
+        raise
+    except Exception as exc:  # any shape error in foreign bytes means: dead-letter
+        raise UndecodableMessage(f"{type(exc).__name__}: {exc}") from None
+
+
+def _point_row(p: MetricPoint) -> list[Any]:
+    return [p.timestamp.isoformat(), p.name, p.value, p.service, dict(p.tags) or None]
+
+
+def _point(project_id: str, row: list[Any]) -> MetricPoint:
+    stamp, name, value, service, tags = row
+    return MetricPoint(project_id, datetime.fromisoformat(stamp), name, float(value),
+                       service, tags or {})
+
+
+def _record_row(r: LogRecord) -> dict[str, Any]:
+    return {
+        "id": r.id, "ts": r.timestamp.isoformat(), "level": r.level.value, "msg": r.message,
+        "service": r.service, "trace_id": r.trace_id, "correlation_id": r.correlation_id,
+        "context": dict(r.context) or None,
+    }
+
+
+def _record(project_id: str, row: dict[str, Any]) -> LogRecord:
+    return LogRecord(
+        row["id"], project_id, datetime.fromisoformat(row["ts"]), LogLevel(row["level"]),
+        row["msg"], row.get("service"), row.get("trace_id"), row.get("correlation_id"),
+        row.get("context") or {},
+    )

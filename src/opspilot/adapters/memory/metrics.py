@@ -1,0 +1,109 @@
+"""In-memory metric store: the reference semantics every real store must reproduce."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from collections import defaultdict
+from collections.abc import Sequence
+
+from opspilot.domain.ingest import MetricBatch
+from opspilot.domain.metrics import (
+    BucketValue,
+    Histogram,
+    HistogramBin,
+    HistogramQuery,
+    MetricPoint,
+    MetricQuery,
+    Series,
+    SeriesSelector,
+    aggregate,
+    bin_index,
+    equal_width_edges,
+)
+from opspilot.domain.ports import WindowRequest, WindowValue
+from opspilot.domain.timewindow import TimeRange
+
+SeriesKey = tuple[str, str]  # (project_id, metric name)
+
+
+class InMemoryMetricStore:
+    def __init__(self) -> None:
+        self._points: dict[SeriesKey, list[MetricPoint]] = defaultdict(list)
+        self._stored_batches: set[str] = set()
+        self._lock = asyncio.Lock()
+
+    async def write_batches(self, batches: Sequence[MetricBatch]) -> int:
+        written = 0
+        async with self._lock:
+            for batch in batches:
+                if batch.message_id in self._stored_batches:
+                    continue
+                self._stored_batches.add(batch.message_id)
+                for point in batch.points:
+                    bisect.insort(
+                        self._points[(point.project_id, point.name)], point, key=_timestamp
+                    )
+                written += len(batch.points)
+        return written
+
+    async def query(self, queries: Sequence[MetricQuery]) -> list[Series]:
+        return [self._query_one(query) for query in queries]
+
+    def _query_one(self, query: MetricQuery) -> Series:
+        buckets: dict[object, list[float]] = defaultdict(list)
+        for point in self._select(query.project_id, query.series, query.window):
+            buckets[query.bucketing.floor(point.timestamp)].append(point.value)
+        values = [
+            BucketValue(start, aggregate(vals, query.aggregation), len(vals))  # type: ignore[arg-type]
+            for start, vals in sorted(buckets.items())  # type: ignore[type-var]
+        ]
+        return Series(
+            query.series.name, query.series.service, query.aggregation,
+            query.bucketing.label, values,
+        )
+
+    async def histogram(self, query: HistogramQuery) -> Histogram:
+        values = [p.value for p in self._select(query.project_id, query.series, query.window)]
+        if not values:
+            return Histogram(query.series.name, [], 0, None, None)
+        low, high = min(values), max(values)
+        edges = equal_width_edges(low, high, query.bins)
+        counts = [0] * query.bins
+        for value in values:
+            counts[bin_index(value, low, high, query.bins)] += 1
+        bins = [HistogramBin(edges[i], edges[i + 1], counts[i]) for i in range(query.bins)]
+        return Histogram(query.series.name, bins, len(values), low, high)
+
+    async def aggregate_windows(self, requests: Sequence[WindowRequest]) -> list[WindowValue]:
+        results = []
+        for request in requests:
+            values = [p.value for p in self._select(request.project_id, request.series, request.window)]
+            value = aggregate(values, request.aggregation) if values else None
+            results.append(WindowValue(value, len(values)))
+        return results
+
+    async def ping(self) -> None:
+        return None
+
+    def _select(
+        self, project_id: str, series: SeriesSelector, window: TimeRange
+    ) -> list[MetricPoint]:
+        points = self._points.get((project_id, series.name), [])
+        lo = bisect.bisect_left(points, window.start, key=_timestamp)
+        hi = bisect.bisect_left(points, window.end, key=_timestamp)
+        return [p for p in points[lo:hi] if _matches(p, series)]
+
+    def count(self, project_id: str) -> int:
+        """Test helper: points stored for a project."""
+        return sum(len(v) for (pid, _), v in self._points.items() if pid == project_id)
+
+
+def _timestamp(point: MetricPoint):  # type: ignore[no-untyped-def]
+    return point.timestamp
+
+
+def _matches(point: MetricPoint, series: SeriesSelector) -> bool:
+    if series.service is not None and point.service != series.service:
+        return False
+    return all(point.tags.get(k) == v for k, v in series.tags.items())

@@ -1,0 +1,91 @@
+"""The logs viewer's use cases: search, context, volume, error spikes, patterns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opspilot.application.limits import QueryLimits
+from opspilot.application.rendering import (
+    cluster_doc,
+    context_doc,
+    page_doc,
+    spikes_doc,
+    volume_doc,
+)
+from opspilot.domain.analysis import LogLine
+from opspilot.domain.errors import LimitExceeded, NotFound, ValidationError
+from opspilot.domain.logs import (
+    CONTEXT_MAX,
+    SPIKE_METHOD,
+    LogFilter,
+    LogLevel,
+    LogQuery,
+    VolumeQuery,
+    flag_spikes,
+)
+from opspilot.domain.ports import Analyzer, LogStore
+from opspilot.domain.timewindow import Bucketing, TimeRange
+
+SPIKE_WINDOW, SPIKE_THRESHOLD, SPIKE_MIN = 30, 3.0, 3
+
+
+class LogQueries:
+    def __init__(self, store: LogStore, analyzer: Analyzer, limits: QueryLimits) -> None:
+        self._store = store
+        self._analyzer = analyzer
+        self._limits = limits
+
+    def _check(self, log_filter: LogFilter) -> None:
+        if log_filter.window.span > self._limits.max_range:
+            TimeRange.checked(log_filter.window.start, log_filter.window.end, self._limits.max_range)
+        if log_filter.search and len(log_filter.search) > self._limits.max_search_length:
+            raise LimitExceeded("search", f"at most {self._limits.max_search_length} characters")
+
+    async def search(self, query: LogQuery) -> dict[str, Any]:
+        self._check(query.filter)
+        page = await self._store.search(query)
+        return page_doc(page, query.limit, query.offset)
+
+    async def context(
+        self, project_id: str, log_id: str, before: int = 10, after: int = 10
+    ) -> dict[str, Any]:
+        for field, value in (("before", before), ("after", after)):
+            if not 0 <= value <= CONTEXT_MAX:
+                raise ValidationError(field, f"between 0 and {CONTEXT_MAX}")
+        if not log_id or len(log_id) > 200:
+            raise NotFound("no such log in this project", {"field": "log_id"})
+        return context_doc(await self._store.context(project_id, log_id, before, after))
+
+    async def volume(self, query: VolumeQuery) -> dict[str, Any]:
+        self._check(LogFilter(query.project_id, query.window))
+        query.bucketing.check_count(query.window, self._limits.max_buckets)
+        return volume_doc(await self._store.volume(query), query.bucketing.label)
+
+    async def error_spikes(
+        self, project_id: str, window: TimeRange, bucketing: Bucketing, service: str | None = None
+    ) -> dict[str, Any]:
+        query = VolumeQuery(project_id, window, bucketing, (LogLevel.ERROR, LogLevel.FATAL), service)
+        self._check(LogFilter(project_id, window))
+        bucketing.check_count(window, self._limits.max_buckets)
+        counts = await self._store.volume(query)
+        flagged = flag_spikes(counts, SPIKE_WINDOW, SPIKE_THRESHOLD, SPIKE_MIN)
+        method = SPIKE_METHOD.format(
+            window=SPIKE_WINDOW, threshold=SPIKE_THRESHOLD, min_count=SPIKE_MIN
+        )
+        return spikes_doc(flagged, bucketing.label, method)
+
+    async def patterns(self, log_filter: LogFilter, limit: int) -> dict[str, Any]:
+        """Cluster up to `limit` matching logs (newest first) into templates."""
+        self._check(log_filter)
+        if not 1 <= limit <= self._limits.max_pattern_logs:
+            raise LimitExceeded("limit", f"between 1 and {self._limits.max_pattern_logs}")
+        lines: list[LogLine] = []
+        async for record in self._store.export(log_filter):
+            lines.append(LogLine(record.message, record.level.value))
+            if len(lines) >= limit:
+                break
+        clusters = await self._analyzer.cluster_logs(lines) if lines else []
+        return {
+            "logs_analyzed": len(lines),
+            "patterns": [cluster_doc(c) for c in clusters],
+        }

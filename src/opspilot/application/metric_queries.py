@@ -1,0 +1,107 @@
+"""The metrics explorer's use cases: bucketed series, overlays, histograms, anomalies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from opspilot.application.caching import QueryCache, cache_key
+from opspilot.application.limits import QueryLimits
+from opspilot.application.rendering import anomaly_doc, histogram_doc, series_doc, to_json
+from opspilot.domain.analysis import AnomalyMethod, AnomalyRequest, DataPoint
+from opspilot.domain.errors import LimitExceeded, ValidationError
+from opspilot.domain.metrics import (
+    Aggregation,
+    HistogramQuery,
+    MetricQuery,
+    SeriesSelector,
+)
+from opspilot.domain.ports import Analyzer, MetricStore
+from opspilot.domain.timewindow import Bucketing, TimeRange
+
+
+def _normalised(query: MetricQuery) -> str:
+    s = query.series
+    return "|".join([
+        s.name, s.service or "", repr(sorted(s.tags.items())), query.aggregation.value,
+        str(int(query.bucketing.width.total_seconds())),
+        query.window.start.isoformat(), query.window.end.isoformat(),
+    ])
+
+
+class MetricQueries:
+    def __init__(
+        self, store: MetricStore, analyzer: Analyzer, cache: QueryCache, limits: QueryLimits
+    ) -> None:
+        self._store = store
+        self._analyzer = analyzer
+        self._cache = cache
+        self._limits = limits
+
+    def _window(self, window: TimeRange, bucketing: Bucketing | None = None) -> None:
+        if window.span > self._limits.max_range:
+            TimeRange.checked(window.start, window.end, self._limits.max_range)
+        if bucketing is not None:
+            bucketing.check_count(window, self._limits.max_buckets)
+
+    async def series(self, query: MetricQuery) -> bytes:
+        """One bucketed series, as JSON bytes (cached)."""
+        self._window(query.window, query.bucketing)
+        key = cache_key("series", query.project_id, _normalised(query))
+
+        async def compute() -> bytes:
+            (series,) = await self._store.query([query])
+            return to_json(series_doc(series))
+
+        return await self._cache.get_or_compute("series", key, query.window, compute)
+
+    async def overlay(self, queries: Sequence[MetricQuery]) -> bytes:
+        if not queries:
+            raise ValidationError("metrics", "give at least one metric")
+        if len(queries) > self._limits.max_series_per_overlay:
+            raise LimitExceeded(
+                "metrics", f"at most {self._limits.max_series_per_overlay} series per overlay"
+            )
+        for query in queries:
+            self._window(query.window, query.bucketing)
+        key = cache_key("overlay", queries[0].project_id, "#".join(map(_normalised, queries)))
+
+        async def compute() -> bytes:
+            series = await self._store.query(queries)
+            return to_json({"series": [series_doc(s) for s in series]})
+
+        return await self._cache.get_or_compute("overlay", key, queries[0].window, compute)
+
+    async def histogram(self, query: HistogramQuery) -> bytes:
+        self._window(query.window)
+        if not 1 <= query.bins <= self._limits.max_histogram_bins:
+            raise LimitExceeded("bins", f"between 1 and {self._limits.max_histogram_bins}")
+        return to_json(histogram_doc(await self._store.histogram(query)))
+
+    async def anomalies(
+        self,
+        project_id: str,
+        series: SeriesSelector,
+        window: TimeRange,
+        bucketing: Bucketing,
+        threshold: float,
+        method: AnomalyMethod,
+    ) -> dict[str, Any]:
+        """Bucket the series (avg per bucket), then ask the analyzer which buckets stand out."""
+        self._window(window, bucketing)
+        if not 0 < threshold <= 100:
+            raise ValidationError("threshold", "sigmas, greater than 0 and at most 100")
+        query = MetricQuery(project_id, series, window, Aggregation.AVG, bucketing)
+        (found,) = await self._store.query([query])
+        points = [DataPoint(p.bucket, p.value) for p in found.points]
+        request = AnomalyRequest(series.name, points, method, threshold)
+        anomalies = await self._analyzer.detect_anomalies(request) if points else []
+        return {
+            "metric_name": series.name,
+            "service_name": series.service,
+            "method": method.value,
+            "threshold": threshold,
+            "time_bucket": bucketing.label,
+            "points": len(points),
+            "anomalies": [anomaly_doc(a) for a in anomalies],
+        }

@@ -1,0 +1,184 @@
+"""The ingestion worker: batch deliveries, write through the stores, ack after commit.
+
+Guarantees: a delivery is acknowledged only after every store it feeds committed; a
+transient store failure is retried with capped exponential backoff (never dropped, never
+hot-looped); a delivery that cannot be decoded or keeps failing for another reason goes to
+the dead-letter queue with the reason; a stop request drains (flush, ack, then stop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+
+import attrs
+
+from opspilot.domain.errors import TransientStoreError
+from opspilot.domain.ingest import LogBatch, MetricBatch, Stream
+from opspilot.domain.ports import Delivery, IngestConsumer, LogMetadataStore, LogStore, MetricStore
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class WorkerSettings:
+    max_records: int = 1000
+    flush_interval: float = 0.2
+    backoff_base: float = 0.2
+    backoff_cap: float = 10.0
+    permanent_attempts: int = 3
+
+
+class WorkerObserver:
+    """Hooks for telemetry; the default does nothing. Entry points plug Prometheus in."""
+
+    def batch_written(self, stream: str, records: int, seconds: float) -> None: ...
+
+    def retried(self, stream: str, reason: str) -> None: ...
+
+    def dead_lettered(self, stream: str, reason: str) -> None: ...
+
+
+class IngestWorker:
+    def __init__(
+        self,
+        consumer: IngestConsumer,
+        metrics: MetricStore,
+        logs: LogStore,
+        log_metadata: LogMetadataStore,
+        settings: WorkerSettings = WorkerSettings(),
+        observer: WorkerObserver | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        monotonic: Callable[[], float] | None = None,
+    ) -> None:
+        self._consumer = consumer
+        self._metrics = metrics
+        self._logs = logs
+        self._log_metadata = log_metadata
+        self._settings = settings
+        self._observer = observer or WorkerObserver()
+        self._sleep = sleep
+        self._monotonic = monotonic or asyncio.get_running_loop().time
+        self._stopping = asyncio.Event()
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self, streams: Sequence[Stream] = (Stream.METRICS, Stream.LOGS)) -> None:
+        deliveries = aiter(self._consumer.deliveries(streams))
+        pending: list[Delivery] = []
+        fetch: asyncio.Task[Delivery] | None = None
+        stop_wait = asyncio.ensure_future(self._stopping.wait())
+        deadline: float | None = None
+        try:
+            while not self._stopping.is_set():
+                if fetch is None:
+                    fetch = asyncio.ensure_future(anext(deliveries))  # type: ignore[arg-type]
+                timeout = None if deadline is None else max(0.0, deadline - self._monotonic())
+                done, _ = await asyncio.wait(
+                    {fetch, stop_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if fetch in done:
+                    try:
+                        pending.append(fetch.result())
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        fetch = None
+                    deadline = deadline or self._monotonic() + self._settings.flush_interval
+                if pending and (
+                    _records(pending) >= self._settings.max_records
+                    or (deadline is not None and self._monotonic() >= deadline)
+                ):
+                    await self.flush(pending)
+                    pending, deadline = [], None
+        finally:
+            stop_wait.cancel()
+            if fetch is not None:
+                fetch.cancel()
+            if pending:
+                await self.flush(pending)
+            await self._consumer.stop()
+
+    async def flush(self, deliveries: Sequence[Delivery]) -> None:
+        decodable = []
+        for delivery in deliveries:
+            if delivery.batch is None:
+                await self._dead_letter(delivery, f"undecodable: {delivery.error}")
+            else:
+                decodable.append(delivery)
+        if decodable:
+            await self._write_with_retries(decodable)
+
+    async def _write_with_retries(self, deliveries: Sequence[Delivery]) -> None:
+        transient = permanent = 0
+        while True:
+            try:
+                await self._write(deliveries)
+                break
+            except TransientStoreError as exc:
+                transient += 1
+                self._observer.retried(_stream(deliveries), exc.message)
+                await self._sleep(self._backoff(transient))
+            except Exception as exc:  # a store refused the data itself
+                permanent += 1
+                if len(deliveries) > 1:
+                    for delivery in deliveries:  # isolate the bad message
+                        await self._write_with_retries([delivery])
+                    return
+                if permanent >= self._settings.permanent_attempts:
+                    await self._dead_letter(deliveries[0], f"{type(exc).__name__}: {exc}")
+                    return
+                log.warning("write failed (%s), attempt %d", exc, permanent)
+                await self._sleep(self._backoff(permanent))
+        for delivery in deliveries:
+            await delivery.ack()
+
+    async def _write(self, deliveries: Sequence[Delivery]) -> None:
+        batches = [d.batch for d in deliveries]
+        metric_batches = [b for b in batches if isinstance(b, MetricBatch)]
+        log_batches = [b for b in batches if isinstance(b, LogBatch)]
+        started = self._monotonic()
+        if metric_batches:
+            await self._metrics.write_batches(metric_batches)
+            self._observer.batch_written(
+                Stream.METRICS.value, sum(len(b.points) for b in metric_batches),
+                self._monotonic() - started,
+            )
+        if log_batches:
+            started = self._monotonic()
+            await self._logs.write_batches(log_batches)
+            await self._log_metadata.write_batches(log_batches)
+            self._observer.batch_written(
+                Stream.LOGS.value, sum(len(b.records) for b in log_batches),
+                self._monotonic() - started,
+            )
+
+    async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        log.error("dead-lettering a message: %s", reason)
+        self._observer.dead_lettered(_stream([delivery]), reason[:100])
+        await delivery.dead_letter(reason)
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self._settings.backoff_cap, self._settings.backoff_base * 2 ** (attempt - 1))
+        return ceiling * (0.5 + random.random() / 2)  # jitter keeps workers from syncing up
+
+
+def _records(deliveries: Sequence[Delivery]) -> int:
+    total = 0
+    for delivery in deliveries:
+        batch = delivery.batch
+        if isinstance(batch, MetricBatch):
+            total += len(batch.points)
+        elif isinstance(batch, LogBatch):
+            total += len(batch.records)
+    return total
+
+
+def _stream(deliveries: Sequence[Delivery]) -> str:
+    batch = deliveries[0].batch
+    if isinstance(batch, MetricBatch):
+        return Stream.METRICS.value
+    return Stream.LOGS.value if isinstance(batch, LogBatch) else "unknown"

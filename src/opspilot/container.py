@@ -1,0 +1,244 @@
+"""The composition root: settings → adapters → use cases → entry points.
+
+Each port is a `providers.Selector` over its in-memory adapter and its real one; the choice
+comes from which `OPSPILOT_*_URL` settings are present. Connections are async
+`providers.Resource`s, opened once by `init_resources()` and closed once by
+`shutdown_resources()`; a resource whose URL is not set yields None and costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+from dependency_injector import containers, providers
+
+from opspilot.adapters.memory.alerting import (
+    InMemoryChannelStore,
+    InMemoryIncidentStore,
+    InMemoryRuleStore,
+)
+from opspilot.adapters.memory.cache import InMemoryCache, InMemoryRateLimiter
+from opspilot.adapters.memory.logs import InMemoryLogMetadataStore, InMemoryLogStore
+from opspilot.adapters.memory.metrics import InMemoryMetricStore
+from opspilot.adapters.memory.notify import RecordingNotifier
+from opspilot.adapters.memory.queue import InMemoryQueue
+from opspilot.adapters.memory.tenancy import InMemoryTenancyStore
+from opspilot.adapters.system import SystemClock, UuidGenerator
+from opspilot.application.auth import Authenticator
+from opspilot.application.caching import QueryCache
+from opspilot.application.ingest import IngestService
+from opspilot.application.limits import QueryLimits
+from opspilot.application.log_queries import LogQueries
+from opspilot.application.metric_queries import MetricQueries
+from opspilot.application.provisioning import ProjectProvisioner
+from opspilot.application.worker import WorkerSettings
+from opspilot.entrypoints.telemetry import ApiTelemetry, WorkerTelemetry
+from opspilot.settings import Settings
+
+
+def backends(settings: Settings) -> dict[str, str]:
+    """Which adapter serves each port, from the URLs that are set."""
+    return {
+        "sql": "postgres" if settings.database_url else "memory",
+        "logs": "opensearch" if settings.opensearch_url else "memory",
+        "queue": "rabbitmq" if settings.amqp_url else "memory",
+        "cache": "redis" if settings.redis_url else "memory",
+        "ai": "http" if settings.ai_url else "in_process",
+    }
+
+
+async def postgres_resource(url: str | None, schema: str | None) -> AsyncIterator[Any]:
+    if not url:
+        yield None
+        return
+    from opspilot.adapters.postgres.database import PostgresDatabase
+
+    database = PostgresDatabase(url, schema=schema)
+    await database.connect()
+    try:
+        yield database
+    finally:
+        await database.close()
+
+
+async def opensearch_resource(url: str | None, prefix: str) -> AsyncIterator[Any]:
+    if not url:
+        yield None
+        return
+    from opspilot.adapters.opensearch.store import OpenSearchLogStore, connect_opensearch
+
+    client = await connect_opensearch(url)
+    try:
+        store = OpenSearchLogStore(client, prefix=prefix)
+        await store.ensure_template()
+        yield store
+    finally:
+        await client.close()
+
+
+async def rabbitmq_resource(url: str | None, prefix: str, max_depth: int) -> AsyncIterator[Any]:
+    if not url:
+        yield None
+        return
+    from opspilot.adapters.rabbitmq.queue import RabbitMQQueue
+
+    queue = RabbitMQQueue(url, prefix=prefix, max_depth=max_depth)
+    await queue.connect()
+    try:
+        yield queue
+    finally:
+        await queue.close()
+
+
+async def redis_resource(url: str | None) -> AsyncIterator[Any]:
+    if not url:
+        yield None
+        return
+    from opspilot.adapters.redis.connection import connect_redis
+
+    client = await connect_redis(url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def http_analyzer_resource(url: str | None) -> AsyncIterator[Any]:
+    if not url:
+        yield None
+        return
+    from opspilot.adapters.ai.http_client import HttpAnalyzer
+
+    analyzer = HttpAnalyzer(url)
+    await analyzer.start()
+    try:
+        yield analyzer
+    finally:
+        await analyzer.close()
+
+
+def _in_process_analyzer() -> Any:
+    from opspilot.adapters.ai.in_process import InProcessAnalyzer
+
+    return InProcessAnalyzer()
+
+
+def _redis_cache(client: Any, prefix: str) -> Any:
+    from opspilot.adapters.redis.cache import RedisCache
+
+    return RedisCache(client, prefix)
+
+
+def _redis_limiter(client: Any, prefix: str) -> Any:
+    from opspilot.adapters.redis.limiter import RedisRateLimiter
+
+    return RedisRateLimiter(client, prefix)
+
+
+class Container(containers.DeclarativeContainer):
+    config = providers.Configuration()
+
+    clock = providers.Singleton(SystemClock)
+    ids = providers.Singleton(UuidGenerator)
+    api_telemetry = providers.Singleton(ApiTelemetry)
+    worker_telemetry = providers.Singleton(WorkerTelemetry)
+
+    # -- connections -------------------------------------------------------------------
+    postgres = providers.Resource(postgres_resource, config.database_url, config.database_schema)
+    opensearch = providers.Resource(opensearch_resource, config.opensearch_url, config.index_prefix)
+    rabbitmq = providers.Resource(
+        rabbitmq_resource, config.amqp_url, config.queue_prefix, config.queue_max_depth
+    )
+    redis = providers.Resource(redis_resource, config.redis_url)
+    http_analyzer = providers.Resource(http_analyzer_resource, config.ai_url)
+
+    # -- ports -------------------------------------------------------------------------
+    memory_queue = providers.Singleton(
+        InMemoryQueue, max_depth=config.queue_max_depth, prefetch=config.worker_prefetch
+    )
+    queue = providers.Selector(
+        config.backends.queue, memory=memory_queue, rabbitmq=rabbitmq
+    )
+    metric_store = providers.Selector(
+        config.backends.sql,
+        memory=providers.Singleton(InMemoryMetricStore),
+        postgres=providers.Callable(lambda db: db.metric_store, postgres),
+    )
+    log_metadata = providers.Selector(
+        config.backends.sql,
+        memory=providers.Singleton(InMemoryLogMetadataStore),
+        postgres=providers.Callable(lambda db: db.log_metadata_store, postgres),
+    )
+    tenancy = providers.Selector(
+        config.backends.sql,
+        memory=providers.Singleton(InMemoryTenancyStore),
+        postgres=providers.Callable(lambda db: db.tenancy_store, postgres),
+    )
+    rules = providers.Selector(
+        config.backends.sql,
+        memory=providers.Singleton(InMemoryRuleStore),
+        postgres=providers.Callable(lambda db: db.rule_store, postgres),
+    )
+    channels = providers.Selector(
+        config.backends.sql,
+        memory=providers.Singleton(InMemoryChannelStore),
+        postgres=providers.Callable(lambda db: db.channel_store, postgres),
+    )
+    incidents = providers.Selector(
+        config.backends.sql,
+        memory=providers.Singleton(InMemoryIncidentStore),
+        postgres=providers.Callable(lambda db: db.incident_store, postgres),
+    )
+    log_store = providers.Selector(
+        config.backends.logs, memory=providers.Singleton(InMemoryLogStore), opensearch=opensearch
+    )
+    cache = providers.Selector(
+        config.backends.cache,
+        memory=providers.Singleton(InMemoryCache),
+        redis=providers.Singleton(_redis_cache, redis, config.cache_prefix),
+    )
+    rate_limiter = providers.Selector(
+        config.backends.cache,
+        memory=providers.Singleton(InMemoryRateLimiter),
+        redis=providers.Singleton(_redis_limiter, redis, config.cache_prefix),
+    )
+    analyzer = providers.Selector(
+        config.backends.ai,
+        in_process=providers.Singleton(_in_process_analyzer),
+        http=http_analyzer,
+    )
+    notifier = providers.Singleton(RecordingNotifier)
+
+    # -- use cases ---------------------------------------------------------------------
+    query_limits = providers.Singleton(
+        QueryLimits,
+        max_range=providers.Callable(lambda d: timedelta(days=d), config.max_query_range_days),
+        max_buckets=config.max_buckets,
+    )
+    query_cache = providers.Singleton(
+        QueryCache,
+        cache,
+        clock,
+        on_lookup=providers.Callable(lambda t: t.cache_lookup, api_telemetry),
+    )
+    authenticator = providers.Singleton(Authenticator, tenancy, cache)
+    provisioner = providers.Singleton(ProjectProvisioner, tenancy, clock, ids)
+    ingest = providers.Singleton(IngestService, queue, clock, ids)
+    metric_queries = providers.Singleton(
+        MetricQueries, metric_store, analyzer, query_cache, query_limits
+    )
+    log_queries = providers.Singleton(LogQueries, log_store, analyzer, query_limits)
+    worker_settings = providers.Singleton(
+        WorkerSettings,
+        max_records=config.worker_batch_records,
+        flush_interval=config.worker_flush_seconds,
+    )
+
+
+def build_container(settings: Settings | None = None) -> Container:
+    settings = settings or Settings()
+    container = Container()
+    container.config.from_dict({**settings.model_dump(), "backends": backends(settings)})
+    return container

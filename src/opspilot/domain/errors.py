@@ -1,0 +1,82 @@
+"""One error hierarchy for the domain and application layers.
+
+Adapters translate driver exceptions into these; the API maps each to an HTTP status and the
+standard body `{"error": {"code", "message", "details"}}` in one middleware.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OpsPilotError(Exception):
+    code = "error"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details or {}
+
+
+class ValidationError(OpsPilotError):
+    """Input that breaks a documented rule. `field` names the offending input."""
+
+    code = "invalid_input"
+
+    def __init__(self, field: str, message: str, **details: Any) -> None:
+        super().__init__(f"{field}: {message}", {"field": field, **details})
+        self.field = field
+
+
+class LimitExceeded(ValidationError):
+    code = "limit_exceeded"
+
+
+class Unauthenticated(OpsPilotError):
+    code = "unauthenticated"
+
+
+class Forbidden(OpsPilotError):
+    code = "forbidden"
+
+
+class NotFound(OpsPilotError):
+    code = "not_found"
+
+
+class Conflict(OpsPilotError):
+    code = "conflict"
+
+
+class RateLimited(OpsPilotError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float, **details: Any) -> None:
+        super().__init__(message, {"retry_after": retry_after, **details})
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(OpsPilotError):
+    """A backing service (broker, store, AI) cannot take or answer the request now."""
+
+    code = "service_unavailable"
+
+    def __init__(self, message: str, retry_after: float = 5.0, **details: Any) -> None:
+        super().__init__(message, {"retry_after": retry_after, **details})
+        self.retry_after = retry_after
+
+
+class TransientStoreError(ServiceUnavailable):
+    """A write or read failed for a reason that may pass (connection lost, timeout)."""
+
+    code = "store_unavailable"
+
+
+class DeliveryFailed(OpsPilotError):
+    """A notification did not arrive. `retryable` says whether trying again may help."""
+
+    code = "delivery_failed"
+
+    def __init__(self, message: str, retryable: bool = True, **details: Any) -> None:
+        super().__init__(message, {"retryable": retryable, **details})
+        self.retryable = retryable

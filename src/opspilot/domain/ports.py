@@ -1,0 +1,299 @@
+"""The ports: what the use cases need from the outside world.
+
+Each has an in-memory adapter (adapters/memory) and at least one real one, and one contract
+suite (tests/contract) that every adapter of the port must pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Protocol
+
+import attrs
+
+from opspilot.domain.alerts import (
+    AlertRule,
+    Channel,
+    DeliveryAttempt,
+    Incident,
+    IncidentStatus,
+    Notification,
+    RuleState,
+)
+from opspilot.domain.analysis import Analyzer as Analyzer
+from opspilot.domain.ingest import LogBatch, MetricBatch, Stream
+from opspilot.domain.logs import (
+    CountBucket,
+    LogContext,
+    LogFilter,
+    LogLevel,
+    LogPage,
+    LogQuery,
+    LogRecord,
+    VolumeQuery,
+)
+from opspilot.domain.metrics import (
+    Aggregation,
+    Histogram,
+    HistogramQuery,
+    MetricQuery,
+    Series,
+    SeriesSelector,
+)
+from opspilot.domain.tenancy import ApiKey, Project, Token, User
+from opspilot.domain.timewindow import TimeRange
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class IdGenerator(Protocol):
+    def new_id(self) -> str: ...
+
+
+# -- metrics -----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class WindowRequest:
+    """One aggregate over one window, as the alert engine asks for it."""
+
+    project_id: str
+    series: SeriesSelector
+    aggregation: Aggregation
+    window: TimeRange
+
+
+@attrs.frozen
+class WindowValue:
+    value: float | None  # None: no points in the window
+    count: int
+
+
+class MetricStore(Protocol):
+    """Metric points, queried as bucketed aggregates. Every read is scoped to a project."""
+
+    async def write_batches(self, batches: Sequence[MetricBatch]) -> int:
+        """Store the batches atomically; a batch whose message id was already stored is
+        skipped. Returns the points written. Raises TransientStoreError when the store is
+        unreachable (the caller retries)."""
+        ...
+
+    async def query(self, queries: Sequence[MetricQuery]) -> list[Series]:
+        """One series per query, in order; buckets with no points are absent."""
+        ...
+
+    async def histogram(self, query: HistogramQuery) -> Histogram: ...
+
+    async def aggregate_windows(self, requests: Sequence[WindowRequest]) -> list[WindowValue]:
+        """One value per request, in order, in as few round trips as the store allows."""
+        ...
+
+    async def ping(self) -> None: ...
+
+
+# -- logs ----------------------------------------------------------------------------------
+
+
+class LogStore(Protocol):
+    """Full-text log storage. Ordering is newest first, ties broken by log id descending."""
+
+    async def write_batches(self, batches: Sequence[LogBatch]) -> int:
+        """Idempotent: records keep their deterministic ids, so a redelivered batch
+        overwrites itself. Raises TransientStoreError when the store is unreachable."""
+        ...
+
+    async def search(self, query: LogQuery) -> LogPage: ...
+
+    async def get(self, project_id: str, log_id: str) -> LogRecord | None: ...
+
+    async def context(
+        self, project_id: str, log_id: str, before: int, after: int
+    ) -> LogContext:
+        """Neighbours in the same project and service stream; raises NotFound."""
+        ...
+
+    async def volume(self, query: VolumeQuery) -> list[CountBucket]:
+        """Every bucket of the window, empty ones as zero."""
+        ...
+
+    def export(self, log_filter: LogFilter, chunk: int = 1000) -> AsyncIterator[LogRecord]:
+        """Every matching record, newest first, without the paging limits."""
+        ...
+
+    async def ping(self) -> None: ...
+
+
+class LogMetadataStore(Protocol):
+    """The plan's `log_metadata` rows: fast counts by level without the search engine."""
+
+    async def write_batches(self, batches: Sequence[LogBatch]) -> int: ...
+
+    async def count(
+        self, project_id: str, window: TimeRange, level: LogLevel | None = None
+    ) -> int: ...
+
+
+# -- tenancy -------------------------------------------------------------------------------
+
+
+class TenancyStore(Protocol):
+    async def add_project(self, project: Project) -> None: ...
+
+    async def get_project(self, project_id: str) -> Project | None: ...
+
+    async def add_user(self, user: User) -> None: ...
+
+    async def add_membership(self, user_id: str, project_id: str) -> None: ...
+
+    async def projects_of(self, user_id: str) -> frozenset[str]: ...
+
+    async def add_api_key(self, key: ApiKey) -> None: ...
+
+    async def find_api_key(self, key_hash: str) -> ApiKey | None: ...
+
+    async def add_token(self, token: Token) -> None: ...
+
+    async def find_token(self, token_hash: str) -> Token | None: ...
+
+    async def revoke_token(self, token_id: str) -> Token | None: ...
+
+
+# -- alerting ------------------------------------------------------------------------------
+
+
+class RuleStore(Protocol):
+    async def save_rule(self, rule: AlertRule) -> None: ...
+
+    async def get_rule(self, project_id: str, rule_id: str) -> AlertRule | None: ...
+
+    async def list_rules(self, project_id: str) -> list[AlertRule]: ...
+
+    async def delete_rule(self, project_id: str, rule_id: str) -> bool: ...
+
+    async def enabled_rules(self) -> list[AlertRule]:
+        """Every enabled rule of every project: the scheduler's work list."""
+        ...
+
+    async def get_states(self, rule_ids: Sequence[str]) -> dict[str, RuleState]: ...
+
+    async def save_state(self, state: RuleState) -> None: ...
+
+
+class ChannelStore(Protocol):
+    async def save_channel(self, channel: Channel) -> None: ...
+
+    async def get_channel(self, project_id: str, channel_id: str) -> Channel | None: ...
+
+    async def list_channels(self, project_id: str) -> list[Channel]: ...
+
+    async def delete_channel(self, project_id: str, channel_id: str) -> bool: ...
+
+
+class IncidentStore(Protocol):
+    async def save_incident(self, incident: Incident) -> None: ...
+
+    async def get_incident(self, project_id: str, incident_id: str) -> Incident | None: ...
+
+    async def list_incidents(
+        self,
+        project_id: str,
+        status: IncidentStatus | None = None,
+        rule_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Incident]:
+        """Newest first."""
+        ...
+
+    async def record_delivery(self, attempt: DeliveryAttempt) -> None: ...
+
+    async def deliveries(self, incident_id: str) -> list[DeliveryAttempt]: ...
+
+
+class Notifier(Protocol):
+    async def send(self, channel: Channel, notification: Notification) -> None:
+        """Deliver once; raises DeliveryFailed (with whether a retry may help)."""
+        ...
+
+
+# -- ingest queue --------------------------------------------------------------------------
+
+
+class IngestQueue(Protocol):
+    async def publish(self, batch: MetricBatch | LogBatch) -> None:
+        """Returns only once the queue holds the batch durably. Raises ServiceUnavailable
+        (broker down, confirm timed out) or RateLimited (backlog over its limit)."""
+        ...
+
+    async def ping(self) -> None: ...
+
+
+class Delivery(Protocol):
+    """One message taken from a queue, not yet acknowledged."""
+
+    @property
+    def batch(self) -> MetricBatch | LogBatch | None:
+        """None when the message could not be decoded (see `error`)."""
+        ...
+
+    @property
+    def error(self) -> str | None: ...
+
+    async def ack(self) -> None: ...
+
+    async def dead_letter(self, reason: str) -> None: ...
+
+
+class IngestConsumer(Protocol):
+    def deliveries(self, streams: Sequence[Stream]) -> AsyncIterator[Delivery]:
+        """Messages as they arrive, at most `prefetch` unacknowledged at a time; the
+        iterator ends when `stop()` is called."""
+        ...
+
+    async def stop(self) -> None: ...
+
+
+@attrs.frozen
+class DeadLetter:
+    id: str
+    stream: str
+    reason: str
+    body: bytes
+    at: datetime | None = None
+
+
+class DeadLetterQueue(Protocol):
+    async def list(self, limit: int = 100) -> list[DeadLetter]: ...
+
+    async def replay(self, limit: int | None = None) -> int:
+        """Move dead letters back to their stream; returns how many."""
+        ...
+
+
+# -- cache and limits ----------------------------------------------------------------------
+
+
+class Cache(Protocol):
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None: ...
+
+    async def delete(self, key: str) -> None: ...
+
+
+@attrs.frozen
+class RateDecision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after: float  # seconds until the bucket is full again
+    retry_after: float  # seconds until one more request is allowed (0 when allowed)
+
+
+class RateLimiter(Protocol):
+    async def hit(self, key: str, rate_per_second: float, burst: int, cost: int = 1) -> RateDecision:
+        """Token bucket: take `cost` tokens if there are enough. Raises ServiceUnavailable
+        when the limiter's store is down (callers decide whether to fail open)."""
+        ...

@@ -1,0 +1,55 @@
+"""The aiohttp application: routes, middlewares, and request telemetry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from opspilot.entrypoints.api import (
+    openapi,
+    routes_ingest,
+    routes_logs,
+    routes_metrics,
+    routes_system,
+)
+from opspilot.entrypoints.api.errors import error_middleware
+from opspilot.entrypoints.api.guards import add_rate_headers
+from opspilot.entrypoints.api.state import SERVICES, ApiServices, services
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def telemetry_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    response = await handler(request)
+    route = request.match_info.route.resource
+    template = route.canonical if route is not None else "unmatched"
+    telemetry = services(request).telemetry
+    telemetry.requests.labels(request.method, template, str(response.status)).inc()
+    telemetry.latency.labels(request.method, template).observe(time.perf_counter() - started)
+    if template.startswith("/api/ingest/") and response.status >= 400:
+        telemetry.ingest_rejected.labels(template.rsplit("/", 1)[-1], str(response.status)).inc()
+    return response
+
+
+def create_app(svc: ApiServices) -> web.Application:
+    # Error handling sits inside telemetry so that mapped errors are counted with their status.
+    app = web.Application(
+        middlewares=[telemetry_middleware, error_middleware],
+        client_max_size=svc.max_body_bytes,
+    )
+    app[SERVICES] = svc
+    for register in (
+        routes_system.register,
+        routes_ingest.register,
+        routes_metrics.register,
+        routes_logs.register,
+        openapi.register,
+        *svc.extra_routes,
+    ):
+        register(app)
+    app.on_response_prepare.append(add_rate_headers)
+    return app

@@ -1,0 +1,104 @@
+"""One middleware turns every failure into the standard error body.
+
+`{"error": {"code", "message", "details"}}`, with `details.field` naming the input at fault.
+Domain errors map to 4xx/503; pydantic errors to 400 naming the field; aiohttp's own HTTP
+errors (413 body too large, 405, 404 route) keep their status; anything else is a 500 that
+is logged with its traceback and shown without internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import pydantic
+from aiohttp import web
+
+from opspilot.domain import errors
+
+log = logging.getLogger(__name__)
+
+STATUS = {
+    errors.ValidationError: 400,
+    errors.Unauthenticated: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.RateLimited: 429,
+    errors.ServiceUnavailable: 503,
+}
+
+
+def error_response(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    body = {"error": {"code": code, "message": message, "details": details or {}}}
+    return web.Response(
+        status=status, body=orjson.dumps(body, default=str),
+        content_type="application/json", headers=headers,
+    )
+
+
+def _status_of(exc: errors.OpsPilotError) -> int:
+    if isinstance(exc, errors.LimitExceeded) and exc.field == "body":
+        return 413
+    for kind in type(exc).__mro__:
+        if kind in STATUS:
+            return STATUS[kind]  # type: ignore[index]
+    return 500
+
+
+def from_domain(exc: errors.OpsPilotError, headers: dict[str, str] | None = None) -> web.Response:
+    headers = dict(headers or {})
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(retry_after)))
+    return error_response(_status_of(exc), exc.code, exc.message, exc.details, headers)
+
+
+def from_pydantic(exc: pydantic.ValidationError, prefix: str = "") -> web.Response:
+    problems = [
+        {"field": _field_name(prefix, e["loc"]), "message": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_input=False)
+    ][:20]
+    first = problems[0] if problems else {"field": prefix or "body", "message": "invalid"}
+    return error_response(
+        400, "invalid_input", f"{first['field']}: {first['message']}",
+        {"field": first["field"], "problems": problems},
+    )
+
+
+def _field_name(prefix: str, loc: tuple[Any, ...]) -> str:
+    parts = [prefix] if prefix else []
+    for piece in loc:
+        if isinstance(piece, int) and parts:
+            parts[-1] = f"{parts[-1]}[{piece}]"
+        else:
+            parts.append(str(piece))
+    return ".".join(parts) or "body"
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except errors.OpsPilotError as exc:
+        return from_domain(exc)
+    except pydantic.ValidationError as exc:
+        return from_pydantic(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
+            exc.status, "http_error"
+        )
+        details = {"field": "body"} if exc.status == 413 else {}
+        return error_response(exc.status, code, exc.reason, details)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal", "internal error; it has been logged")

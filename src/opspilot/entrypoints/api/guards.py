@@ -1,0 +1,79 @@
+"""Authentication, project scoping and rate limits for handlers."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from aiohttp import web
+
+from opspilot.domain.errors import Forbidden, RateLimited, ServiceUnavailable, ValidationError
+from opspilot.domain.tenancy import IngestIdentity
+from opspilot.entrypoints.api.state import services
+
+log = logging.getLogger(__name__)
+
+
+async def ingest_identity(request: web.Request) -> IngestIdentity:
+    svc = services(request)
+    identity = await svc.auth.ingest_identity(request.headers.get("X-API-Key"))
+    limits = svc.rate_limits
+    await _limit(request, "ingest", f"ingest:{identity.key_id}", limits.ingest_rate, limits.ingest_burst)
+    return identity
+
+
+async def query_project(request: web.Request) -> str:
+    """The project a query acts on: a bearer token whose user is a member of X-Project-ID."""
+    svc = services(request)
+    principal = await svc.auth.principal(_bearer(request))
+    project_id = request.headers.get("X-Project-ID", "").strip()
+    if not project_id:
+        raise ValidationError("X-Project-ID", "header is required")
+    principal.require_member(project_id)
+    limits = svc.rate_limits
+    await _limit(request, "query", f"query:{principal.user_id}", limits.query_rate, limits.query_burst)
+    return project_id
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def _limit(request: web.Request, scope: str, key: str, rate: float, burst: int) -> None:
+    svc = services(request)
+    if not svc.rate_limits.enabled:
+        return
+    try:
+        decision = await svc.limiter.hit(key, rate, burst)
+    except ServiceUnavailable:
+        # Failing open: a limiter outage must not stop ingestion; it is counted and alertable.
+        svc.telemetry.limiter_failures.inc()
+        return
+    request["rate_headers"] = {
+        "X-RateLimit-Limit": str(decision.limit),
+        "X-RateLimit-Remaining": str(decision.remaining),
+        "X-RateLimit-Reset": str(max(0, round(decision.reset_after))),
+    }
+    if not decision.allowed:
+        svc.telemetry.rate_limited.labels(scope).inc()
+        raise RateLimited(
+            f"{scope} rate limit of {rate:g}/s (burst {burst}) exceeded",
+            retry_after=decision.retry_after, field="X-API-Key" if scope == "ingest" else "Authorization",
+        )
+
+
+def require_loopback(request: web.Request) -> None:
+    remote = request.remote or ""
+    try:
+        loopback = ipaddress.ip_address(remote.split("%")[0]).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise Forbidden("admin endpoints answer loopback callers only", {"field": "remote"})
+
+
+async def add_rate_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in request.get("rate_headers", {}).items():
+        response.headers[name] = value

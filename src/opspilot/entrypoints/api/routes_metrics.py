@@ -1,0 +1,91 @@
+"""The metrics explorer: /api/metrics/query, query-multiple, histogram, anomalies."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from opspilot.domain.analysis import AnomalyMethod
+from opspilot.domain.errors import ValidationError
+from opspilot.domain.metrics import Aggregation, HistogramQuery, MetricQuery, SeriesSelector
+from opspilot.domain.timewindow import Bucketing, TimeRange
+from opspilot.entrypoints.api.guards import query_project
+from opspilot.entrypoints.api.parsing import json_body, query_params, window_of
+from opspilot.entrypoints.api.schemas import (
+    AnomalyParams,
+    HistogramParams,
+    MetricQueryParams,
+    OverlayBody,
+    parse_tags,
+)
+from opspilot.entrypoints.api.state import services
+
+
+def _tags(text: str | None) -> dict[str, str]:
+    try:
+        return parse_tags(text)
+    except ValueError as exc:
+        raise ValidationError("tags", str(exc)) from None
+
+
+def _json(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type="application/json")
+
+
+async def query_metrics(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    params = query_params(request, MetricQueryParams)
+    window = window_of(services(request).clock.now(), params.start_time, params.end_time)
+    query = MetricQuery(
+        project_id,
+        SeriesSelector(params.metric_name, params.service_name, _tags(params.tags)),
+        window,
+        Aggregation.parse(params.aggregation),
+        Bucketing.parse(params.time_bucket),
+    )
+    return _json(await services(request).metrics.series(query))
+
+
+async def query_multiple(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    body = await json_body(request, OverlayBody)
+    window = TimeRange.checked(body.start_time, body.end_time)
+    bucketing = Bucketing.parse(body.time_bucket)
+    queries = [
+        MetricQuery(
+            project_id,
+            SeriesSelector(m.name, m.service, m.tags),
+            window,
+            Aggregation.parse(m.aggregation or body.aggregation, f"metrics[{i}].aggregation"),
+            bucketing,
+        )
+        for i, m in enumerate(body.metrics)
+    ]
+    return _json(await services(request).metrics.overlay(queries))
+
+
+async def histogram(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    params = query_params(request, HistogramParams)
+    window = window_of(services(request).clock.now(), params.start_time, params.end_time)
+    selector = SeriesSelector(params.metric_name, params.service_name, _tags(params.tags))
+    query = HistogramQuery(project_id, selector, window, params.bins)
+    return _json(await services(request).metrics.histogram(query))
+
+
+async def anomalies(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    params = query_params(request, AnomalyParams)
+    window = window_of(services(request).clock.now(), params.start_time, params.end_time, 24)
+    selector = SeriesSelector(params.metric_name, params.service_name, _tags(params.tags))
+    doc = await services(request).metrics.anomalies(
+        project_id, selector, window, Bucketing.parse(params.time_bucket), params.threshold,
+        AnomalyMethod(params.method),
+    )
+    return web.json_response(doc)
+
+
+def register(app: web.Application) -> None:
+    app.router.add_get("/api/metrics/query", query_metrics)
+    app.router.add_post("/api/metrics/query-multiple", query_multiple)
+    app.router.add_get("/api/metrics/histogram", histogram)
+    app.router.add_get("/api/metrics/anomalies", anomalies)

@@ -1,0 +1,68 @@
+"""Health, readiness, Prometheus metrics, the loopback-only admin endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from opspilot.entrypoints.api.guards import require_loopback
+from opspilot.entrypoints.api.parsing import json_body
+from opspilot.entrypoints.api.schemas import CreateProjectBody
+from opspilot.entrypoints.api.state import services
+
+READINESS_TIMEOUT = 3.0
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks = services(request).readiness
+    results = await asyncio.gather(*(_check(fn) for fn in checks.values()))
+    report = dict(zip(checks, results, strict=True))
+    ready = all(r == "ok" for r in report.values())
+    return web.json_response(
+        {"status": "ready" if ready else "unready", "checks": report}, status=200 if ready else 503
+    )
+
+
+async def _check(fn) -> str:  # type: ignore[no-untyped-def]
+    try:
+        await asyncio.wait_for(fn(), READINESS_TIMEOUT)
+        return "ok"
+    except Exception as exc:  # readiness reports every failure, whatever it is
+        return f"failed: {type(exc).__name__}: {exc}"[:300]
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(services(request).telemetry.registry)
+    response = web.Response(body=body)
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return response
+
+
+async def create_project(request: web.Request) -> web.Response:
+    """Credentials for a new project; loopback callers only (how `opspilot create-project
+    --server` gets keys from an embedded server)."""
+    require_loopback(request)
+    body = await json_body(request, CreateProjectBody)
+    credentials = await services(request).provisioner.create_project(body.name)
+    return web.json_response(
+        {
+            "project_id": credentials.project_id,
+            "name": credentials.project_name,
+            "api_key": credentials.api_key,
+            "token": credentials.token,
+        },
+        status=201,
+    )
+
+
+def register(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/api/admin/projects", create_project)

@@ -1,0 +1,53 @@
+"""What the API handlers reach through the app: use cases, limits and telemetry."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import attrs
+from aiohttp import web
+
+from opspilot.application.auth import Authenticator
+from opspilot.application.ingest import IngestService
+from opspilot.application.log_queries import LogQueries
+from opspilot.application.metric_queries import MetricQueries
+from opspilot.application.provisioning import ProjectProvisioner
+from opspilot.domain.ports import Clock, RateLimiter
+from opspilot.entrypoints.telemetry import ApiTelemetry
+
+
+@attrs.frozen
+class RateLimits:
+    """Token buckets: sustained rate per second and burst, per API key and per token."""
+
+    ingest_rate: float = 50.0
+    ingest_burst: int = 200
+    query_rate: float = 20.0
+    query_burst: int = 100
+    enabled: bool = True
+
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+@attrs.define
+class ApiServices:
+    auth: Authenticator
+    provisioner: ProjectProvisioner
+    ingest: IngestService
+    metrics: MetricQueries
+    logs: LogQueries
+    limiter: RateLimiter
+    clock: Clock
+    telemetry: ApiTelemetry
+    rate_limits: RateLimits = RateLimits()
+    readiness: dict[str, ReadinessCheck] = attrs.Factory(dict)
+    extra_routes: list[Callable[[web.Application], None]] = attrs.Factory(list)
+    max_body_bytes: int = 10 * 1024 * 1024
+
+
+SERVICES = web.AppKey("services", ApiServices)
+
+
+def services(request: web.Request) -> ApiServices:
+    return request.app[SERVICES]

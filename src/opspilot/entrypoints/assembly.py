@@ -1,0 +1,52 @@
+"""Builds each process's objects from the container (kept out of the handlers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opspilot.application.worker import IngestWorker
+from opspilot.container import Container
+from opspilot.entrypoints.api.state import ApiServices, RateLimits
+
+
+def readiness_checks(container: Container) -> dict[str, Any]:
+    backends = container.config.backends()
+    return {
+        f"metrics ({backends['sql']})": container.metric_store().ping,
+        f"logs ({backends['logs']})": container.log_store().ping,
+        f"queue ({backends['queue']})": container.queue().ping,
+    }
+
+
+def api_services(container: Container) -> ApiServices:
+    config = container.config
+    return ApiServices(
+        auth=container.authenticator(),
+        provisioner=container.provisioner(),
+        ingest=container.ingest(),
+        metrics=container.metric_queries(),
+        logs=container.log_queries(),
+        limiter=container.rate_limiter(),
+        clock=container.clock(),
+        telemetry=container.api_telemetry(),
+        rate_limits=RateLimits(
+            ingest_rate=config.ingest_rate(),
+            ingest_burst=config.ingest_burst(),
+            query_rate=config.query_rate(),
+            query_burst=config.query_burst(),
+            enabled=config.rate_limits_enabled(),
+        ),
+        readiness=readiness_checks(container),
+        max_body_bytes=config.max_body_bytes(),
+    )
+
+
+def ingest_worker(container: Container, consumer: Any) -> IngestWorker:
+    return IngestWorker(
+        consumer,
+        container.metric_store(),
+        container.log_store(),
+        container.log_metadata(),
+        container.worker_settings(),
+        container.worker_telemetry(),
+    )

@@ -1,0 +1,310 @@
+"""`opspilot` command line: serve, api, worker, alerts, ai, migrate, projects, demo, dlq."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from opspilot.settings import Settings
+
+log = logging.getLogger("opspilot")
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(asyncio.run(args.run(args)) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except CliError as exc:
+        print(f"opspilot: {exc}", file=sys.stderr)
+        return 2
+
+
+class CliError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="opspilot", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="command")
+
+    def command(name: str, run: Callable[[Any], Awaitable[int]], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(run=run)
+        return p
+
+    for name, run, help in (
+        ("serve", _serve, "API + worker + alert scheduler + AI in one process"),
+        ("api", _api, "the HTTP API alone (workers run apart; needs OPSPILOT_AMQP_URL)"),
+        ("ai", _ai, "the AI service: /ai/anomaly and /ai/cluster"),
+    ):
+        p = command(name, run, help)
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=8081 if name == "ai" else 8080)
+    p = command("worker", _worker, "the ingestion worker (needs OPSPILOT_AMQP_URL)")
+    p.add_argument("--metrics-port", type=int, default=9101)
+    p = command("migrate", _migrate, "bring the PostgreSQL schema to the latest version")
+    p = command("create-project", _create_project, "create a project; prints its API key and token")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--server", help="ask a running server (loopback admin endpoint)")
+    p = command("demo", _demo, "create a demo project and ingest an hour of data")
+    p.add_argument("--server", default=DEFAULT_SERVER)
+    p.add_argument("--name", default=None)
+    p = command("dlq", _dlq, "inspect or replay dead-lettered ingest messages")
+    p.add_argument("action", choices=["list", "replay"])
+    p.add_argument("--limit", type=int, default=100)
+    return parser
+
+
+# -- running processes -----------------------------------------------------------------
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def _start_site(app: Any, host: str, port: int) -> Any:
+    from aiohttp import web
+
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
+async def _serve(args: Any) -> int:
+    from opspilot.container import build_container
+    from opspilot.entrypoints.api.app import create_app
+    from opspilot.entrypoints.assembly import api_services, ingest_worker
+
+    settings = Settings()
+    container = build_container(settings)
+    await container.init_resources()
+    try:
+        app = create_app(api_services(container))
+        consumer = _consumer(container, settings)
+        worker = ingest_worker(container, consumer)
+        worker_task = asyncio.create_task(worker.run(), name="ingest-worker")
+        runner = await _start_site(app, args.host, args.port)
+        _banner(args.host, args.port, container.config.backends())
+        await _until_signalled()
+        log.info("stopping: draining the worker")
+        worker.request_stop()
+        await worker_task
+        await runner.cleanup()
+    finally:
+        await container.shutdown_resources()
+    return 0
+
+
+def _consumer(container: Any, settings: Settings) -> Any:
+    if not settings.amqp_url:
+        return container.memory_queue()
+    from opspilot.adapters.rabbitmq.consumer import RabbitMQConsumer
+
+    return RabbitMQConsumer(
+        settings.amqp_url, prefix=settings.queue_prefix, prefetch=settings.worker_prefetch
+    )
+
+
+def _banner(host: str, port: int, backends: dict[str, str]) -> None:
+    base = f"http://{host}:{port}"
+    in_memory = [port for port, kind in backends.items() if kind in ("memory",)]
+    print(f"OpsPilot listening on {base}  (OpenAPI: {base}/api/openapi.json)", flush=True)
+    print("adapters: " + ", ".join(f"{k}={v}" for k, v in backends.items()), flush=True)
+    if in_memory:
+        print(
+            "NOTE: " + ", ".join(in_memory) + " data lives in memory and is lost when this "
+            "process stops. Set OPSPILOT_*_URL to persist (see README).",
+            flush=True,
+        )
+    print(
+        "Try it:\n"
+        f"  opspilot demo --server {base}\n"
+        f"  curl -s -X POST {base}/api/admin/projects -H 'Content-Type: application/json' "
+        "-d '{\"name\":\"my-project\"}'",
+        flush=True,
+    )
+
+
+async def _api(args: Any) -> int:
+    from opspilot.container import build_container
+    from opspilot.entrypoints.api.app import create_app
+    from opspilot.entrypoints.assembly import api_services
+
+    settings = Settings()
+    if not settings.amqp_url:
+        raise CliError("`opspilot api` publishes to RabbitMQ: set OPSPILOT_AMQP_URL "
+                       "(or run everything in one process with `opspilot serve`)")
+    container = build_container(settings)
+    await container.init_resources()
+    try:
+        runner = await _start_site(create_app(api_services(container)), args.host, args.port)
+        print(f"OpsPilot API listening on http://{args.host}:{args.port}", flush=True)
+        await _until_signalled()
+        await runner.cleanup()
+    finally:
+        await container.shutdown_resources()
+    return 0
+
+
+async def _worker(args: Any) -> int:
+    from opspilot.container import build_container
+    from opspilot.entrypoints.assembly import ingest_worker
+    from opspilot.entrypoints.worker_metrics import start_metrics_server
+
+    settings = Settings()
+    if not settings.amqp_url:
+        raise CliError("`opspilot worker` consumes from RabbitMQ: set OPSPILOT_AMQP_URL")
+    container = build_container(settings)
+    await container.init_resources()
+    try:
+        worker = ingest_worker(container, _consumer(container, settings))
+        metrics_runner = await start_metrics_server(
+            container.worker_telemetry(), "127.0.0.1", args.metrics_port
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, worker.request_stop)
+        print("OpsPilot worker consuming metrics.ingest and logs.ingest", flush=True)
+        await worker.run()
+        await metrics_runner.cleanup()
+    finally:
+        await container.shutdown_resources()
+    return 0
+
+
+async def _ai(args: Any) -> int:
+    from opspilot.entrypoints.ai_service import run_ai_service
+
+    await run_ai_service(args.host, args.port)
+    return 0
+
+
+async def _migrate(args: Any) -> int:
+    from opspilot.adapters.postgres.migrate import migrate
+
+    settings = Settings()
+    if not settings.database_url:
+        raise CliError("set OPSPILOT_DATABASE_URL to the PostgreSQL to migrate")
+    await migrate(settings.database_url, settings.database_schema)
+    print("schema is at the latest version", flush=True)
+    return 0
+
+
+# -- projects and demo data --------------------------------------------------------------
+
+
+async def _create_project(args: Any) -> int:
+    doc = await _new_project(args.name, args.server)
+    if args.json:
+        print(json.dumps(doc))
+        return 0
+    print(f"project  {doc['name']}  id {doc['project_id']}")
+    print(f"API key  {doc['api_key']}   (ingestion: X-API-Key)")
+    print(f"token    {doc['token']}   (queries: Authorization: Bearer …, X-Project-ID)")
+    print("Both secrets are shown once; only their hashes are stored.")
+    return 0
+
+
+async def _new_project(name: str, server: str | None) -> dict[str, str]:
+    if server:
+        return await _post(server, "/api/admin/projects", {"name": name}, {})
+    settings = Settings()
+    if not settings.database_url:
+        raise CliError(
+            "no store configured: pass --server URL of a running `opspilot serve`, "
+            "or set OPSPILOT_DATABASE_URL"
+        )
+    from opspilot.container import build_container
+
+    container = build_container(settings)
+    await container.init_resources()
+    try:
+        made = await container.provisioner().create_project(name)
+    finally:
+        await container.shutdown_resources()
+    return {"project_id": made.project_id, "name": made.project_name,
+            "api_key": made.api_key, "token": made.token}
+
+
+async def _post(server: str, path: str, body: Any, headers: dict[str, str]) -> Any:
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession() as session, session.post(
+            server.rstrip("/") + path, json=body, headers=headers
+        ) as response:
+            doc = await response.json(content_type=None)
+            if response.status >= 400:
+                raise CliError(f"{path}: HTTP {response.status}: {doc}")
+            return doc
+    except aiohttp.ClientError as exc:
+        raise CliError(f"cannot reach {server}: {exc}") from None
+
+
+async def _demo(args: Any) -> int:
+    from opspilot.entrypoints import demo
+
+    name = args.name or f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+    project = await _new_project(name, args.server)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    key = {"X-API-Key": project["api_key"]}
+    points = list(demo.metric_points(now))
+    logs = list(demo.log_records(now))
+    for chunk in demo.chunks(points):
+        await _post(args.server, "/api/ingest/metrics", {"metrics": chunk}, key)
+    for chunk in demo.chunks(logs):
+        await _post(args.server, "/api/ingest/logs", {"logs": chunk}, key)
+    base = args.server.rstrip("/")
+    auth = f"-H 'Authorization: Bearer {project['token']}' -H 'X-Project-ID: {project['project_id']}'"
+    print(f"demo project {name}: {len(points)} metric points and {len(logs)} logs ingested")
+    print(json.dumps(project))
+    print("Look around:")
+    print(f"  curl -s {auth} '{base}/api/metrics/query?metric_name=latency_ms_p95&service_name=checkout&time_bucket=5m'")
+    print(f"  curl -s {auth} '{base}/api/metrics/anomalies?metric_name=latency_ms_p95&service_name=checkout&time_bucket=1m'")
+    print(f"  curl -s {auth} '{base}/api/logs/query?level=ERROR&search=database&limit=5'")
+    print(f"  curl -s {auth} '{base}/api/logs/error-spikes?time_bucket=1m'")
+    print(f"  curl -s {auth} '{base}/api/logs/patterns?limit=3000'")
+    return 0
+
+
+async def _dlq(args: Any) -> int:
+    from opspilot.adapters.rabbitmq.dead_letters import RabbitMQDeadLetters
+
+    settings = Settings()
+    if not settings.amqp_url:
+        raise CliError("dead letters live in RabbitMQ: set OPSPILOT_AMQP_URL")
+    dead = RabbitMQDeadLetters(settings.amqp_url, prefix=settings.queue_prefix)
+    await dead.connect()
+    try:
+        if args.action == "replay":
+            print(f"replayed {await dead.replay(args.limit)} messages")
+            return 0
+        for letter in await dead.list(args.limit):
+            print(json.dumps({"id": letter.id, "stream": letter.stream, "reason": letter.reason,
+                              "bytes": len(letter.body), "at": str(letter.at)}))
+    finally:
+        await dead.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

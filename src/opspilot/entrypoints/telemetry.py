@@ -1,0 +1,111 @@
+"""Prometheus instruments for every process, each set on its own registry.
+
+Label cardinality is bounded: routes are the route templates (never raw paths), statuses are
+exact codes, projects are capped (after `MAX_PROJECT_LABELS` distinct ids the rest count as
+"other").
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from opspilot.application.worker import WorkerObserver
+
+MAX_PROJECT_LABELS = 100
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class ProjectLabels:
+    def __init__(self, cap: int = MAX_PROJECT_LABELS) -> None:
+        self._seen: set[str] = set()
+        self._cap = cap
+
+    def __call__(self, project_id: str) -> str:
+        if project_id in self._seen:
+            return project_id
+        if len(self._seen) < self._cap:
+            self._seen.add(project_id)
+            return project_id
+        return "other"
+
+
+class ApiTelemetry:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.project_label = ProjectLabels()
+        self.requests = Counter(
+            "opspilot_http_requests_total", "HTTP requests by route and status",
+            ["method", "route", "status"], registry=r,
+        )
+        self.latency = Histogram(
+            "opspilot_http_request_duration_seconds", "HTTP request latency by route",
+            ["method", "route"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.ingest_accepted = Counter(
+            "opspilot_ingest_accepted_total", "Items accepted for ingestion",
+            ["kind", "project"], registry=r,
+        )
+        self.ingest_rejected = Counter(
+            "opspilot_ingest_rejected_total", "Ingest requests refused", ["kind", "reason"],
+            registry=r,
+        )
+        self.cache_lookups = Counter(
+            "opspilot_query_cache_lookups_total", "Query cache lookups", ["kind", "result"],
+            registry=r,
+        )
+        self.query_latency = Histogram(
+            "opspilot_query_duration_seconds", "Query latency by kind", ["kind"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.limiter_failures = Counter(
+            "opspilot_rate_limiter_failures_total",
+            "Rate limiter store errors (requests were let through)", registry=r,
+        )
+        self.rate_limited = Counter(
+            "opspilot_rate_limited_total", "Requests refused by the rate limiter", ["scope"],
+            registry=r,
+        )
+
+    def cache_lookup(self, kind: str, hit: bool) -> None:
+        self.cache_lookups.labels(kind, "hit" if hit else "miss").inc()
+
+
+class WorkerTelemetry(WorkerObserver):
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.written = Counter(
+            "opspilot_worker_records_written_total", "Records written to the stores", ["stream"],
+            registry=r,
+        )
+        self.batches = Histogram(
+            "opspilot_worker_batch_size", "Records per store write", ["stream"],
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000), registry=r,
+        )
+        self.write_latency = Histogram(
+            "opspilot_worker_write_duration_seconds", "Store write latency", ["stream"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.retries = Counter(
+            "opspilot_worker_retries_total", "Transient write failures retried", ["stream"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "opspilot_worker_dead_lettered_total", "Messages sent to the dead-letter queue",
+            ["stream"], registry=r,
+        )
+        self.queue_depth = Gauge(
+            "opspilot_queue_depth", "Messages waiting in a queue", ["queue"], registry=r,
+        )
+
+    def batch_written(self, stream: str, records: int, seconds: float) -> None:
+        self.written.labels(stream).inc(records)
+        self.batches.labels(stream).observe(records)
+        self.write_latency.labels(stream).observe(seconds)
+
+    def retried(self, stream: str, reason: str) -> None:
+        self.retries.labels(stream).inc()
+
+    def dead_lettered(self, stream: str, reason: str) -> None:
+        self.dead_letters.labels(stream).inc()

@@ -1,0 +1,49 @@
+"""Settings from `OPSPILOT_*` environment variables. None set: everything in memory."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OPSPILOT_", extra="ignore")
+
+    # Each URL switches one port to its real adapter.
+    database_url: str | None = Field(None, description="postgresql://user:pw@host:port/db")
+    opensearch_url: str | None = None
+    amqp_url: str | None = None
+    redis_url: str | None = None
+    ai_url: str | None = Field(None, description="base URL of `opspilot ai`")
+
+    # Isolation of shared services (tests, several installations on one cluster).
+    database_schema: str | None = None
+    index_prefix: str = "opspilot-"
+    queue_prefix: str = ""
+    cache_prefix: str = "opspilot:"
+
+    # Limits (documented in the README).
+    max_query_range_days: int = 90
+    max_buckets: int = 11_000
+    max_body_bytes: int = 10 * 1024 * 1024
+    queue_max_depth: int = 200_000
+    ingest_rate: float = 50.0
+    ingest_burst: int = 200
+    query_rate: float = 20.0
+    query_burst: int = 100
+    rate_limits_enabled: bool = True
+
+    # Worker.
+    worker_batch_records: int = 1000
+    worker_flush_seconds: float = 0.2
+    worker_prefetch: int = 64
+
+    # Alerts.
+    alert_interval_seconds: float = 60.0
+    webhook_allowlist: str = ""
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_sender: str = "opspilot@localhost"
+
+    log_retention_days: int = 30
+    metric_retention_days: int = 90

@@ -1,0 +1,86 @@
+"""Unit fixtures: the whole API on in-memory adapters, with a clock tests can move."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+import pytest
+
+from opspilot.adapters.system import FixedClock
+from opspilot.container import Container, build_container
+from opspilot.entrypoints.api.app import create_app
+from opspilot.domain.ingest import Stream
+from opspilot.entrypoints.assembly import api_services, ingest_worker
+from opspilot.settings import Settings
+
+NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(NOW)
+
+
+@pytest.fixture
+async def container(clock: FixedClock) -> AsyncIterator[Container]:
+    settings = Settings(
+        _env_file=None, database_url=None, opensearch_url=None, amqp_url=None, redis_url=None,
+        ai_url=None, rate_limits_enabled=False,
+    )
+    built = build_container(settings)
+    built.clock.override(clock)
+    await built.init_resources()
+    yield built
+    await built.shutdown_resources()
+
+
+@attrs.frozen
+class Tenant:
+    project_id: str
+    api_key: str
+    token: str
+
+    @property
+    def ingest_headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.api_key}
+
+    @property
+    def query_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", "X-Project-ID": self.project_id}
+
+
+@pytest.fixture
+async def api(aiohttp_client: Any, container: Container) -> Any:
+    return await aiohttp_client(create_app(api_services(container)))
+
+
+async def new_tenant(container: Container, name: str) -> Tenant:
+    made = await container.provisioner().create_project(name)
+    return Tenant(made.project_id, made.api_key, made.token)
+
+
+@pytest.fixture
+async def tenant(container: Container) -> Tenant:
+    return await new_tenant(container, "alpha")
+
+
+@pytest.fixture
+async def other_tenant(container: Container) -> Tenant:
+    return await new_tenant(container, "beta")
+
+
+async def drain(container: Container) -> None:
+    """Run the in-process worker until the in-memory queue holds nothing unacknowledged."""
+    queue = container.memory_queue()
+    worker = ingest_worker(container, queue)
+    task = asyncio.create_task(worker.run())
+    for _ in range(500):
+        if not any(queue.depth(s) for s in (Stream.METRICS, Stream.LOGS)):
+            break
+        await asyncio.sleep(0.01)
+    worker.request_stop()
+    await task
