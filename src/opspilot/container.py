@@ -22,9 +22,9 @@ from opspilot.adapters.memory.alerting import (
 from opspilot.adapters.memory.cache import InMemoryCache, InMemoryRateLimiter
 from opspilot.adapters.memory.logs import InMemoryLogMetadataStore, InMemoryLogStore
 from opspilot.adapters.memory.metrics import InMemoryMetricStore
-from opspilot.adapters.memory.notify import RecordingNotifier
 from opspilot.adapters.memory.queue import InMemoryQueue
 from opspilot.adapters.memory.tenancy import InMemoryTenancyStore
+from opspilot.adapters.notify.dispatch import channel_notifier_resource
 from opspilot.adapters.system import SystemClock, UuidGenerator
 from opspilot.application.auth import Authenticator
 from opspilot.application.caching import QueryCache
@@ -34,7 +34,7 @@ from opspilot.application.log_queries import LogQueries
 from opspilot.application.metric_queries import MetricQueries
 from opspilot.application.provisioning import ProjectProvisioner
 from opspilot.application.worker import WorkerSettings
-from opspilot.entrypoints.telemetry import ApiTelemetry, WorkerTelemetry
+from opspilot.adapters.telemetry import ApiTelemetry, WorkerTelemetry
 from opspilot.settings import Settings
 
 
@@ -209,7 +209,13 @@ class Container(containers.DeclarativeContainer):
         in_process=providers.Singleton(_in_process_analyzer),
         http=http_analyzer,
     )
-    notifier = providers.Singleton(RecordingNotifier)
+    notifier = providers.Resource(
+        channel_notifier_resource,
+        config.webhook_allowlist,
+        config.smtp_host,
+        config.smtp_port,
+        config.smtp_sender,
+    )
 
     # -- use cases ---------------------------------------------------------------------
     query_limits = providers.Singleton(
@@ -242,3 +248,27 @@ def build_container(settings: Settings | None = None) -> Container:
     container = Container()
     container.config.from_dict({**settings.model_dump(), "backends": backends(settings)})
     return container
+
+
+RESOURCES = ("postgres", "opensearch", "rabbitmq", "redis", "http_analyzer", "notifier")
+
+
+async def start_container(container: Container) -> Container:
+    """Open every connection once, then pin each opened resource as a plain object, so that
+    everything built from it afterwards is built synchronously (an async Resource would
+    otherwise hand out awaitables to every provider that depends on it)."""
+    await container.init_resources()
+    for name in RESOURCES:
+        provider = getattr(container, name)
+        value = await provider()
+        provider.override(providers.Object(value))
+        provider.disable_async_mode()
+    return container
+
+
+async def stop_container(container: Container) -> None:
+    for name in RESOURCES:
+        provider = getattr(container, name)
+        provider.reset_override()
+        provider.enable_async_mode()
+    await container.shutdown_resources()

@@ -11,9 +11,9 @@ import attrs
 import pytest
 
 from opspilot.adapters.system import FixedClock
-from opspilot.container import Container, build_container
-from opspilot.entrypoints.api.app import create_app
+from opspilot.container import Container, build_container, start_container, stop_container
 from opspilot.domain.ingest import Stream
+from opspilot.entrypoints.api.app import create_app
 from opspilot.entrypoints.assembly import api_services, ingest_worker
 from opspilot.settings import Settings
 
@@ -29,13 +29,13 @@ def clock() -> FixedClock:
 async def container(clock: FixedClock) -> AsyncIterator[Container]:
     settings = Settings(
         _env_file=None, database_url=None, opensearch_url=None, amqp_url=None, redis_url=None,
-        ai_url=None, rate_limits_enabled=False,
+        ai_url=None, rate_limits_enabled=False, webhook_allowlist="127.0.0.1",
     )
     built = build_container(settings)
     built.clock.override(clock)
-    await built.init_resources()
+    await start_container(built)
     yield built
-    await built.shutdown_resources()
+    await stop_container(built)
 
 
 @attrs.frozen

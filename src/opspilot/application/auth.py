@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
-from opspilot.domain.errors import Unauthenticated
+from opspilot.domain.errors import ServiceUnavailable, Unauthenticated
 from opspilot.domain.ports import Cache, TenancyStore
 from opspilot.domain.tenancy import IngestIdentity, Principal, digest
 
@@ -32,7 +33,7 @@ class Authenticator:
         if not bearer:
             raise Unauthenticated("missing bearer token", {"field": "Authorization"})
         token_hash = digest(bearer)
-        cached = await self._cache.get(_principal_key(token_hash))
+        cached = await self._cached(token_hash)
         if cached is not None:
             user_id, projects = json.loads(cached)
             return Principal(user_id, frozenset(projects))
@@ -41,13 +42,23 @@ class Authenticator:
             raise Unauthenticated("unknown or revoked token", {"field": "Authorization"})
         principal = Principal(token.user_id, await self._tenancy.projects_of(token.user_id))
         body = json.dumps([principal.user_id, sorted(principal.project_ids)]).encode()
-        await self._cache.set(_principal_key(token_hash), body, PRINCIPAL_TTL_SECONDS)
+        # A cache outage costs a store lookup per request, never a refusal.
+        with contextlib.suppress(ServiceUnavailable):
+            await self._cache.set(_principal_key(token_hash), body, PRINCIPAL_TTL_SECONDS)
         return principal
+
+    async def _cached(self, token_hash: str) -> bytes | None:
+        try:
+            return await self._cache.get(_principal_key(token_hash))
+        except ServiceUnavailable:
+            return None
 
     async def revoke(self, token_id: str) -> bool:
         """Revoke at once: the token row and its cached principal both go."""
         token = await self._tenancy.revoke_token(token_id)
         if token is None:
             return False
+        # Strict: if the cached principal cannot be dropped, the caller must know (it would
+        # live on for up to PRINCIPAL_TTL_SECONDS).
         await self._cache.delete(_principal_key(token.token_hash))
         return True

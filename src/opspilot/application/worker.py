@@ -75,7 +75,7 @@ class IngestWorker:
         try:
             while not self._stopping.is_set():
                 if fetch is None:
-                    fetch = asyncio.ensure_future(anext(deliveries))  # type: ignore[arg-type]
+                    fetch = asyncio.ensure_future(anext(deliveries))
                 timeout = None if deadline is None else max(0.0, deadline - self._monotonic())
                 done, _ = await asyncio.wait(
                     {fetch, stop_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
@@ -162,7 +162,7 @@ class IngestWorker:
         await delivery.dead_letter(reason)
 
     def _backoff(self, attempt: int) -> float:
-        ceiling = min(self._settings.backoff_cap, self._settings.backoff_base * 2 ** (attempt - 1))
+        ceiling = min(self._settings.backoff_cap, self._settings.backoff_base * 2.0 ** (attempt - 1))
         return ceiling * (0.5 + random.random() / 2)  # jitter keeps workers from syncing up
 
 

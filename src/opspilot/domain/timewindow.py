@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import attrs
 
@@ -11,6 +11,7 @@ from opspilot.domain.errors import LimitExceeded, ValidationError
 
 _DURATION = re.compile(r"^(\d{1,6})([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def parse_duration(text: str, field: str) -> timedelta:
@@ -84,9 +85,11 @@ class Bucketing:
         return format_duration(self.width)
 
     def floor(self, moment: datetime) -> datetime:
-        epoch = datetime(1970, 1, 1, tzinfo=moment.tzinfo)
-        steps = (moment - epoch) // self.width
-        return epoch + steps * self.width
+        """The start of `moment`'s bucket, in UTC. Aligned to the Unix epoch whatever the
+        offset of `moment` (1h buckets of a +05:30 window start on the UTC hour), and
+        computed on absolute time, so zones with DST do not shift buckets."""
+        steps = (moment - _EPOCH) // self.width
+        return _EPOCH + steps * self.width
 
     def count_over(self, window: TimeRange) -> int:
         first = self.floor(window.start)

@@ -6,6 +6,8 @@ from typing import Any
 
 from opspilot.application.worker import IngestWorker
 from opspilot.container import Container
+from opspilot.entrypoints.alert_scheduler import alert_rules_service
+from opspilot.entrypoints.api.routes_alerts import alert_routes
 from opspilot.entrypoints.api.state import ApiServices, RateLimits
 
 
@@ -38,6 +40,7 @@ def api_services(container: Container) -> ApiServices:
         ),
         readiness=readiness_checks(container),
         max_body_bytes=config.max_body_bytes(),
+        extra_routes=[alert_routes(alert_rules_service(container))],
     )
 
 

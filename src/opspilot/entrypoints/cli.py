@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--port", type=int, default=8081 if name == "ai" else 8080)
     p = command("worker", _worker, "the ingestion worker (needs OPSPILOT_AMQP_URL)")
     p.add_argument("--metrics-port", type=int, default=9101)
+    p = command("alerts", _alerts, "the alert scheduler and evaluator (every minute)")
+    p.add_argument("--once", action="store_true", help="evaluate one tick and exit")
+    p.add_argument("--metrics-port", type=int, default=9102)
     p = command("migrate", _migrate, "bring the PostgreSQL schema to the latest version")
     p = command("create-project", _create_project, "create a project; prints its API key and token")
     p.add_argument("name")
@@ -90,27 +93,34 @@ async def _start_site(app: Any, host: str, port: int) -> Any:
 
 
 async def _serve(args: Any) -> int:
-    from opspilot.container import build_container
+    from opspilot.container import build_container, start_container, stop_container
+    from opspilot.entrypoints.alert_scheduler import run_alert_process
     from opspilot.entrypoints.api.app import create_app
     from opspilot.entrypoints.assembly import api_services, ingest_worker
 
     settings = Settings()
     container = build_container(settings)
-    await container.init_resources()
+    await start_container(container)
     try:
         app = create_app(api_services(container))
         consumer = _consumer(container, settings)
         worker = ingest_worker(container, consumer)
         worker_task = asyncio.create_task(worker.run(), name="ingest-worker")
+        alerts_stop = asyncio.Event()
+        alerts_task = asyncio.create_task(
+            run_alert_process(settings, container, False, stop=alerts_stop, metrics_port=None),
+            name="alert-scheduler",
+        )
         runner = await _start_site(app, args.host, args.port)
         _banner(args.host, args.port, container.config.backends())
         await _until_signalled()
         log.info("stopping: draining the worker")
+        alerts_stop.set()
         worker.request_stop()
-        await worker_task
+        await asyncio.gather(worker_task, alerts_task)
         await runner.cleanup()
     finally:
-        await container.shutdown_resources()
+        await stop_container(container)
     return 0
 
 
@@ -145,7 +155,7 @@ def _banner(host: str, port: int, backends: dict[str, str]) -> None:
 
 
 async def _api(args: Any) -> int:
-    from opspilot.container import build_container
+    from opspilot.container import build_container, start_container, stop_container
     from opspilot.entrypoints.api.app import create_app
     from opspilot.entrypoints.assembly import api_services
 
@@ -154,19 +164,19 @@ async def _api(args: Any) -> int:
         raise CliError("`opspilot api` publishes to RabbitMQ: set OPSPILOT_AMQP_URL "
                        "(or run everything in one process with `opspilot serve`)")
     container = build_container(settings)
-    await container.init_resources()
+    await start_container(container)
     try:
         runner = await _start_site(create_app(api_services(container)), args.host, args.port)
         print(f"OpsPilot API listening on http://{args.host}:{args.port}", flush=True)
         await _until_signalled()
         await runner.cleanup()
     finally:
-        await container.shutdown_resources()
+        await stop_container(container)
     return 0
 
 
 async def _worker(args: Any) -> int:
-    from opspilot.container import build_container
+    from opspilot.container import build_container, start_container, stop_container
     from opspilot.entrypoints.assembly import ingest_worker
     from opspilot.entrypoints.worker_metrics import start_metrics_server
 
@@ -174,7 +184,7 @@ async def _worker(args: Any) -> int:
     if not settings.amqp_url:
         raise CliError("`opspilot worker` consumes from RabbitMQ: set OPSPILOT_AMQP_URL")
     container = build_container(settings)
-    await container.init_resources()
+    await start_container(container)
     try:
         worker = ingest_worker(container, _consumer(container, settings))
         metrics_runner = await start_metrics_server(
@@ -187,8 +197,25 @@ async def _worker(args: Any) -> int:
         await worker.run()
         await metrics_runner.cleanup()
     finally:
-        await container.shutdown_resources()
+        await stop_container(container)
     return 0
+
+
+async def _alerts(args: Any) -> int:
+    from opspilot.container import build_container, start_container, stop_container
+    from opspilot.entrypoints.alert_scheduler import run_alert_process
+
+    settings = Settings()
+    if not settings.database_url:
+        raise CliError("`opspilot alerts` reads rules from PostgreSQL: set OPSPILOT_DATABASE_URL "
+                       "(or run everything in one process with `opspilot serve`)")
+    container = build_container(settings)
+    await start_container(container)
+    try:
+        return await run_alert_process(settings, container, args.once,
+                                       metrics_port=args.metrics_port)
+    finally:
+        await stop_container(container)
 
 
 async def _ai(args: Any) -> int:
@@ -233,14 +260,14 @@ async def _new_project(name: str, server: str | None) -> dict[str, str]:
             "no store configured: pass --server URL of a running `opspilot serve`, "
             "or set OPSPILOT_DATABASE_URL"
         )
-    from opspilot.container import build_container
+    from opspilot.container import build_container, start_container, stop_container
 
     container = build_container(settings)
-    await container.init_resources()
+    await start_container(container)
     try:
         made = await container.provisioner().create_project(name)
     finally:
-        await container.shutdown_resources()
+        await stop_container(container)
     return {"project_id": made.project_id, "name": made.project_name,
             "api_key": made.api_key, "token": made.token}
 

@@ -122,7 +122,8 @@ def test_small_absolute_changes_are_not_spikes() -> None:
     ('"failed connection"', "Database connection failed", False),
     ("conn*", "Database connection failed", True),
     ("-connection database", "Database connection failed", False),
-    ("(c:d)", "a c d", True),
+    ("(c:d)", "a c:d b", True),
+    ("(c:d)", "a c d", False),
 ])
 def test_search_semantics(query: str, message: str, expected: bool) -> None:
     assert textsearch.matches(textsearch.parse(query), message) is expected

@@ -13,7 +13,7 @@ from opspilot.application.log_queries import LogQueries
 from opspilot.application.metric_queries import MetricQueries
 from opspilot.application.provisioning import ProjectProvisioner
 from opspilot.domain.ports import Clock, RateLimiter
-from opspilot.entrypoints.telemetry import ApiTelemetry
+from opspilot.adapters.telemetry import ApiTelemetry
 
 
 @attrs.frozen

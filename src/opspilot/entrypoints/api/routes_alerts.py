@@ -1,0 +1,407 @@
+"""Alert rules, notification channels and incidents: /api/rules, /api/channels, /api/incidents.
+
+Every route acts on the project of `X-Project-ID` after the bearer token's membership check;
+an id of another project answers 404, exactly like an id that does not exist. Channel
+secrets are write-only, and a channel's target is shown without credentials, query string
+or (for Slack) the token segment of its URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from opspilot.application.alerting import AlertRules, RuleSpec, RuleView
+from opspilot.domain.alerts import (
+    AlertRule,
+    Channel,
+    ChannelType,
+    Comparator,
+    DeliveryAttempt,
+    Incident,
+    IncidentStatus,
+    RuleKind,
+    RuleState,
+    Severity,
+)
+from opspilot.domain.errors import ValidationError
+from opspilot.domain.metrics import MAX_TAGS, Aggregation
+from opspilot.domain.timewindow import format_duration, parse_duration
+from opspilot.entrypoints.api import openapi
+from opspilot.entrypoints.api.guards import query_project
+from opspilot.entrypoints.api.parsing import json_body, query_params
+from opspilot.entrypoints.api.schemas import Name, ServiceName, Strict
+from opspilot.entrypoints.api.state import services
+
+ALERTS = web.AppKey("alert_rules", AlertRules)
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+Duration = Annotated[str, StringConstraints(pattern=r"^\d{1,6}[smhd]$")]
+MaybeZeroDuration = Annotated[str, StringConstraints(pattern=r"^(0|\d{1,6}[smhd])$")]
+Threshold = Annotated[float, Field(allow_inf_nan=False)]
+Tags = dict[
+    Annotated[str, StringConstraints(min_length=1, max_length=100)],
+    Annotated[str, StringConstraints(max_length=200)],
+]
+
+
+# -- request models ------------------------------------------------------------------------
+
+
+class RuleBody(Strict):
+    """A whole rule (POST /api/rules, PUT /api/rules/{id}). `threshold` is the limit of a
+    threshold rule, or the deviation in sigmas of an anomaly rule (default 3)."""
+
+    name: Text
+    metric_name: Name
+    kind: RuleKind = RuleKind.THRESHOLD
+    service_name: ServiceName | None = None
+    tags: Tags = Field(default_factory=dict, max_length=MAX_TAGS)
+    aggregation: Aggregation = Aggregation.AVG
+    comparator: Comparator = Comparator.GT
+    threshold: Threshold | None = None
+    window: Duration = Field("5m", description="e.g. 1m, 5m, 1h (at most 1d)")
+    for_duration: MaybeZeroDuration = Field("0", description="how long the condition must hold")
+    severity: Severity = Severity.WARNING
+    channels: list[Id] = Field(default_factory=list, max_length=10)
+    enabled: bool = True
+
+
+class RulePatch(Strict):
+    """Some fields of a rule (PATCH /api/rules/{id}); the others keep their value."""
+
+    name: Text | None = None
+    metric_name: Name | None = None
+    kind: RuleKind | None = None
+    service_name: ServiceName | None = None
+    tags: Tags | None = Field(default=None, max_length=MAX_TAGS)
+    aggregation: Aggregation | None = None
+    comparator: Comparator | None = None
+    threshold: Threshold | None = None
+    window: Duration | None = None
+    for_duration: MaybeZeroDuration | None = None
+    severity: Severity | None = None
+    channels: list[Id] | None = Field(default=None, max_length=10)
+    enabled: bool | None = None
+
+
+class ChannelBody(Strict):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
+    type: ChannelType
+    target: Annotated[str, StringConstraints(min_length=3, max_length=2000)] = Field(
+        description="URL for webhook and slack; comma-separated addresses for email"
+    )
+    secret: Annotated[str, StringConstraints(min_length=16, max_length=256)] | None = Field(
+        None, description="webhook only: HMAC-SHA256 key of X-OpsPilot-Signature; write-only"
+    )
+
+
+class IncidentParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    status: IncidentStatus | None = None
+    rule_id: Id | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+NULLABLE = {"service_name", "threshold"}
+
+
+def _duration(text: str, field: str) -> timedelta:
+    return timedelta(0) if text == "0" else parse_duration(text, field)
+
+
+def _spec(body: RuleBody) -> RuleSpec:
+    return RuleSpec(
+        name=body.name, metric_name=body.metric_name, kind=body.kind,
+        window=_duration(body.window, "window"), service_name=body.service_name,
+        tags=body.tags, aggregation=body.aggregation, comparator=body.comparator,
+        threshold=body.threshold, for_duration=_duration(body.for_duration, "for_duration"),
+        severity=body.severity, channels=tuple(body.channels), enabled=body.enabled,
+    )
+
+
+def _changes(patch: RulePatch) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for field in sorted(patch.model_fields_set):
+        value = getattr(patch, field)
+        if value is None and field not in NULLABLE:
+            raise ValidationError(field, "may not be null")
+        if field in ("window", "for_duration") and value is not None:
+            value = _duration(value, field)
+        elif field == "channels":
+            value = tuple(value)
+        changes[field] = value
+    if not changes:
+        raise ValidationError("body", "name at least one field to change")
+    return changes
+
+
+# -- documents -----------------------------------------------------------------------------
+
+
+def _json(doc: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")
+
+
+def state_doc(state: RuleState | None) -> dict[str, Any]:
+    if state is None:
+        return {"status": "ok", "since": None, "incident_id": None, "last_value": None,
+                "last_evaluated": None}
+    return {"status": state.status.value, "since": state.since, "incident_id": state.incident_id,
+            "last_value": state.last_value, "last_evaluated": state.last_evaluated}
+
+
+def rule_doc(rule: AlertRule, state: RuleState | None = None) -> dict[str, Any]:
+    return {
+        "id": rule.id, "name": rule.name, "kind": rule.kind.value,
+        "metric_name": rule.metric_name, "service_name": rule.service_name,
+        "tags": dict(rule.tags), "aggregation": rule.aggregation.value,
+        "comparator": rule.comparator.value, "threshold": rule.threshold,
+        "window": format_duration(rule.window),
+        "for_duration": format_duration(rule.for_duration) if rule.for_duration else "0",
+        "severity": rule.severity.value, "channels": list(rule.channels),
+        "enabled": rule.enabled, "created_at": rule.created_at, "updated_at": rule.updated_at,
+        "state": state_doc(state),
+    }
+
+
+def _view_doc(view: RuleView) -> dict[str, Any]:
+    return rule_doc(view.rule, view.state)
+
+
+def redact_target(channel: Channel) -> str:
+    if channel.type is ChannelType.EMAIL:
+        return channel.target
+    parts = urlsplit(channel.target)
+    netloc = parts.netloc.rpartition("@")[2]
+    path = parts.path
+    if channel.type is ChannelType.SLACK and path.strip("/"):
+        path = path.rstrip("/").rsplit("/", 1)[0] + "/****"
+    return urlunsplit((parts.scheme, netloc, path, "****" if parts.query else "", ""))
+
+
+def channel_doc(channel: Channel) -> dict[str, Any]:
+    return {"id": channel.id, "name": channel.name, "type": channel.type.value,
+            "target": redact_target(channel), "has_secret": bool(channel.secret),
+            "created_at": channel.created_at}
+
+
+def incident_doc(incident: Incident) -> dict[str, Any]:
+    return {
+        "id": incident.id, "rule_id": incident.rule_id, "title": incident.title,
+        "severity": incident.severity.value, "status": incident.status.value,
+        "started_at": incident.started_at, "acknowledged_at": incident.acknowledged_at,
+        "resolved_at": incident.resolved_at, "values": list(incident.values),
+        "links": dict(incident.links),
+        "timeline": [{"at": e.at, "event": e.event, "detail": e.detail, "value": e.value}
+                     for e in incident.timeline],
+    }
+
+
+def delivery_doc(attempt: DeliveryAttempt) -> dict[str, Any]:
+    return {"channel_id": attempt.channel_id, "event": attempt.event,
+            "attempt": attempt.attempt, "at": attempt.at, "ok": attempt.ok,
+            "detail": attempt.detail}
+
+
+# -- handlers ------------------------------------------------------------------------------
+
+
+def _alerts(request: web.Request) -> AlertRules:
+    return request.app[ALERTS]
+
+
+async def _user(request: web.Request) -> str:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    principal = await services(request).auth.principal(token.strip() or None)
+    return principal.user_id
+
+
+async def create_rule(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    body = await json_body(request, RuleBody)
+    return _json(rule_doc(await _alerts(request).create_rule(project_id, _spec(body))), 201)
+
+
+async def list_rules(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    views = await _alerts(request).list_rules(project_id)
+    return _json({"rules": [_view_doc(v) for v in views]})
+
+
+async def get_rule(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    return _json(_view_doc(await _alerts(request).get_rule(project_id, _id(request, "rule_id"))))
+
+
+async def replace_rule(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    body = await json_body(request, RuleBody)
+    rule = await _alerts(request).replace_rule(project_id, _id(request, "rule_id"), _spec(body))
+    return _json(rule_doc(rule))
+
+
+async def patch_rule(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    changes = _changes(await json_body(request, RulePatch))
+    rule = await _alerts(request).update_rule(project_id, _id(request, "rule_id"), changes)
+    return _json(rule_doc(rule))
+
+
+async def delete_rule(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    await _alerts(request).delete_rule(project_id, _id(request, "rule_id"))
+    return web.Response(status=204)
+
+
+def _toggle(enabled: bool) -> Callable[[web.Request], Any]:
+    async def handler(request: web.Request) -> web.Response:
+        project_id = await query_project(request)
+        rule = await _alerts(request).set_enabled(project_id, _id(request, "rule_id"), enabled)
+        return _json(rule_doc(rule))
+
+    return handler
+
+
+async def create_channel(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    body = await json_body(request, ChannelBody)
+    channel = await _alerts(request).create_channel(
+        project_id, body.name, body.type, body.target, body.secret
+    )
+    return _json(channel_doc(channel), 201)
+
+
+async def list_channels(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    channels = await _alerts(request).list_channels(project_id)
+    return _json({"channels": [channel_doc(c) for c in channels]})
+
+
+async def get_channel(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    channel = await _alerts(request).get_channel(project_id, _id(request, "channel_id"))
+    return _json(channel_doc(channel))
+
+
+async def delete_channel(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    await _alerts(request).delete_channel(project_id, _id(request, "channel_id"))
+    return web.Response(status=204)
+
+
+async def test_channel(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    attempt = await _alerts(request).test_channel(project_id, _id(request, "channel_id"))
+    return _json({"ok": attempt.ok, "detail": attempt.detail, "at": attempt.at})
+
+
+async def list_incidents(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    params = query_params(request, IncidentParams)
+    found = await _alerts(request).list_incidents(
+        project_id, params.status, params.rule_id, params.limit
+    )
+    return _json({"incidents": [incident_doc(i) for i in found]})
+
+
+async def get_incident(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    view = await _alerts(request).get_incident(project_id, _id(request, "incident_id"))
+    doc = incident_doc(view.incident)
+    doc["deliveries"] = [delivery_doc(a) for a in view.deliveries]
+    return _json(doc)
+
+
+async def acknowledge_incident(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    incident = await _alerts(request).acknowledge(
+        project_id, _id(request, "incident_id"), await _user(request)
+    )
+    return _json(incident_doc(incident))
+
+
+async def resolve_incident(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    incident = await _alerts(request).resolve(
+        project_id, _id(request, "incident_id"), await _user(request)
+    )
+    return _json(incident_doc(incident))
+
+
+def _id(request: web.Request, name: str) -> str:
+    value = request.match_info[name]
+    if not 1 <= len(value) <= 100:
+        raise ValidationError(name, "1-100 characters")
+    return value
+
+
+# -- registration --------------------------------------------------------------------------
+
+
+def register_routes(app: web.Application) -> None:
+    add = app.router.add_route
+    add("POST", "/api/rules", create_rule)
+    add("GET", "/api/rules", list_rules)
+    add("GET", "/api/rules/{rule_id}", get_rule)
+    add("PUT", "/api/rules/{rule_id}", replace_rule)
+    add("PATCH", "/api/rules/{rule_id}", patch_rule)
+    add("DELETE", "/api/rules/{rule_id}", delete_rule)
+    add("POST", "/api/rules/{rule_id}/enable", _toggle(True))
+    add("POST", "/api/rules/{rule_id}/disable", _toggle(False))
+    add("POST", "/api/channels", create_channel)
+    add("GET", "/api/channels", list_channels)
+    add("GET", "/api/channels/{channel_id}", get_channel)
+    add("DELETE", "/api/channels/{channel_id}", delete_channel)
+    add("POST", "/api/channels/{channel_id}/test", test_channel)
+    add("GET", "/api/incidents", list_incidents)
+    add("GET", "/api/incidents/{incident_id}", get_incident)
+    add("POST", "/api/incidents/{incident_id}/acknowledge", acknowledge_incident)
+    add("POST", "/api/incidents/{incident_id}/resolve", resolve_incident)
+
+
+def alert_routes(service: AlertRules) -> Callable[[web.Application], None]:
+    """For `ApiServices.extra_routes`: stores the use cases on the app and adds the routes."""
+
+    def register(app: web.Application) -> None:
+        app[ALERTS] = service
+        register_routes(app)
+
+    return register
+
+
+_Op = openapi.Operation
+OPERATIONS = (
+    _Op("post", "/api/rules", "Create an alert rule", "bearer", body=RuleBody, success=201),
+    _Op("get", "/api/rules", "List the project's alert rules with their state", "bearer"),
+    _Op("get", "/api/rules/{rule_id}", "One alert rule with its state", "bearer"),
+    _Op("put", "/api/rules/{rule_id}", "Replace an alert rule", "bearer", body=RuleBody),
+    _Op("patch", "/api/rules/{rule_id}", "Change some fields of an alert rule", "bearer",
+        body=RulePatch),
+    _Op("delete", "/api/rules/{rule_id}", "Delete an alert rule (resolves its incident)",
+        "bearer", success=204),
+    _Op("post", "/api/rules/{rule_id}/enable", "Enable an alert rule", "bearer"),
+    _Op("post", "/api/rules/{rule_id}/disable", "Disable an alert rule (resolves its incident)",
+        "bearer"),
+    _Op("post", "/api/channels", "Create a notification channel", "bearer", body=ChannelBody,
+        success=201),
+    _Op("get", "/api/channels", "List notification channels (secrets never shown)", "bearer"),
+    _Op("get", "/api/channels/{channel_id}", "One notification channel", "bearer"),
+    _Op("delete", "/api/channels/{channel_id}", "Delete a channel no rule uses", "bearer",
+        success=204),
+    _Op("post", "/api/channels/{channel_id}/test", "Send a test notification once", "bearer"),
+    _Op("get", "/api/incidents", "List incidents, newest first", "bearer", query=IncidentParams),
+    _Op("get", "/api/incidents/{incident_id}", "One incident with timeline and deliveries",
+        "bearer"),
+    _Op("post", "/api/incidents/{incident_id}/acknowledge", "Acknowledge an incident", "bearer"),
+    _Op("post", "/api/incidents/{incident_id}/resolve", "Resolve an incident by hand", "bearer"),
+)
+if not any(op.path == "/api/rules" for op in openapi.EXTRA_OPERATIONS):
+    openapi.EXTRA_OPERATIONS.extend(OPERATIONS)

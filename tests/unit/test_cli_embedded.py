@@ -1,0 +1,92 @@
+"""The README's run path as a user takes it: `opspilot serve`, then create-project and demo
+against it, then the curls' endpoints answer with the demo data."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent / "opspilot"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("OPSPILOT_")}
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(BIN), "serve", "--port", str(port)], env=_clean_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            proc.kill()
+            pytest.fail(f"serve did not start: {proc.communicate()[0]}")
+        yield base
+    finally:
+        proc.terminate()
+        output, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0, output
+        assert "data lives in memory" in output
+
+
+def _get(url: str, headers: dict[str, str]) -> dict:  # type: ignore[type-arg]
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_serve_create_project_and_demo(server: str) -> None:
+    made = subprocess.run(
+        [str(BIN), "create-project", "cli-test", "--json", "--server", server],
+        env=_clean_env(), capture_output=True, text=True, check=True,
+    )
+    project = json.loads(made.stdout)
+    assert project["api_key"].startswith("opk_") and project["token"].startswith("opt_")
+    demo = subprocess.run(
+        [str(BIN), "demo", "--server", server], env=_clean_env(), capture_output=True,
+        text=True, check=True,
+    )
+    assert "metric points" in demo.stdout
+    credentials = json.loads(next(line for line in demo.stdout.splitlines() if line.startswith("{")))
+    headers = {"Authorization": f"Bearer {credentials['token']}",
+               "X-Project-ID": credentials["project_id"]}
+    deadline = time.time() + 10
+    while True:  # the in-process worker stores what the API accepted
+        series = _get(f"{server}/api/metrics/query?metric_name=latency_ms_p95"
+                      "&service_name=checkout&time_bucket=5m", headers)
+        logs = _get(f"{server}/api/logs/query?level=ERROR&limit=5", headers)
+        if (series["points"] and logs["total"]) or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(series["points"]) >= 12
+    assert logs["total"] > 0
+    anomalies = _get(f"{server}/api/metrics/anomalies?metric_name=latency_ms_p95"
+                     "&service_name=checkout", headers)
+    assert anomalies["anomalies"], "the demo's spike should be found"
+    spikes = _get(f"{server}/api/logs/error-spikes", headers)
+    assert spikes["spikes"] >= 1
