@@ -26,6 +26,7 @@ from opspilot.adapters.memory.queue import InMemoryQueue
 from opspilot.adapters.memory.tenancy import InMemoryTenancyStore
 from opspilot.adapters.notify.dispatch import channel_notifier_resource
 from opspilot.adapters.system import SystemClock, UuidGenerator
+from opspilot.adapters.telemetry import ApiTelemetry, WorkerTelemetry
 from opspilot.application.auth import Authenticator
 from opspilot.application.caching import QueryCache
 from opspilot.application.ingest import IngestService
@@ -34,7 +35,6 @@ from opspilot.application.log_queries import LogQueries
 from opspilot.application.metric_queries import MetricQueries
 from opspilot.application.provisioning import ProjectProvisioner
 from opspilot.application.worker import WorkerSettings
-from opspilot.adapters.telemetry import ApiTelemetry, WorkerTelemetry
 from opspilot.settings import Settings
 
 

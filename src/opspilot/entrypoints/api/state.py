@@ -7,13 +7,13 @@ from collections.abc import Awaitable, Callable
 import attrs
 from aiohttp import web
 
+from opspilot.adapters.telemetry import ApiTelemetry
 from opspilot.application.auth import Authenticator
 from opspilot.application.ingest import IngestService
 from opspilot.application.log_queries import LogQueries
 from opspilot.application.metric_queries import MetricQueries
 from opspilot.application.provisioning import ProjectProvisioner
 from opspilot.domain.ports import Clock, RateLimiter
-from opspilot.adapters.telemetry import ApiTelemetry
 
 
 @attrs.frozen
