@@ -99,6 +99,10 @@ async def _serve(args: Any) -> int:
     from opspilot.entrypoints.assembly import api_services, ingest_worker
 
     settings = Settings()
+    if settings.database_url:  # one-process shape: bring the schema up to date itself
+        from opspilot.adapters.postgres.migrate import migrate
+
+        await migrate(settings.database_url, settings.database_schema)
     container = build_container(settings)
     await start_container(container)
     try:

@@ -96,12 +96,20 @@ def _passes(record: LogRecord, f: LogFilter, clauses: list[textsearch.Clause]) -
 class InMemoryLogMetadataStore:
     def __init__(self) -> None:
         self._rows: dict[tuple[str, str], LogRecord] = {}
+        self._stored_batches: set[str] = set()
 
     async def write_batches(self, batches: Sequence[LogBatch]) -> int:
+        """Returns the rows written: a batch whose message id was stored before writes none
+        (as the PostgreSQL store's inbox does)."""
+        written = 0
         for batch in batches:
+            if batch.message_id in self._stored_batches:
+                continue
+            self._stored_batches.add(batch.message_id)
             for record in batch.records:
                 self._rows[(record.project_id, record.id)] = record
-        return sum(len(b.records) for b in batches)
+            written += len(batch.records)
+        return written
 
     async def count(self, project_id: str, window: TimeRange, level: LogLevel | None = None) -> int:
         return sum(

@@ -1,0 +1,285 @@
+"""PostgreSQL rules, rule states, channels, incidents and delivery attempts.
+
+Orderings match the in-memory reference; text is ordered with COLLATE "C" (code point
+order, as Python sorts), never by the database's locale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from opspilot.domain.alerts import (
+    AlertRule,
+    Channel,
+    ChannelType,
+    Comparator,
+    DeliveryAttempt,
+    Incident,
+    IncidentStatus,
+    RuleKind,
+    RuleState,
+    RuleStatus,
+    Severity,
+    TimelineEntry,
+)
+from opspilot.domain.metrics import Aggregation
+
+if TYPE_CHECKING:
+    from opspilot.adapters.postgres.database import PostgresDatabase
+
+RULE_COLUMNS = (
+    'id, project_id, name, kind, metric_name, "window", service_name, tags, aggregation,'
+    " comparator, threshold, for_duration, severity, channels, enabled, created_at, updated_at"
+)
+INCIDENT_COLUMNS = (
+    'id, project_id, rule_id, title, severity, status, started_at, timeline, "values", links,'
+    " acknowledged_at, resolved_at"
+)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _rule(row: Any) -> AlertRule:
+    return AlertRule(
+        id=row["id"], project_id=row["project_id"], name=row["name"],
+        kind=RuleKind(row["kind"]), metric_name=row["metric_name"], window=row["window"],
+        service_name=row["service_name"], tags=orjson.loads(row["tags"]),
+        aggregation=Aggregation(row["aggregation"]), comparator=Comparator(row["comparator"]),
+        threshold=row["threshold"], for_duration=row["for_duration"],
+        severity=Severity(row["severity"]), channels=tuple(row["channels"]),
+        enabled=row["enabled"], created_at=row["created_at"], updated_at=row["updated_at"],
+    )
+
+
+def _state(row: Any) -> RuleState:
+    return RuleState(
+        row["rule_id"], row["project_id"], RuleStatus(row["status"]), row["since"],
+        row["incident_id"], row["last_value"], row["last_evaluated"],
+    )
+
+
+class PostgresRuleStore:
+    """Implements RuleStore. Raises TransientStoreError when PostgreSQL cannot answer."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    async def save_rule(self, rule: AlertRule) -> None:
+        async with self._db.connection() as conn:
+            await conn.execute(
+                f"INSERT INTO alert_rules ({RULE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7,"
+                " $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT (id) DO UPDATE SET"
+                " project_id = EXCLUDED.project_id, name = EXCLUDED.name, kind = EXCLUDED.kind,"
+                ' metric_name = EXCLUDED.metric_name, "window" = EXCLUDED."window",'
+                " service_name = EXCLUDED.service_name, tags = EXCLUDED.tags,"
+                " aggregation = EXCLUDED.aggregation, comparator = EXCLUDED.comparator,"
+                " threshold = EXCLUDED.threshold, for_duration = EXCLUDED.for_duration,"
+                " severity = EXCLUDED.severity, channels = EXCLUDED.channels,"
+                " enabled = EXCLUDED.enabled, created_at = EXCLUDED.created_at,"
+                " updated_at = EXCLUDED.updated_at",
+                rule.id, rule.project_id, rule.name, rule.kind.value, rule.metric_name,
+                rule.window, rule.service_name, _json(dict(rule.tags)), rule.aggregation.value,
+                rule.comparator.value, rule.threshold, rule.for_duration, rule.severity.value,
+                list(rule.channels), rule.enabled, rule.created_at, rule.updated_at,
+            )
+
+    async def get_rule(self, project_id: str, rule_id: str) -> AlertRule | None:
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {RULE_COLUMNS} FROM alert_rules WHERE project_id = $1 AND id = $2",
+                project_id, rule_id,
+            )
+        return _rule(row) if row else None
+
+    async def list_rules(self, project_id: str) -> list[AlertRule]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {RULE_COLUMNS} FROM alert_rules WHERE project_id = $1"
+                ' ORDER BY created_at NULLS LAST, id COLLATE "C"',
+                project_id,
+            )
+        return [_rule(r) for r in rows]
+
+    async def delete_rule(self, project_id: str, rule_id: str) -> bool:
+        async with self._db.connection() as conn, conn.transaction():
+            deleted = await conn.fetchval(
+                "DELETE FROM alert_rules WHERE project_id = $1 AND id = $2 RETURNING id",
+                project_id, rule_id,
+            )
+            if deleted is not None:
+                await conn.execute("DELETE FROM rule_states WHERE rule_id = $1", rule_id)
+        return deleted is not None
+
+    async def enabled_rules(self) -> list[AlertRule]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                f'SELECT {RULE_COLUMNS} FROM alert_rules WHERE enabled ORDER BY id COLLATE "C"'
+            )
+        return [_rule(r) for r in rows]
+
+    async def get_states(self, rule_ids: Sequence[str]) -> dict[str, RuleState]:
+        if not rule_ids:
+            return {}
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT rule_id, project_id, status, since, incident_id, last_value,"
+                " last_evaluated FROM rule_states WHERE rule_id = ANY($1::text[])",
+                list(rule_ids),
+            )
+        return {r["rule_id"]: _state(r) for r in rows}
+
+    async def save_state(self, state: RuleState) -> None:
+        async with self._db.connection() as conn:
+            await conn.execute(
+                "INSERT INTO rule_states (rule_id, project_id, status, since, incident_id,"
+                " last_value, last_evaluated) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                " ON CONFLICT (rule_id) DO UPDATE SET project_id = EXCLUDED.project_id,"
+                " status = EXCLUDED.status, since = EXCLUDED.since,"
+                " incident_id = EXCLUDED.incident_id, last_value = EXCLUDED.last_value,"
+                " last_evaluated = EXCLUDED.last_evaluated",
+                state.rule_id, state.project_id, state.status.value, state.since,
+                state.incident_id, state.last_value, state.last_evaluated,
+            )
+
+
+def _channel(row: Any) -> Channel:
+    return Channel(row["id"], row["project_id"], row["name"], ChannelType(row["type"]),
+                   row["target"], row["secret"], row["created_at"])
+
+
+class PostgresChannelStore:
+    """Implements ChannelStore. Raises TransientStoreError when PostgreSQL cannot answer."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    async def save_channel(self, channel: Channel) -> None:
+        async with self._db.connection() as conn:
+            await conn.execute(
+                "INSERT INTO channels (id, project_id, name, type, target, secret, created_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET"
+                " project_id = EXCLUDED.project_id, name = EXCLUDED.name, type = EXCLUDED.type,"
+                " target = EXCLUDED.target, secret = EXCLUDED.secret,"
+                " created_at = EXCLUDED.created_at",
+                channel.id, channel.project_id, channel.name, channel.type.value,
+                channel.target, channel.secret, channel.created_at,
+            )
+
+    async def get_channel(self, project_id: str, channel_id: str) -> Channel | None:
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT * FROM channels WHERE project_id = $1 AND id = $2",
+                project_id, channel_id,
+            )
+        return _channel(row) if row else None
+
+    async def list_channels(self, project_id: str) -> list[Channel]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                'SELECT * FROM channels WHERE project_id = $1 ORDER BY name COLLATE "C"',
+                project_id,
+            )
+        return [_channel(r) for r in rows]
+
+    async def delete_channel(self, project_id: str, channel_id: str) -> bool:
+        async with self._db.connection() as conn:
+            deleted = await conn.fetchval(
+                "DELETE FROM channels WHERE project_id = $1 AND id = $2 RETURNING id",
+                project_id, channel_id,
+            )
+        return deleted is not None
+
+
+def _entry_json(entry: TimelineEntry) -> dict[str, Any]:
+    return {"at": entry.at.isoformat(), "event": entry.event, "detail": entry.detail,
+            "value": entry.value}
+
+
+def _entry(doc: dict[str, Any]) -> TimelineEntry:
+    return TimelineEntry(datetime.fromisoformat(doc["at"]), doc["event"], doc["detail"],
+                         doc["value"])
+
+
+def _incident(row: Any) -> Incident:
+    return Incident(
+        id=row["id"], project_id=row["project_id"], rule_id=row["rule_id"], title=row["title"],
+        severity=Severity(row["severity"]), status=IncidentStatus(row["status"]),
+        started_at=row["started_at"],
+        timeline=tuple(_entry(e) for e in orjson.loads(row["timeline"])),
+        values=tuple(float(v) for v in orjson.loads(row["values"])),
+        links=orjson.loads(row["links"]),
+        acknowledged_at=row["acknowledged_at"], resolved_at=row["resolved_at"],
+    )
+
+
+class PostgresIncidentStore:
+    """Implements IncidentStore. Raises TransientStoreError when PostgreSQL cannot answer."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    async def save_incident(self, incident: Incident) -> None:
+        async with self._db.connection() as conn:
+            await conn.execute(
+                f"INSERT INTO incidents ({INCIDENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6,"
+                " $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO UPDATE SET"
+                " project_id = EXCLUDED.project_id, rule_id = EXCLUDED.rule_id,"
+                " title = EXCLUDED.title, severity = EXCLUDED.severity,"
+                " status = EXCLUDED.status, started_at = EXCLUDED.started_at,"
+                ' timeline = EXCLUDED.timeline, "values" = EXCLUDED."values",'
+                " links = EXCLUDED.links, acknowledged_at = EXCLUDED.acknowledged_at,"
+                " resolved_at = EXCLUDED.resolved_at",
+                incident.id, incident.project_id, incident.rule_id, incident.title,
+                incident.severity.value, incident.status.value, incident.started_at,
+                _json([_entry_json(e) for e in incident.timeline]), _json(list(incident.values)),
+                _json(dict(incident.links)), incident.acknowledged_at, incident.resolved_at,
+            )
+
+    async def get_incident(self, project_id: str, incident_id: str) -> Incident | None:
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE project_id = $1 AND id = $2",
+                project_id, incident_id,
+            )
+        return _incident(row) if row else None
+
+    async def list_incidents(
+        self,
+        project_id: str,
+        status: IncidentStatus | None = None,
+        rule_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Incident]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE project_id = $1"
+                " AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR rule_id = $3)"
+                ' ORDER BY started_at DESC, id COLLATE "C" DESC LIMIT $4',
+                project_id, status.value if status else None, rule_id, max(limit, 0),
+            )
+        return [_incident(r) for r in rows]
+
+    async def record_delivery(self, attempt: DeliveryAttempt) -> None:
+        async with self._db.connection() as conn:
+            await conn.execute(
+                "INSERT INTO notification_deliveries (channel_id, incident_id, event, attempt,"
+                " at, ok, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                attempt.channel_id, attempt.incident_id, attempt.event, attempt.attempt,
+                attempt.at, attempt.ok, attempt.detail,
+            )
+
+    async def deliveries(self, incident_id: str) -> list[DeliveryAttempt]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT channel_id, incident_id, event, attempt, at, ok, detail"
+                " FROM notification_deliveries WHERE incident_id = $1 ORDER BY id",
+                incident_id,
+            )
+        return [DeliveryAttempt(r["channel_id"], r["incident_id"], r["event"], r["attempt"],
+                                r["at"], r["ok"], r["detail"]) for r in rows]

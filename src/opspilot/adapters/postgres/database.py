@@ -1,0 +1,219 @@
+"""One asyncpg pool per process, and the stores built on it.
+
+    db = PostgresDatabase(url, schema=None)
+    await db.connect()            # opens the pool; creates the partitions due soon
+    db.metric_store, db.tenancy_store, ...   # the port implementations
+    async with db.tick_lock("alerts:2024-03-01T12:00") as got_it: ...
+    await db.close()
+
+`connect` does not migrate: run `opspilot migrate` (migrate.py) first. The hot paths (COPY,
+the metric reads) and the small CRUD statements all use asyncpg with bound parameters;
+SQLAlchemy serves only the schema and Alembic migrations.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from opspilot.adapters.postgres.errors import translated
+from opspilot.adapters.postgres.migrate import checked_schema
+from opspilot.adapters.postgres.partitions import DailyPartitions
+from opspilot.domain.errors import TransientStoreError
+
+
+def asyncpg_dsn(url: str) -> str:
+    """SQLAlchemy-style URLs (`postgresql+asyncpg://`) → what asyncpg accepts."""
+    return re.sub(r"^postgres(ql)?\+\w+://", "postgresql://", url)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _reset(conn: Any) -> None:
+    """On release: roll back a transaction left open, nothing more. asyncpg's default reset
+    (UNLISTEN, RESET ALL, advisory unlock: one more round trip per call) is not needed, as
+    the stores never LISTEN, take session-level locks or SET outside a transaction."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
+class PostgresDatabase:
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        min_size: int = 1,
+        max_size: int = 10,
+        command_timeout: float = 60.0,
+        acquire_timeout: float = 30.0,
+        now: Callable[[], datetime] = _utc_now,
+        partitions_past: timedelta = timedelta(days=100),
+        partitions_ahead: timedelta = timedelta(days=3),
+    ) -> None:
+        self.schema = checked_schema(schema)
+        self._dsn = asyncpg_dsn(url)
+        self._pool_options = {
+            "min_size": min_size, "max_size": max_size, "command_timeout": command_timeout,
+        }
+        self.now = now
+        self._acquire_timeout = acquire_timeout
+        self._ahead = partitions_ahead
+        self._pool: Any = None
+        self.timescale = False
+        options = {"now": now, "past": partitions_past, "ahead": partitions_ahead,
+                   "lock_namespace": schema or ""}
+        self.metric_partitions = DailyPartitions("metrics", **options)  # type: ignore[arg-type]
+        self.log_partitions = DailyPartitions("log_metadata", **options)  # type: ignore[arg-type]
+        self._stores: dict[str, Any] = {}
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        settings = {"application_name": "opspilot", "timezone": "UTC"}
+        if self.schema:
+            settings["search_path"] = f'"{self.schema}", public'
+        with translated("connect"):
+            self._pool = await asyncpg.create_pool(
+                self._dsn, server_settings=settings, reset=_reset, **self._pool_options
+            )
+        try:
+            async with self.connection() as conn:
+                await self._detect(conn)
+                if not self.timescale:
+                    first, last = self.now() - timedelta(days=1), self.now() + self._ahead
+                    await self.metric_partitions.ensure(conn, first, last)
+                    await self.log_partitions.ensure(conn, first, last)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _detect(self, conn: Any) -> None:
+        kind = await conn.fetchval(
+            "SELECT c.relkind::text FROM pg_class c WHERE c.oid = to_regclass('metrics')"
+        )
+        if kind is None:
+            raise RuntimeError(
+                f"no `metrics` table in schema {self.schema or '(default)'}: run `opspilot migrate`"
+            )
+        self.timescale = kind != "p"
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def __aenter__(self) -> PostgresDatabase:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[Any]:
+        """A pooled connection; driver failures (incl. pool timeouts) → TransientStoreError."""
+        if self._pool is None:
+            raise TransientStoreError("PostgreSQL pool is not connected (or closed)")
+        with translated("acquire"):
+            conn = await self._pool.acquire(timeout=self._acquire_timeout)
+        try:
+            with translated("query"):
+                yield conn
+        finally:
+            with contextlib.suppress(Exception):
+                await self._pool.release(conn)
+
+    # -- stores ---------------------------------------------------------------------------
+
+    def _store(self, name: str, factory: Callable[[PostgresDatabase], Any]) -> Any:
+        if name not in self._stores:
+            self._stores[name] = factory(self)
+        return self._stores[name]
+
+    @property
+    def metric_store(self) -> Any:
+        from opspilot.adapters.postgres.metrics import PostgresMetricStore
+
+        return self._store("metrics", PostgresMetricStore)
+
+    @property
+    def log_metadata_store(self) -> Any:
+        from opspilot.adapters.postgres.log_metadata import PostgresLogMetadataStore
+
+        return self._store("log_metadata", PostgresLogMetadataStore)
+
+    @property
+    def tenancy_store(self) -> Any:
+        from opspilot.adapters.postgres.tenancy import PostgresTenancyStore
+
+        return self._store("tenancy", PostgresTenancyStore)
+
+    @property
+    def rule_store(self) -> Any:
+        from opspilot.adapters.postgres.alerting import PostgresRuleStore
+
+        return self._store("rules", PostgresRuleStore)
+
+    @property
+    def channel_store(self) -> Any:
+        from opspilot.adapters.postgres.alerting import PostgresChannelStore
+
+        return self._store("channels", PostgresChannelStore)
+
+    @property
+    def incident_store(self) -> Any:
+        from opspilot.adapters.postgres.alerting import PostgresIncidentStore
+
+        return self._store("incidents", PostgresIncidentStore)
+
+    # -- scheduling and maintenance -----------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def tick_lock(self, tick_key: str) -> AsyncIterator[bool]:
+        """`pg_try_advisory_xact_lock` on the tick key, held until the block ends: of
+        schedulers asking at the same time, exactly one gets True. (It does not remember
+        the tick afterwards: a scheduler asking after the holder finished gets it again;
+        PostgresSchedulerLock's tick rows are the durable form.)"""
+        async with self.connection() as conn, conn.transaction():
+            got = await conn.fetchval(
+                "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
+                f"opspilot:tick:{self.schema or ''}:{tick_key}",
+            )
+            yield bool(got)
+
+    async def ensure_partitions(self, first: datetime, last: datetime) -> list[str]:
+        """Create the daily partitions of both tables for [first, last] (within the horizon)."""
+        if self.timescale:
+            return []
+        async with self.connection() as conn:
+            created = await self.metric_partitions.ensure(conn, first, last)
+            return created + await self.log_partitions.ensure(conn, first, last)
+
+    async def drop_partitions_older_than(self, days: float) -> list[str]:
+        """Retention: drop whole partitions (chunks, with TimescaleDB) older than `days`,
+        and processed-message ids older than that from the inbox."""
+        cutoff = self.now() - timedelta(days=days)
+        async with self.connection() as conn:
+            await conn.execute(
+                "DELETE FROM ingest_inbox WHERE processed_at < now() - make_interval(secs => $1)",
+                days * 86400.0,
+            )
+            if self.timescale:
+                for table in ("metrics", "log_metadata"):
+                    await conn.execute("SELECT drop_chunks($1::regclass, older_than => $2)",
+                                       table, cutoff)
+                return []
+            dropped = await self.metric_partitions.drop_older_than(conn, cutoff)
+            return dropped + await self.log_partitions.drop_older_than(conn, cutoff)
+
+    async def ping(self) -> None:
+        async with self.connection() as conn:
+            await conn.fetchval("SELECT 1")

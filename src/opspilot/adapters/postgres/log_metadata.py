@@ -1,0 +1,63 @@
+"""PostgresLogMetadataStore: the plan's `log_metadata` rows, COPY'd with an inbox entry
+(`logs:<message id>`) in the same transaction, so a redelivered batch writes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from opspilot.domain.ingest import LogBatch, Stream
+from opspilot.domain.logs import LogLevel
+from opspilot.domain.timewindow import TimeRange
+
+if TYPE_CHECKING:
+    from opspilot.adapters.postgres.database import PostgresDatabase
+
+COLUMNS = ("project_id", "log_id", "timestamp", "level", "service_name")
+INBOX_PREFIX = "logs:"
+
+
+class PostgresLogMetadataStore:
+    """Implements LogMetadataStore. Raises TransientStoreError when PostgreSQL cannot answer."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    async def write_batches(self, batches: Sequence[LogBatch]) -> int:
+        """Returns the rows written (0 for batches stored before)."""
+        records: dict[str, list[tuple[Any, ...]]] = {}
+        for batch in batches:
+            records.setdefault(INBOX_PREFIX + batch.message_id, [
+                (r.project_id, r.id, r.timestamp, r.level.value, r.service)
+                for r in batch.records
+            ])
+        if not records:
+            return 0
+        async with self._db.connection() as conn:
+            if not self._db.timescale:
+                await self._db.log_partitions.ensure_for(
+                    conn, [row[2] for rows in records.values() for row in rows])
+            async with conn.transaction():
+                fresh = await conn.fetch(
+                    "INSERT INTO ingest_inbox (message_id, stream)"
+                    " SELECT unnest($1::text[]), $2"
+                    " ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+                    sorted(records), Stream.LOGS.value,
+                )
+                rows = [r for f in fresh for r in records[f["message_id"]]]
+                if rows:
+                    await conn.copy_records_to_table("log_metadata", records=rows,
+                                                     columns=COLUMNS)
+        return len(rows)
+
+    async def count(
+        self, project_id: str, window: TimeRange, level: LogLevel | None = None
+    ) -> int:
+        async with self._db.connection() as conn:
+            found = await conn.fetchval(
+                'SELECT count(*) FROM log_metadata WHERE project_id = $1'
+                ' AND "timestamp" >= $2 AND "timestamp" < $3'
+                " AND ($4::text IS NULL OR level = $4)",
+                project_id, window.start, window.end, level.value if level else None,
+            )
+        return int(found)

@@ -1,0 +1,223 @@
+"""PostgresMetricStore: COPY in, bucketed aggregates out, the same answers as the in-memory
+reference (epoch-aligned `date_bin` buckets, `percentile_cont`, half-open windows, empty
+buckets absent, histogram bins of equal width with the maximum in the last bin)."""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from opspilot.domain.ingest import MetricBatch, Stream
+from opspilot.domain.metrics import (
+    Aggregation,
+    BucketValue,
+    Histogram,
+    HistogramBin,
+    HistogramQuery,
+    MetricQuery,
+    Series,
+    SeriesSelector,
+    equal_width_edges,
+)
+from opspilot.domain.ports import WindowRequest, WindowValue
+from opspilot.domain.timewindow import TimeRange
+
+if TYPE_CHECKING:
+    from opspilot.adapters.postgres.database import PostgresDatabase
+
+COLUMNS = ("project_id", "timestamp", "metric_name", "metric_value", "service_name", "tags")
+_first = operator.itemgetter(0)
+WINDOW_CHUNK = 5_000  # windows per round trip in aggregate_windows
+
+EPOCH = "TIMESTAMPTZ '1970-01-01 00:00:00+00'"
+BUCKET_FUNCTIONS = ("date_bin", "time_bucket")  # plain PostgreSQL / TimescaleDB, same result
+
+
+def aggregate_sql(aggregation: Aggregation) -> str:
+    """SQL for one aggregation, from the allow-list (the enum) only; never user text."""
+    quantile = aggregation.quantile
+    if quantile is not None:
+        return f"percentile_cont({quantile!r}::float8) WITHIN GROUP (ORDER BY m.metric_value)"
+    return {
+        Aggregation.AVG: "avg(m.metric_value)",
+        Aggregation.SUM: "sum(m.metric_value)",
+        Aggregation.MIN: "min(m.metric_value)",
+        Aggregation.MAX: "max(m.metric_value)",
+        Aggregation.COUNT: "count(*)::float8",
+    }[aggregation]
+
+
+_WHERE = """
+    WHERE m.project_id = q.project_id AND m.metric_name = q.name
+      AND m."timestamp" >= q.start_ts AND m."timestamp" < q.end_ts
+      AND (q.service IS NULL OR m.service_name = q.service)
+      AND (q.tags IS NULL OR m.tags @> q.tags)"""
+# A selector's parameters, in this order: ord, project_id, name, service, tags, start, end,
+# width (the bucket; unused by aggregate_windows).
+_TYPES = ("int", "text", "text", "text", "jsonb", "timestamptz", "timestamptz", "interval")
+_NAMES = ("ord", "project_id", "name", "service", "tags", "start_ts", "end_ts", "width")
+
+
+def _selectors(first: int, many: bool) -> str:
+    """`q`: one row of parameters, or (many) the rows of unnest over parameter arrays."""
+    params = [f"${first + i}::{t}{'[]' if many else ''}" for i, t in enumerate(_TYPES)]
+    if many:
+        return f"unnest({', '.join(params)}) AS q({', '.join(_NAMES)})"
+    columns = ", ".join(f"{p} AS {n}" for p, n in zip(params, _NAMES, strict=True))
+    return f"(SELECT {columns}) AS q"
+
+
+def block_sql(aggregation: Aggregation, many: bool, first: int, bucket: str | None) -> str:
+    """One aggregation's share of a read: bucketed (`bucket` is the bucket function) or one
+    value per selector (aggregate_windows: exactly one row each, even with no points)."""
+    value = aggregate_sql(aggregation)
+    if bucket is None:
+        inner = f"SELECT {value} AS value, count(*) AS n FROM metrics m {_WHERE}"
+        return (f"SELECT q.ord, NULL::timestamptz AS bucket, b.value, b.n"
+                f" FROM {_selectors(first, many)} CROSS JOIN LATERAL ({inner}) b")
+    inner = (f'SELECT {bucket}(q.width, m."timestamp", {EPOCH}) AS bucket, {value} AS value,'
+             f" count(*) AS n FROM metrics m {_WHERE} GROUP BY 1")
+    return (f"SELECT q.ord, b.bucket, b.value, b.n"
+            f" FROM {_selectors(first, many)} CROSS JOIN LATERAL ({inner}) b")
+
+
+Selector = tuple[str, SeriesSelector, TimeRange, Aggregation, Any]  # … , bucket width
+
+
+def read_statement(items: Sequence[Selector], bucket: str | None) -> tuple[str, list[Any]]:
+    """ONE statement for every selector: a block per aggregation (so each computes only its
+    own aggregate), joined with UNION ALL; rows come back ordered by (selector, bucket)."""
+    groups: dict[Aggregation, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(item[3], []).append(index)
+    blocks: list[str] = []
+    args: list[Any] = []
+    for aggregation in sorted(groups, key=lambda a: a.value):
+        indices = groups[aggregation]
+        many = len(indices) > 1
+        blocks.append(block_sql(aggregation, many, len(args) + 1, bucket))
+        rows = [_selector_row(i, items[i]) for i in indices]
+        if many:
+            args.extend(list(column) for column in zip(*rows, strict=True))
+        else:
+            args.extend(rows[0])
+    order = "ORDER BY 1, 2" if bucket else "ORDER BY 1"
+    return " UNION ALL ".join(blocks) + f" {order}", args
+
+
+def _selector_row(index: int, item: Selector) -> tuple[Any, ...]:
+    project_id, series, window, _, width = item
+    return (index, project_id, series.name, series.service, _tags_json(series.tags),
+            window.start, window.end, width)
+
+
+HISTOGRAM_SQL = f"""
+WITH q AS (SELECT $1::text AS project_id, $2::text AS name, $3::text AS service,
+                  $4::jsonb AS tags, $5::timestamptz AS start_ts, $6::timestamptz AS end_ts),
+sel AS (SELECT m.metric_value AS v FROM q, metrics m {_WHERE}),
+lim AS (SELECT min(v) AS lo, max(v) AS hi, count(*) AS n FROM sel)
+SELECT lim.lo, lim.hi, lim.n, b.bin, b.c
+FROM lim LEFT JOIN LATERAL (
+    SELECT least(width_bucket(sel.v, lim.lo,
+                              CASE WHEN lim.hi > lim.lo THEN lim.hi ELSE lim.lo + 1 END,
+                              $7::int), $7::int) - 1 AS bin,
+           count(*) AS c
+    FROM sel GROUP BY 1
+) b ON lim.n > 0
+ORDER BY b.bin"""
+
+
+def _tags_json(tags: Any) -> str | None:
+    return orjson.dumps(dict(tags)).decode() if tags else None
+
+
+class PostgresMetricStore:
+    """Implements MetricStore. Raises TransientStoreError when PostgreSQL cannot answer."""
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    async def write_batches(self, batches: Sequence[MetricBatch]) -> int:
+        """COPY the points of every batch not seen before, in ONE transaction with their
+        message ids in `ingest_inbox`: a redelivered batch writes nothing, and of two workers
+        racing on one batch the second waits on the inbox row, then skips it."""
+        records: dict[str, list[tuple[Any, ...]]] = {}
+        for batch in batches:
+            records.setdefault(batch.message_id, [
+                (p.project_id, p.timestamp, p.name, p.value, p.service,
+                 orjson.dumps(p.tags).decode() if p.tags else None)
+                for p in batch.points
+            ])
+        if not records:
+            return 0
+        async with self._db.connection() as conn:
+            if not self._db.timescale:
+                await self._db.metric_partitions.ensure_for(
+                    conn, [r[1] for rows in records.values() for r in rows])
+            async with conn.transaction():
+                fresh = await conn.fetch(
+                    "INSERT INTO ingest_inbox (message_id, stream)"
+                    " SELECT unnest($1::text[]), $2"
+                    " ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+                    sorted(records), Stream.METRICS.value,
+                )
+                rows = [r for f in fresh for r in records[f["message_id"]]]
+                if rows:
+                    await conn.copy_records_to_table("metrics", records=rows, columns=COLUMNS)
+        return len(rows)
+
+    async def query(self, queries: Sequence[MetricQuery]) -> list[Series]:
+        if not queries:
+            return []
+        sql, args = read_statement(
+            [(q.project_id, q.series, q.window, q.aggregation, q.bucketing.width)
+             for q in queries],
+            "time_bucket" if self._db.timescale else "date_bin",
+        )
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(sql, *args)
+        points: list[list[BucketValue]] = [[] for _ in queries]
+        for ord_, group in itertools.groupby(rows, key=_first):
+            points[ord_] = [BucketValue(r[1], r[2], r[3]) for r in group]
+        return [
+            Series(q.series.name, q.series.service, q.aggregation, q.bucketing.label, p)
+            for q, p in zip(queries, points, strict=True)
+        ]
+
+    async def histogram(self, query: HistogramQuery) -> Histogram:
+        s = query.series
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                HISTOGRAM_SQL, query.project_id, s.name, s.service, _tags_json(s.tags),
+                query.window.start, query.window.end, query.bins,
+            )
+        total = rows[0]["n"] if rows else 0
+        if not total:
+            return Histogram(s.name, [], 0, None, None)
+        low, high = rows[0]["lo"], rows[0]["hi"]
+        counts = [0] * query.bins
+        for row in rows:
+            counts[row["bin"]] = row["c"]
+        edges = equal_width_edges(low, high, query.bins)
+        bins = [HistogramBin(edges[i], edges[i + 1], counts[i]) for i in range(query.bins)]
+        return Histogram(s.name, bins, total, low, high)
+
+    async def aggregate_windows(self, requests: Sequence[WindowRequest]) -> list[WindowValue]:
+        results: list[WindowValue] = []
+        async with self._db.connection() as conn:
+            for start in range(0, len(requests), WINDOW_CHUNK):
+                sql, args = read_statement(
+                    [(r.project_id, r.series, r.window, r.aggregation, None)
+                     for r in requests[start : start + WINDOW_CHUNK]],
+                    None,
+                )
+                rows = await conn.fetch(sql, *args)
+                results.extend(WindowValue(value if n else None, n) for _, _, value, n in rows)
+        return results
+
+    async def ping(self) -> None:
+        await self._db.ping()

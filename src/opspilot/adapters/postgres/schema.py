@@ -1,0 +1,184 @@
+"""The PostgreSQL schema as SQLAlchemy Core metadata: the target of migrations.
+
+Migrations (migrations/versions) create it; a test compares a migrated database with this
+metadata so the two cannot drift. At run time the adapters use asyncpg with hand-written
+SQL and never import this module.
+
+Ids are `text`: the ports' ids are opaque strings (uuid4 text from the id generator, but
+tests, fixtures and imports may use others). There are no foreign keys to `projects`: every
+row carries its project id and every query filters on it, and the hot tables (`metrics`,
+`log_metadata`) would pay a trigger per COPY'd row for a check the ingest path has already
+made (the API key names the project).
+
+`metrics` and `log_metadata` are range-partitioned by `timestamp` (daily partitions plus a
+DEFAULT one, see partitions.py) on plain PostgreSQL, or hypertables with TimescaleDB.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+metadata = sa.MetaData()
+TS = sa.TIMESTAMP(timezone=True)
+NOW = sa.text("now()")
+
+projects = sa.Table(
+    "projects", metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("created_at", TS, nullable=False),
+)
+
+users = sa.Table(
+    "users", metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+)
+
+memberships = sa.Table(
+    "memberships", metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("project_id", sa.Text, primary_key=True),
+)
+
+api_keys = sa.Table(
+    "api_keys", metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("project_id", sa.Text, nullable=False, index=True),
+    sa.Column("key_hash", sa.Text, nullable=False, unique=True),  # SHA-256 hex only
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("revoked", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+tokens = sa.Table(
+    "tokens", metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Text, nullable=False, index=True),
+    sa.Column("token_hash", sa.Text, nullable=False, unique=True),  # SHA-256 hex only
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("revoked", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+metrics = sa.Table(
+    "metrics", metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), nullable=False),
+    sa.Column("project_id", sa.Text, nullable=False),
+    sa.Column("timestamp", TS, nullable=False),
+    sa.Column("metric_name", sa.String(100), nullable=False),
+    sa.Column("metric_value", sa.Float(53), nullable=False),
+    sa.Column("service_name", sa.String(100)),
+    sa.Column("tags", pg.JSONB),
+    sa.Column("created_at", TS, server_default=NOW),
+    # Every read names one series, so name comes before time (see ADR 0004).
+    sa.Index("idx_metrics_project_name_time", "project_id", "metric_name",
+             sa.text("timestamp DESC")),
+    sa.Index("idx_metrics_service", "project_id", "service_name", sa.text("timestamp DESC")),
+    sa.Index("idx_metrics_tags", "tags", postgresql_using="gin",
+             postgresql_ops={"tags": "jsonb_path_ops"}),
+    postgresql_partition_by="RANGE (timestamp)",
+)
+
+log_metadata = sa.Table(
+    "log_metadata", metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), nullable=False),
+    sa.Column("project_id", sa.Text, nullable=False),
+    sa.Column("log_id", sa.String(100), nullable=False),
+    sa.Column("timestamp", TS, nullable=False),
+    sa.Column("level", sa.String(10), nullable=False),
+    sa.Column("service_name", sa.String(100)),
+    sa.Column("created_at", TS, server_default=NOW),
+    # A partitioned table's primary key must include the partition key.
+    sa.PrimaryKeyConstraint("id", "timestamp", name="log_metadata_pkey"),
+    sa.Index("idx_log_metadata_project_time", "project_id", sa.text("timestamp DESC")),
+    sa.Index("idx_log_metadata_level", "project_id", "level", sa.text("timestamp DESC")),
+    postgresql_partition_by="RANGE (timestamp)",
+)
+
+ingest_inbox = sa.Table(
+    "ingest_inbox", metadata,
+    sa.Column("message_id", sa.Text, primary_key=True),
+    sa.Column("stream", sa.Text, nullable=False),
+    sa.Column("processed_at", TS, nullable=False, server_default=NOW),
+    sa.Index("idx_ingest_inbox_processed", "processed_at"),
+)
+
+alert_rules = sa.Table(
+    "alert_rules", metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("project_id", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("metric_name", sa.String(100), nullable=False),
+    sa.Column("window", sa.Interval, nullable=False),
+    sa.Column("service_name", sa.String(100)),
+    sa.Column("tags", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("aggregation", sa.Text, nullable=False),
+    sa.Column("comparator", sa.Text, nullable=False),
+    sa.Column("threshold", sa.Float(53), nullable=False),
+    sa.Column("for_duration", sa.Interval, nullable=False),
+    sa.Column("severity", sa.Text, nullable=False),
+    sa.Column("channels", pg.ARRAY(sa.Text), nullable=False, server_default=sa.text("'{}'")),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("created_at", TS),
+    sa.Column("updated_at", TS),
+    sa.Index("idx_alert_rules_project", "project_id"),
+    sa.Index("idx_alert_rules_enabled", "id", postgresql_where=sa.text("enabled")),
+)
+
+rule_states = sa.Table(
+    "rule_states", metadata,
+    sa.Column("rule_id", sa.Text, primary_key=True),
+    sa.Column("project_id", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("since", TS),
+    sa.Column("incident_id", sa.Text),
+    sa.Column("last_value", sa.Float(53)),
+    sa.Column("last_evaluated", TS),
+)
+
+channels = sa.Table(
+    "channels", metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("project_id", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("secret", sa.Text),
+    sa.Column("created_at", TS),
+    sa.Index("idx_channels_project", "project_id"),
+)
+
+incidents = sa.Table(
+    "incidents", metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("project_id", sa.Text, nullable=False),
+    sa.Column("rule_id", sa.Text, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("severity", sa.Text, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("started_at", TS, nullable=False),
+    sa.Column("timeline", pg.JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    sa.Column("values", pg.JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
+    sa.Column("links", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+    sa.Column("acknowledged_at", TS),
+    sa.Column("resolved_at", TS),
+    sa.Index("idx_incidents_project_started", "project_id", sa.text("started_at DESC")),
+    sa.Index("idx_incidents_project_rule", "project_id", "rule_id"),
+)
+
+notification_deliveries = sa.Table(
+    "notification_deliveries", metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("channel_id", sa.Text, nullable=False),
+    sa.Column("incident_id", sa.Text),
+    sa.Column("event", sa.Text, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("at", TS, nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),
+    sa.Index("idx_notification_deliveries_incident", "incident_id", "id"),
+)
+
+PARTITIONED = ("metrics", "log_metadata")

@@ -1,0 +1,341 @@
+"""MetricStore contract: the in-memory reference and PostgreSQL give the same answers.
+
+Expected values are computed here from the raw points with the domain's reference
+(`domain.metrics.aggregate`, `Bucketing.floor`, `bin_index`), not read back from a store.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+from opspilot.domain.ingest import MetricBatch
+from opspilot.domain.metrics import (
+    Aggregation,
+    HistogramQuery,
+    MetricPoint,
+    MetricQuery,
+    SeriesSelector,
+    aggregate,
+    bin_index,
+)
+from opspilot.domain.ports import WindowRequest
+from opspilot.domain.timewindow import Bucketing, TimeRange
+
+T0 = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
+A, B = "project-a", "project-b"
+DAY = TimeRange(T0 - timedelta(hours=12), T0 + timedelta(hours=12))
+
+
+def batch(message_id: str, points: Sequence[MetricPoint]) -> MetricBatch:
+    return MetricBatch(message_id, points[0].project_id if points else A, T0, list(points))
+
+
+def dataset(seed: int = 7) -> list[MetricPoint]:
+    """Three hours of two series in project A, with services, tags and odd microseconds."""
+    rng = random.Random(seed)
+    points = []
+    for _ in range(1_000):
+        at = T0 + timedelta(seconds=rng.uniform(0, 3 * 3600))
+        service = rng.choice(["api", "db", None])
+        tags = rng.choice([{}, {"region": "eu"}, {"region": "us", "tier": "gold"}])
+        points.append(MetricPoint(A, at, "latency", round(rng.lognormvariate(3, 1), 3),
+                                  service, tags))
+        points.append(MetricPoint(A, at, "errors", float(rng.randint(0, 5)), service, tags))
+    return points
+
+
+def expected(points: Sequence[MetricPoint], query: MetricQuery) -> list[tuple[datetime, float,
+                                                                              int]]:
+    buckets: dict[datetime, list[float]] = defaultdict(list)
+    for p in points:
+        s = query.series
+        if (p.project_id == query.project_id and p.name == s.name
+                and query.window.contains(p.timestamp)
+                and (s.service is None or p.service == s.service)
+                and all(p.tags.get(k) == v for k, v in s.tags.items())):
+            buckets[query.bucketing.floor(p.timestamp)].append(p.value)
+    return [(b, aggregate(v, query.aggregation), len(v)) for b, v in sorted(buckets.items())]
+
+
+def as_tuples(series: Any) -> list[tuple[datetime, float, int]]:
+    return [(p.bucket, p.value, p.count) for p in series.points]
+
+
+def assert_same(actual: list[tuple[datetime, float, int]],
+                wanted: list[tuple[datetime, float, int]]) -> None:
+    assert [(b, n) for b, _, n in actual] == [(b, n) for b, _, n in wanted]
+    assert [v for _, v, _ in actual] == pytest.approx([v for _, v, _ in wanted], rel=1e-9)
+
+
+def query(series: SeriesSelector, aggregation: Aggregation = Aggregation.AVG,
+          bucket: str = "5m", window: TimeRange = DAY, project: str = A) -> MetricQuery:
+    return MetricQuery(project, series, window, aggregation, Bucketing.parse(bucket))
+
+
+@pytest.fixture
+async def loaded(metric_store: Any) -> tuple[Any, list[MetricPoint]]:
+    points = dataset()
+    written = await metric_store.write_batches(
+        [batch("m-1", points[:1000]), batch("m-2", points[1000:])]
+    )
+    assert written == len(points)
+    return metric_store, points
+
+
+@pytest.mark.parametrize("aggregation", list(Aggregation))
+@pytest.mark.parametrize("bucket", ["1m", "15m", "1h"])
+async def test_every_aggregation_matches_the_reference(
+    loaded: tuple[Any, list[MetricPoint]], aggregation: Aggregation, bucket: str
+) -> None:
+    store, points = loaded
+    q = query(SeriesSelector("latency"), aggregation, bucket)
+    [series] = await store.query([q])
+    assert (series.name, series.service, series.aggregation, series.bucket) == (
+        "latency", None, aggregation, bucket)
+    assert len(series.points) > 2
+    assert_same(as_tuples(series), expected(points, q))
+
+
+async def test_percentiles_are_exact_on_known_values(metric_store: Any) -> None:
+    values = [1.0, 2.0, 3.0, 4.0, 10.0]
+    points = [MetricPoint(A, T0 + timedelta(seconds=i), "x", v) for i, v in enumerate(values)]
+    await metric_store.write_batches([batch("m", points)])
+    found = {}
+    for aggregation in Aggregation:
+        [series] = await metric_store.query([query(SeriesSelector("x"), aggregation, "1h")])
+        found[aggregation] = series.points[0].value
+    assert found == {
+        Aggregation.AVG: 4.0, Aggregation.SUM: 20.0, Aggregation.MIN: 1.0,
+        Aggregation.MAX: 10.0, Aggregation.COUNT: 5.0, Aggregation.P50: 3.0,
+        Aggregation.P90: pytest.approx(7.6), Aggregation.P95: pytest.approx(8.8),
+        Aggregation.P99: pytest.approx(9.76),
+    }
+
+
+async def test_buckets_are_aligned_to_the_unix_epoch_whatever_the_window_offset(
+    metric_store: Any,
+) -> None:
+    ist = timezone(timedelta(hours=5, minutes=30))
+    points = [MetricPoint(A, T0 + timedelta(minutes=7 * i), "x", float(i)) for i in range(40)]
+    await metric_store.write_batches([batch("m", points)])
+    window = TimeRange(datetime(2024, 3, 1, 15, 31, 17, tzinfo=ist),
+                       datetime(2024, 3, 1, 19, 2, tzinfo=ist))
+    for bucket in ("1h", "90m", "7m"):
+        q = query(SeriesSelector("x"), Aggregation.COUNT, bucket, window)
+        [series] = await metric_store.query([q])
+        width = Bucketing.parse(bucket).width.total_seconds()
+        assert series.points, bucket
+        assert all(p.bucket.timestamp() % width == 0 for p in series.points)
+        assert all(p.bucket.utcoffset() == timedelta(0) for p in series.points)
+        assert as_tuples(series) == expected(points, q)
+        if bucket == "1h":
+            # the first bucket starts before the window but counts only points inside it
+            assert series.points[0].bucket == datetime(2024, 3, 1, 10, tzinfo=UTC)
+            assert series.points[0].count == 8  # 10:07 … 10:56, not 10:00
+
+
+async def test_service_and_tag_filters(loaded: tuple[Any, list[MetricPoint]]) -> None:
+    store, points = loaded
+    selectors = [
+        SeriesSelector("latency", "api"),
+        SeriesSelector("latency", None, {"region": "us"}),
+        SeriesSelector("latency", "db", {"region": "us", "tier": "gold"}),
+        SeriesSelector("latency", "db", {"region": "mars"}),
+        SeriesSelector("latency", "nobody"),
+    ]
+    queries = [query(s, Aggregation.SUM, "30m") for s in selectors]
+    results = await store.query(queries)
+    for q, series in zip(queries, results, strict=True):
+        assert series.service == q.series.service
+        assert_same(as_tuples(series), expected(points, q))
+    assert results[0].points and results[1].points and results[2].points
+    assert results[3].points == [] and results[4].points == []
+
+
+async def test_window_is_half_open(metric_store: Any) -> None:
+    start, end = T0, T0 + timedelta(minutes=10)
+    points = [
+        MetricPoint(A, start - timedelta(microseconds=1), "x", 1.0),
+        MetricPoint(A, start, "x", 2.0),
+        MetricPoint(A, end - timedelta(microseconds=1), "x", 4.0),
+        MetricPoint(A, end, "x", 8.0),
+    ]
+    await metric_store.write_batches([batch("m", points)])
+    window = TimeRange(start, end)
+    [series] = await metric_store.query([query(SeriesSelector("x"), Aggregation.SUM, "1h",
+                                               window)])
+    assert as_tuples(series) == [(T0, 6.0, 2)]
+    [value] = await metric_store.aggregate_windows(
+        [WindowRequest(A, SeriesSelector("x"), Aggregation.SUM, window)])
+    assert (value.value, value.count) == (6.0, 2)
+    histogram = await metric_store.histogram(HistogramQuery(A, SeriesSelector("x"), window, 2))
+    assert (histogram.total, histogram.min, histogram.max) == (2, 2.0, 4.0)
+
+
+async def test_several_series_in_one_call_keep_their_order(
+    loaded: tuple[Any, list[MetricPoint]],
+) -> None:
+    store, points = loaded
+    queries = [
+        query(SeriesSelector("errors"), Aggregation.MAX, "1h"),
+        query(SeriesSelector("missing"), Aggregation.AVG, "1m"),
+        query(SeriesSelector("latency", "api"), Aggregation.P95, "10m"),
+        query(SeriesSelector("latency"), Aggregation.COUNT, "1h", project=B),
+        query(SeriesSelector("latency"), Aggregation.P50, "2h"),
+        query(SeriesSelector("errors"), Aggregation.MAX, "1h"),
+    ]
+    results = await store.query(queries)
+    assert [(s.name, s.aggregation, s.bucket) for s in results] == [
+        (q.series.name, q.aggregation, q.bucketing.label) for q in queries
+    ]
+    for q, series in zip(queries, results, strict=True):
+        assert_same(as_tuples(series), expected(points, q))
+    assert results[1].points == [] and results[3].points == []
+    assert results[0] == results[5]
+    assert await store.query([]) == []
+
+
+async def test_histogram_bins_and_counts(loaded: tuple[Any, list[MetricPoint]]) -> None:
+    store, points = loaded
+    for selector, bins in [(SeriesSelector("latency"), 20), (SeriesSelector("errors", "api"), 7),
+                           (SeriesSelector("latency", None, {"region": "eu"}), 1)]:
+        values = [p.value for p in points if p.name == selector.name
+                  and (selector.service is None or p.service == selector.service)
+                  and all(p.tags.get(k) == v for k, v in selector.tags.items())]
+        low, high = min(values), max(values)
+        counts = [0] * bins
+        for v in values:
+            counts[bin_index(v, low, high, bins)] += 1
+        histogram = await store.histogram(HistogramQuery(A, selector, DAY, bins))
+        assert histogram.name == selector.name
+        assert (histogram.total, histogram.min, histogram.max) == (len(values), low, high)
+        assert [b.count for b in histogram.bins] == counts
+        assert histogram.bins[0].lower == low and histogram.bins[-1].upper == pytest.approx(high)
+        assert sum(counts) == len(values)
+
+
+async def test_histogram_puts_the_maximum_in_the_last_bin_and_handles_flat_series(
+    metric_store: Any,
+) -> None:
+    points = [MetricPoint(A, T0 + timedelta(seconds=i), "x", float(v))
+              for i, v in enumerate([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10])]
+    points += [MetricPoint(A, T0 + timedelta(seconds=i), "flat", 3.0) for i in range(4)]
+    await metric_store.write_batches([batch("m", points)])
+    histogram = await metric_store.histogram(HistogramQuery(A, SeriesSelector("x"), DAY, 5))
+    assert [b.count for b in histogram.bins] == [2, 2, 2, 2, 3]
+    assert [(b.lower, b.upper) for b in histogram.bins] == [
+        (0.0, 2.0), (2.0, 4.0), (4.0, 6.0), (6.0, 8.0), (8.0, 10.0)]
+    flat = await metric_store.histogram(HistogramQuery(A, SeriesSelector("flat"), DAY, 3))
+    assert [b.count for b in flat.bins] == [4, 0, 0]
+    assert (flat.min, flat.max, flat.total) == (3.0, 3.0, 4)
+    empty = await metric_store.histogram(HistogramQuery(A, SeriesSelector("none"), DAY, 3))
+    assert (list(empty.bins), empty.total, empty.min, empty.max) == ([], 0, None, None)
+
+
+async def test_aggregate_windows_in_order_with_empty_windows(
+    loaded: tuple[Any, list[MetricPoint]],
+) -> None:
+    store, points = loaded
+    requests = []
+    for i, aggregation in enumerate(list(Aggregation) * 3):
+        start = T0 + timedelta(minutes=17 * i)
+        requests.append(WindowRequest(
+            A, SeriesSelector("latency", ["api", None, "db"][i % 3]), aggregation,
+            TimeRange(start, start + timedelta(minutes=5 + i))))
+    requests.append(WindowRequest(A, SeriesSelector("latency"), Aggregation.COUNT,
+                                  TimeRange(T0 - timedelta(days=2), T0 - timedelta(days=1))))
+    requests.append(WindowRequest(B, SeriesSelector("latency"), Aggregation.AVG, DAY))
+    results = await store.aggregate_windows(requests)
+    assert len(results) == len(requests)
+    for request, result in zip(requests, results, strict=True):
+        q = MetricQuery(request.project_id, request.series, request.window,
+                        request.aggregation, Bucketing(timedelta(days=36500)))
+        rows = expected(points, q)
+        if not rows:
+            assert (result.value, result.count) == (None, 0)
+        else:
+            [(_, value, count)] = rows
+            assert result.count == count and result.value == pytest.approx(value, rel=1e-9)
+    assert results[-1].value is None and results[-2].value is None
+    assert await store.aggregate_windows([]) == []
+
+
+async def test_aggregate_windows_at_alert_engine_scale(metric_store: Any) -> None:
+    points = [MetricPoint(A, T0 + timedelta(minutes=i), f"s{i % 3}", float(i))
+              for i in range(60)]
+    await metric_store.write_batches([batch("m", points)])
+    requests = [WindowRequest(A, SeriesSelector(f"s{i % 4}"), Aggregation.MAX,
+                              TimeRange(T0, T0 + timedelta(minutes=1 + i % 60)))
+                for i in range(6_000)]
+    results = await metric_store.aggregate_windows(requests)
+    for i in (0, 1, 2, 3, 4_999, 5_000, 5_001, 5_999):
+        name, minutes = i % 4, 1 + i % 60
+        inside = [float(m) for m in range(minutes) if m % 3 == name]
+        assert results[i].count == len(inside)
+        assert results[i].value == (max(inside) if inside else None)
+
+
+async def test_empty_store_answers_empty(metric_store: Any) -> None:
+    [series] = await metric_store.query([query(SeriesSelector("x"))])
+    assert series.points == []
+    [value] = await metric_store.aggregate_windows(
+        [WindowRequest(A, SeriesSelector("x"), Aggregation.COUNT, DAY)])
+    assert (value.value, value.count) == (None, 0)
+    assert await metric_store.write_batches([]) == 0
+    await metric_store.ping()
+
+
+async def count_of(store: Any, project: str, name: str) -> int:
+    [value] = await store.aggregate_windows(
+        [WindowRequest(project, SeriesSelector(name), Aggregation.COUNT,
+                       TimeRange(T0 - timedelta(days=3650), T0 + timedelta(days=3650)))])
+    return int(value.count)
+
+
+async def test_redelivered_batch_writes_nothing(metric_store: Any) -> None:
+    points = [MetricPoint(A, T0 + timedelta(seconds=i), "x", float(i)) for i in range(10)]
+    assert await metric_store.write_batches([batch("m-1", points)]) == 10
+    assert await metric_store.write_batches([batch("m-1", points)]) == 0
+    assert await count_of(metric_store, A, "x") == 10
+    more = [MetricPoint(A, T0 + timedelta(minutes=1, seconds=i), "x", 1.0) for i in range(3)]
+    # one known and one new batch, and the new one twice in the same call
+    assert await metric_store.write_batches(
+        [batch("m-1", points), batch("m-2", more), batch("m-2", more)]) == 3
+    assert await count_of(metric_store, A, "x") == 13
+    assert await metric_store.write_batches([batch("m-2", more)]) == 0
+    assert await count_of(metric_store, A, "x") == 13
+
+
+async def test_far_off_timestamps_are_stored(metric_store: Any) -> None:
+    moments = [datetime(1999, 12, 31, 23, 59, tzinfo=UTC), datetime(2099, 1, 1, tzinfo=UTC)]
+    points = [MetricPoint(A, m, "x", 1.0) for m in moments]
+    assert await metric_store.write_batches([batch("m", points)]) == 2
+    for m in moments:
+        [series] = await metric_store.query([query(
+            SeriesSelector("x"), Aggregation.COUNT, "1d",
+            TimeRange(m - timedelta(days=1), m + timedelta(days=1)))])
+        assert [p.count for p in series.points] == [1]
+
+
+async def test_project_b_never_sees_project_a(loaded: tuple[Any, list[MetricPoint]]) -> None:
+    store, _ = loaded
+    for aggregation in Aggregation:
+        [series] = await store.query([query(SeriesSelector("latency"), aggregation, project=B)])
+        assert series.points == []
+    histogram = await store.histogram(HistogramQuery(B, SeriesSelector("latency"), DAY, 10))
+    assert histogram.total == 0 and list(histogram.bins) == []
+    [value] = await store.aggregate_windows(
+        [WindowRequest(B, SeriesSelector("latency"), Aggregation.COUNT, DAY)])
+    assert (value.value, value.count) == (None, 0)
+    # B's own points stay B's
+    mine = [MetricPoint(B, T0, "latency", 42.0)]
+    await store.write_batches([batch("m-b", mine)])
+    [series] = await store.query([query(SeriesSelector("latency"), Aggregation.MAX,
+                                        project=B)])
+    assert [(p.value, p.count) for p in series.points] == [(42.0, 1)]
