@@ -1,84 +1,126 @@
-"""The Analyzer port answered in this process (the embedded shape, and `opspilot ai`)."""
+"""The Analyzer port answered in this process (the embedded shape, and behind `opspilot ai`).
+
+Domain models become numpy arrays here and results become domain models again; the
+algorithms live in `anomaly` and `logmining`. Large or slow jobs run in a worker thread
+(`asyncio.to_thread`) so the event loop keeps serving, at most `max_parallel` at a time so a
+burst queues instead of thrashing the CPUs.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import math
+import os
 from collections import Counter
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
 from opspilot.adapters.ai import anomaly, logmining
-from opspilot.domain.analysis import Anomaly, AnomalyRequest, LogCluster, LogLine
+from opspilot.domain.analysis import (
+    Anomaly,
+    AnomalyMethod,
+    AnomalyRequest,
+    DataPoint,
+    LogCluster,
+    LogLine,
+)
 from opspilot.domain.errors import LimitExceeded, ValidationError
 
-MAX_POINTS = 1_000_000
+MAX_POINTS = anomaly.MAX_POINTS
 MAX_LOGS = 100_000
-OFFLOAD_ABOVE = 5_000  # bigger inputs run in a thread so the event loop keeps serving
 SAMPLES = 5
+INLINE_POINTS = 2_000  # below this a z-score or robust run takes ~1 ms: no thread hop
+INLINE_LOGS = 1_000
 
-
-def _arrays(request: AnomalyRequest) -> tuple[np.ndarray, np.ndarray]:
-    points = request.points
-    if not points:
-        raise ValidationError("data_points", "the series is empty")
-    if len(points) > MAX_POINTS:
-        raise LimitExceeded("data_points", f"at most {MAX_POINTS} points")
-    minimum = anomaly.MIN_POINTS[request.method.value]
-    if len(points) < minimum:
-        raise ValidationError(
-            "data_points", f"{request.method.value} needs at least {minimum} points"
-        )
-    if not (0 < request.threshold <= 100) or not math.isfinite(request.threshold):
-        raise ValidationError("threshold", "sigmas, greater than 0 and at most 100")
-    stamps = np.fromiter((p.timestamp.timestamp() for p in points), float, len(points))
-    values = np.fromiter((p.value for p in points), float, len(points))
-    if not np.all(np.isfinite(values)):
-        raise ValidationError("data_points", "values must be finite numbers")
-    if np.any(np.diff(stamps) <= 0):
-        raise ValidationError("data_points", "timestamps must be strictly increasing")
-    return stamps, values
-
-
-def _detect(request: AnomalyRequest) -> list[Anomaly]:
-    stamps, values = _arrays(request)
-    deviation, expected = anomaly.detect(request.method.value, stamps, values)
-    flagged = np.nonzero(np.abs(deviation) > request.threshold)[0]
-    return [
-        Anomaly(
-            datetime.fromtimestamp(float(stamps[i]), UTC), float(values[i]),
-            float(deviation[i]), float(expected[i]),
-        )
-        for i in flagged
-    ]
-
-
-def _cluster(lines: Sequence[LogLine], include_members: bool) -> list[LogCluster]:
-    if len(lines) > MAX_LOGS:
-        raise LimitExceeded("logs", f"at most {MAX_LOGS} logs")
-    mined = logmining.mine([line.message for line in lines])
-    clusters = []
-    for cluster in mined:
-        levels = Counter(lines[i].level or "UNKNOWN" for i in cluster.members)
-        samples = tuple(lines[i].message for i in cluster.members[:SAMPLES])
-        members = tuple(cluster.members) if include_members else None
-        clusters.append(
-            LogCluster(cluster.pattern, len(cluster.members), dict(levels), samples, members)
-        )
-    return clusters
+T = TypeVar("T")
 
 
 class InProcessAnalyzer:
+    def __init__(self, max_parallel: int | None = None) -> None:
+        self._parallel = max_parallel or os.cpu_count() or 2
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+
     async def detect_anomalies(self, request: AnomalyRequest) -> list[Anomaly]:
-        if len(request.points) > OFFLOAD_ABOVE:
-            return await asyncio.to_thread(_detect, request)
-        return _detect(request)
+        heavy = (request.method == AnomalyMethod.ISOLATION_FOREST
+                 or len(request.points) > INLINE_POINTS)
+        return await self._run(heavy, detect_anomalies_sync, request)
 
     async def cluster_logs(
         self, lines: Sequence[LogLine], include_members: bool = False
     ) -> list[LogCluster]:
-        if len(lines) > OFFLOAD_ABOVE:
-            return await asyncio.to_thread(_cluster, lines, include_members)
-        return _cluster(lines, include_members)
+        heavy = len(lines) > INLINE_LOGS
+        return await self._run(heavy, lambda: cluster_logs_sync(lines, include_members))
+
+    async def _run(self, heavy: bool, fn: Callable[..., T], *args: object) -> T:
+        if not heavy:
+            return fn(*args)
+        async with self._semaphore():
+            return await asyncio.to_thread(fn, *args)
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        # One per event loop: a semaphore is bound to the loop it first waited on, and one
+        # analyzer may outlive a loop (tests, a CLI that runs several).
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:
+            self._slots = (loop, asyncio.Semaphore(self._parallel))
+        return self._slots[1]
+
+
+def detect_anomalies_sync(request: AnomalyRequest) -> list[Anomaly]:
+    """Validate, score, and return the points beyond the threshold (in input order)."""
+    method = _method(request.method)
+    points = request.points
+    if len(points) > MAX_POINTS:  # before building arrays for an oversized payload
+        raise LimitExceeded("data_points", f"at most {MAX_POINTS} points", limit=MAX_POINTS)
+    stamps, values = _arrays(points)
+    anomaly.validate(stamps, values, method, request.threshold)
+    scores = anomaly.detect(method, stamps, values)
+    return [
+        Anomaly(points[i].timestamp, float(values[i]), float(scores.deviation[i]),
+                _finite_or_none(scores.expected[i]))
+        for i in anomaly.flagged(scores, request.threshold)
+    ]
+
+
+def _method(method: str) -> str:
+    try:
+        return AnomalyMethod(method).value
+    except ValueError:
+        choices = ", ".join(m.value for m in AnomalyMethod)
+        raise ValidationError("method", f"one of {choices}") from None
+
+
+def _arrays(points: Sequence[DataPoint]) -> tuple[np.ndarray, np.ndarray]:
+    stamps = np.empty(len(points))
+    values = np.empty(len(points))
+    for i, point in enumerate(points):
+        if point.timestamp.tzinfo is None:
+            raise ValidationError("data_points", "timestamps need a time zone", index=i)
+        stamps[i] = point.timestamp.timestamp()
+        try:
+            values[i] = point.value
+        except (TypeError, ValueError):
+            raise ValidationError("data_points", "values must be numbers", index=i) from None
+    return stamps, values
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def cluster_logs_sync(lines: Sequence[LogLine], include_members: bool = False
+                      ) -> list[LogCluster]:
+    """Mine templates; clusters come largest first with their level mix and samples."""
+    if len(lines) > MAX_LOGS:
+        raise LimitExceeded("logs", f"at most {MAX_LOGS} logs", limit=MAX_LOGS)
+    mined = logmining.mine([line.message for line in lines])
+    return [_cluster(lines, found, include_members) for found in mined]
+
+
+def _cluster(lines: Sequence[LogLine], found: logmining.MinedCluster, include_members: bool
+             ) -> LogCluster:
+    levels = Counter((lines[i].level or "UNKNOWN").upper() for i in found.members)
+    samples = tuple(lines[i].message for i in found.members[:SAMPLES])
+    members = found.members if include_members else None
+    return LogCluster(found.template, found.size, dict(levels), samples, members)
