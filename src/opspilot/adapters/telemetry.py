@@ -7,12 +7,47 @@ exact codes, projects are capped (after `MAX_PROJECT_LABELS` distinct ids the re
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
 
 from opspilot.application.worker import WorkerObserver
 
 MAX_PROJECT_LABELS = 100
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+# The query routes and the `kind` each one's latency is observed under (a closed set).
+QUERY_KINDS = {
+    "/api/metrics/query": "metrics_query",
+    "/api/metrics/query-multiple": "metrics_query_multiple",
+    "/api/metrics/histogram": "metrics_histogram",
+    "/api/metrics/anomalies": "metrics_anomalies",
+    "/api/logs/query": "logs_search",
+    "/api/logs/volume": "logs_volume",
+    "/api/logs/error-spikes": "logs_error_spikes",
+    "/api/logs/patterns": "logs_patterns",
+    "/api/logs/{log_id}/context": "logs_context",
+}
+
+
+class _Included:
+    """A registry seen as one collector of another (no `describe`: never a name clash)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        return self._registry.collect()
+
+
+def include_registries(target: CollectorRegistry, others: Iterable[CollectorRegistry]) -> None:
+    """Serve `others` on `target`'s /metrics too (the one-process `serve` shape: API, worker
+    and alert instruments behind the API's /metrics). Each family must live in one of them."""
+    for other in others:
+        if other is not target:
+            target.register(_Included(other))
 
 
 class ProjectLabels:
@@ -70,6 +105,12 @@ class ApiTelemetry:
     def cache_lookup(self, kind: str, hit: bool) -> None:
         self.cache_lookups.labels(kind, "hit" if hit else "miss").inc()
 
+    def query_answered(self, route: str, status: int, seconds: float) -> None:
+        """Query latency by kind, for the query routes' answered (non-error) requests."""
+        kind = QUERY_KINDS.get(route)
+        if kind is not None and status < 400:
+            self.query_latency.labels(kind).observe(seconds)
+
 
 class WorkerTelemetry(WorkerObserver):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -96,11 +137,18 @@ class WorkerTelemetry(WorkerObserver):
             ["stream"], registry=r,
         )
         self.queue_depth = Gauge(
-            "opspilot_queue_depth", "Messages waiting in a queue", ["queue"], registry=r,
+            "opspilot_queue_depth",
+            "Messages waiting in a queue, sampled every few seconds (the consumer lag)",
+            ["queue"], registry=r,
+        )
+        self.last_write = Gauge(
+            "opspilot_worker_last_write_timestamp_seconds",
+            "When this worker last committed a batch (Unix time)", ["stream"], registry=r,
         )
 
     def batch_written(self, stream: str, records: int, seconds: float) -> None:
         self.written.labels(stream).inc(records)
+        self.last_write.labels(stream).set(time.time())
         self.batches.labels(stream).observe(records)
         self.write_latency.labels(stream).observe(seconds)
 

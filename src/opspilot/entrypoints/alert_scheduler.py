@@ -260,12 +260,14 @@ async def run_alert_process(
     stop: asyncio.Event | None = None,
     metrics_port: int | None = DEFAULT_METRICS_PORT,
     metrics_host: str = "127.0.0.1",
+    telemetry: AlertTelemetry | None = None,
 ) -> int:
     """`opspilot alerts [--once]`. The container's resources must be initialised. Without
-    `stop`, SIGINT/SIGTERM stop the loop; `metrics_port=None` serves no /metrics."""
+    `stop`, SIGINT/SIGTERM stop the loop; `metrics_port=None` serves no /metrics (`serve`
+    passes its own `telemetry` and serves its registry on the API's /metrics)."""
     interval = timedelta(seconds=settings.alert_interval_seconds)
     async with alert_edges(settings, container) as (notifier, lock, queue):
-        engine = build_engine(container, notifier, lock, queue, interval)
+        engine = build_engine(container, notifier, lock, queue, interval, telemetry)
         if stop is None:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()

@@ -94,9 +94,10 @@ async def _start_site(app: Any, host: str, port: int) -> Any:
 
 async def _serve(args: Any) -> int:
     from opspilot.container import build_container, start_container, stop_container
-    from opspilot.entrypoints.alert_scheduler import run_alert_process
+    from opspilot.entrypoints.alert_scheduler import AlertTelemetry, run_alert_process
     from opspilot.entrypoints.api.app import create_app
     from opspilot.entrypoints.assembly import api_services, ingest_worker
+    from opspilot.entrypoints.self_monitoring import start_self_monitoring
 
     settings = Settings()
     if settings.database_url:  # one-process shape: bring the schema up to date itself
@@ -105,14 +106,22 @@ async def _serve(args: Any) -> int:
         await migrate(settings.database_url, settings.database_schema)
     container = build_container(settings)
     await start_container(container)
+    monitoring = None
     try:
         app = create_app(api_services(container))
+        alert_telemetry = AlertTelemetry()
+        # one /metrics (the API's) serves the worker's and the alert engine's instruments too
+        monitoring = start_self_monitoring(
+            container, container.api_telemetry().registry, worker=True,
+            include=[container.worker_telemetry().registry, alert_telemetry.registry],
+        )
         consumer = _consumer(container, settings)
         worker = ingest_worker(container, consumer)
         worker_task = asyncio.create_task(worker.run(), name="ingest-worker")
         alerts_stop = asyncio.Event()
         alerts_task = asyncio.create_task(
-            run_alert_process(settings, container, False, stop=alerts_stop, metrics_port=None),
+            run_alert_process(settings, container, False, stop=alerts_stop, metrics_port=None,
+                              telemetry=alert_telemetry),
             name="alert-scheduler",
         )
         runner = await _start_site(app, args.host, args.port)
@@ -124,6 +133,8 @@ async def _serve(args: Any) -> int:
         await asyncio.gather(worker_task, alerts_task)
         await runner.cleanup()
     finally:
+        if monitoring is not None:
+            await monitoring.stop()
         await stop_container(container)
     return 0
 
@@ -162,6 +173,7 @@ async def _api(args: Any) -> int:
     from opspilot.container import build_container, start_container, stop_container
     from opspilot.entrypoints.api.app import create_app
     from opspilot.entrypoints.assembly import api_services
+    from opspilot.entrypoints.self_monitoring import start_self_monitoring
 
     settings = Settings()
     if not settings.amqp_url:
@@ -169,12 +181,15 @@ async def _api(args: Any) -> int:
                        "(or run everything in one process with `opspilot serve`)")
     container = build_container(settings)
     await start_container(container)
+    monitoring = start_self_monitoring(container, container.api_telemetry().registry,
+                                       worker=False)
     try:
         runner = await _start_site(create_app(api_services(container)), args.host, args.port)
         print(f"OpsPilot API listening on http://{args.host}:{args.port}", flush=True)
         await _until_signalled()
         await runner.cleanup()
     finally:
+        await monitoring.stop()
         await stop_container(container)
     return 0
 
@@ -182,6 +197,7 @@ async def _api(args: Any) -> int:
 async def _worker(args: Any) -> int:
     from opspilot.container import build_container, start_container, stop_container
     from opspilot.entrypoints.assembly import ingest_worker
+    from opspilot.entrypoints.self_monitoring import start_self_monitoring
     from opspilot.entrypoints.worker_metrics import start_metrics_server
 
     settings = Settings()
@@ -189,6 +205,9 @@ async def _worker(args: Any) -> int:
         raise CliError("`opspilot worker` consumes from RabbitMQ: set OPSPILOT_AMQP_URL")
     container = build_container(settings)
     await start_container(container)
+    # queue depth every 5 s, PostgreSQL/OpenSearch exporters every 15 s, the pool collector
+    monitoring = start_self_monitoring(container, container.worker_telemetry().registry,
+                                       worker=True)
     try:
         worker = ingest_worker(container, _consumer(container, settings))
         metrics_runner = await start_metrics_server(
@@ -201,13 +220,15 @@ async def _worker(args: Any) -> int:
         await worker.run()
         await metrics_runner.cleanup()
     finally:
+        await monitoring.stop()
         await stop_container(container)
     return 0
 
 
 async def _alerts(args: Any) -> int:
     from opspilot.container import build_container, start_container, stop_container
-    from opspilot.entrypoints.alert_scheduler import run_alert_process
+    from opspilot.entrypoints.alert_scheduler import AlertTelemetry, run_alert_process
+    from opspilot.entrypoints.self_monitoring import start_self_monitoring
 
     settings = Settings()
     if not settings.database_url:
@@ -215,10 +236,13 @@ async def _alerts(args: Any) -> int:
                        "(or run everything in one process with `opspilot serve`)")
     container = build_container(settings)
     await start_container(container)
+    telemetry = AlertTelemetry()
+    monitoring = start_self_monitoring(container, telemetry.registry, worker=False)
     try:
         return await run_alert_process(settings, container, args.once,
-                                       metrics_port=args.metrics_port)
+                                       metrics_port=args.metrics_port, telemetry=telemetry)
     finally:
+        await monitoring.stop()
         await stop_container(container)
 
 

@@ -62,6 +62,9 @@ class InMemoryQueue:
     def depth(self, stream: Stream) -> int:
         return len(self._ready[stream]) + sum(1 for m in self._unacked.values() if m.stream is stream)
 
+    def dead_letter_depth(self, stream: Stream) -> int:
+        return sum(1 for message, _, _ in self._dead if message.stream is stream)
+
     async def deliveries(self, streams: Sequence[Stream]) -> AsyncIterator[InMemoryDelivery]:
         self._stopped = False
         while not self._stopped:

@@ -32,7 +32,7 @@ from opspilot.adapters.rabbitmq._amqp import (
     open_connection,
     persistent_message,
 )
-from opspilot.adapters.rabbitmq.topology import declare_topology, queue_name
+from opspilot.adapters.rabbitmq.topology import declare_topology, dlq_name, queue_name
 from opspilot.domain.errors import RateLimited, ServiceUnavailable
 from opspilot.domain.ingest import LogBatch, MetricBatch, Stream
 
@@ -134,6 +134,16 @@ class RabbitMQQueue:
         count = int(declared.message_count or 0)
         self._depths[stream] = (self._monotonic(), count)
         return count
+
+    async def dead_letter_depth(self, stream: Stream) -> int:
+        """Messages in the stream's dead-letter queue now (not cached; for telemetry)."""
+        _, inspecting = await self._channels()
+        with self._failures(f"inspect {dlq_name(self.prefix, stream)}"):
+            underlay = await inspecting.get_underlay_channel()
+            declared = await underlay.queue_declare(
+                dlq_name(self.prefix, stream), passive=True, timeout=self._confirm_timeout
+            )
+        return int(declared.message_count or 0)
 
     # -- internals -----------------------------------------------------------------------
 

@@ -29,7 +29,9 @@ async def telemetry_middleware(request: web.Request, handler: Handler) -> web.St
     template = route.canonical if route is not None else "unmatched"
     telemetry = services(request).telemetry
     telemetry.requests.labels(request.method, template, str(response.status)).inc()
-    telemetry.latency.labels(request.method, template).observe(time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    telemetry.latency.labels(request.method, template).observe(elapsed)
+    telemetry.query_answered(template, response.status, elapsed)
     if template.startswith("/api/ingest/") and response.status >= 400:
         telemetry.ingest_rejected.labels(template.rsplit("/", 1)[-1], str(response.status)).inc()
     return response
