@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
+
+import orjson
 
 from opspilot.domain.analysis import Anomaly, LogCluster
 from opspilot.domain.logs import CountBucket, LogContext, LogPage, LogRecord, SpikeBucket
@@ -12,7 +13,10 @@ from opspilot.domain.metrics import Histogram, Series
 
 
 def to_json(doc: Any) -> bytes:
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+    """Compact JSON. orjson writes datetimes as RFC 3339 (the same text as `isoformat()`),
+    several times faster than the standard library on the 1,440-bucket answers; a non-finite
+    float (an overflowing sum) becomes null rather than invalid JSON."""
+    return orjson.dumps(doc)
 
 
 def series_doc(series: Series) -> dict[str, Any]:
@@ -22,8 +26,9 @@ def series_doc(series: Series) -> dict[str, Any]:
         "aggregation": series.aggregation.value,
         "time_bucket": series.bucket,
         "points": [
-            {"timestamp": p.bucket.isoformat(), "value": p.value, "count": p.count}
-            for p in series.points
+            {"timestamp": bucket, "value": value, "count": count}
+            for bucket, value, count in zip(series.buckets, series.values, series.counts,
+                                            strict=True)
         ],
     }
 

@@ -99,11 +99,32 @@ class BucketValue:
 
 @attrs.frozen
 class Series:
+    """One aggregated series, held as three parallel columns (bucket starts ascending, the
+    aggregate, the number of points) rather than one object per bucket: a 24 h / 1 m answer
+    is 1,440 buckets, and the stores hand columns over as they come from the engine."""
+
     name: str
     service: str | None
     aggregation: Aggregation
     bucket: str
-    points: Sequence[BucketValue]
+    buckets: Sequence[datetime]
+    values: Sequence[float]
+    counts: Sequence[int]
+
+    def __attrs_post_init__(self) -> None:
+        if not len(self.buckets) == len(self.values) == len(self.counts):
+            raise ValueError("a series' columns must have the same length")
+
+    @classmethod
+    def of_points(cls, name: str, service: str | None, aggregation: Aggregation, bucket: str,
+                  points: Sequence[BucketValue]) -> Series:
+        return cls(name, service, aggregation, bucket, [p.bucket for p in points],
+                   [p.value for p in points], [p.count for p in points])
+
+    @property
+    def points(self) -> list[BucketValue]:
+        return [BucketValue(b, v, c)
+                for b, v, c in zip(self.buckets, self.values, self.counts, strict=True)]
 
 
 @attrs.frozen

@@ -58,7 +58,7 @@ class InMemoryMetricStore:
             BucketValue(start, aggregate(vals, query.aggregation), len(vals))  # type: ignore[arg-type]
             for start, vals in sorted(buckets.items())  # type: ignore[type-var]
         ]
-        return Series(
+        return Series.of_points(
             query.series.name, query.series.service, query.aggregation,
             query.bucketing.label, values,
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -14,7 +14,6 @@ import orjson
 from opspilot.domain.ingest import MetricBatch, Stream
 from opspilot.domain.metrics import (
     Aggregation,
-    BucketValue,
     Histogram,
     HistogramBin,
     HistogramQuery,
@@ -29,8 +28,8 @@ from opspilot.domain.timewindow import TimeRange
 if TYPE_CHECKING:
     from opspilot.adapters.postgres.database import PostgresDatabase
 
-COLUMNS = ("project_id", "timestamp", "metric_name", "metric_value", "service_name", "tags")
 _first = operator.itemgetter(0)
+COLUMNS = ("project_id", "timestamp", "metric_name", "metric_value", "service_name", "tags")
 WINDOW_CHUNK = 5_000  # windows per round trip in aggregate_windows
 
 EPOCH = "TIMESTAMPTZ '1970-01-01 00:00:00+00'"
@@ -131,6 +130,15 @@ FROM lim LEFT JOIN LATERAL (
 ORDER BY b.bin"""
 
 
+def _runs_by_selector(rows: list[Any]) -> Iterator[tuple[int, list[Any]]]:
+    """The (ord, rows) runs of rows ordered by ord; one selector's rows as they are."""
+    if rows and rows[0][0] == rows[-1][0]:
+        yield rows[0][0], rows
+        return
+    for ord_, group in itertools.groupby(rows, key=_first):
+        yield ord_, list(group)
+
+
 def _tags_json(tags: Any) -> str | None:
     return orjson.dumps(dict(tags)).decode() if tags else None
 
@@ -180,12 +188,14 @@ class PostgresMetricStore:
         )
         async with self._db.connection() as conn:
             rows = await conn.fetch(sql, *args)
-        points: list[list[BucketValue]] = [[] for _ in queries]
-        for ord_, group in itertools.groupby(rows, key=_first):
-            points[ord_] = [BucketValue(r[1], r[2], r[3]) for r in group]
+        columns: list[tuple[list[Any], list[Any], list[Any]]] = [([], [], [])] * len(queries)
+        for ord_, group in _runs_by_selector(rows):
+            # Columns by list comprehension over the Records: ~0.1 µs a value, where one
+            # object per bucket cost ~0.7 µs (a 24 h / 1 m answer is 1,440 buckets).
+            columns[ord_] = ([r[1] for r in group], [r[2] for r in group], [r[3] for r in group])
         return [
-            Series(q.series.name, q.series.service, q.aggregation, q.bucketing.label, p)
-            for q, p in zip(queries, points, strict=True)
+            Series(q.series.name, q.series.service, q.aggregation, q.bucketing.label, *c)
+            for q, c in zip(queries, columns, strict=True)
         ]
 
     async def histogram(self, query: HistogramQuery) -> Histogram:
