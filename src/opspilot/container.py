@@ -257,7 +257,7 @@ async def start_container(container: Container) -> Container:
     """Open every connection once, then pin each opened resource as a plain object, so that
     everything built from it afterwards is built synchronously (an async Resource would
     otherwise hand out awaitables to every provider that depends on it)."""
-    await container.init_resources()
+    await container.init_resources()  # type: ignore[misc]  # async when any resource is
     for name in RESOURCES:
         provider = getattr(container, name)
         value = await provider()
@@ -271,4 +271,4 @@ async def stop_container(container: Container) -> None:
         provider = getattr(container, name)
         provider.reset_override()
         provider.enable_async_mode()
-    await container.shutdown_resources()
+    await container.shutdown_resources()  # type: ignore[misc]

@@ -19,6 +19,7 @@ class UndecodableMessage(ValueError):
 
 
 def encode_batch(batch: MetricBatch | LogBatch) -> bytes:
+    items: list[Any]
     if isinstance(batch, MetricBatch):
         items = [_point_row(p) for p in batch.points]
         kind = "metrics"

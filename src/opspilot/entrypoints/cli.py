@@ -281,7 +281,8 @@ async def _create_project(args: Any) -> int:
 
 async def _new_project(name: str, server: str | None) -> dict[str, str]:
     if server:
-        return await _post(server, "/api/admin/projects", {"name": name}, {})
+        created: dict[str, str] = await _post(server, "/api/admin/projects", {"name": name}, {})
+        return created
     settings = Settings()
     if not settings.database_url:
         raise CliError(

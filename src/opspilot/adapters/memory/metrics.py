@@ -6,6 +6,7 @@ import asyncio
 import bisect
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime
 
 from opspilot.domain.ingest import MetricBatch
 from opspilot.domain.metrics import (
@@ -51,12 +52,12 @@ class InMemoryMetricStore:
         return [self._query_one(query) for query in queries]
 
     def _query_one(self, query: MetricQuery) -> Series:
-        buckets: dict[object, list[float]] = defaultdict(list)
+        buckets: dict[datetime, list[float]] = defaultdict(list)
         for point in self._select(query.project_id, query.series, query.window):
             buckets[query.bucketing.floor(point.timestamp)].append(point.value)
         values = [
-            BucketValue(start, aggregate(vals, query.aggregation), len(vals))  # type: ignore[arg-type]
-            for start, vals in sorted(buckets.items())  # type: ignore[type-var]
+            BucketValue(start, aggregate(vals, query.aggregation), len(vals))
+            for start, vals in sorted(buckets.items())
         ]
         return Series.of_points(
             query.series.name, query.series.service, query.aggregation,

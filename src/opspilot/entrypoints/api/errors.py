@@ -47,7 +47,7 @@ def _status_of(exc: errors.OpsPilotError) -> int:
         return 413
     for kind in type(exc).__mro__:
         if kind in STATUS:
-            return STATUS[kind]  # type: ignore[index]
+            return STATUS[kind]
     return 500
 
 
