@@ -28,7 +28,7 @@ from opspilot.adapters.notify.dispatch import channel_notifier_resource
 from opspilot.adapters.system import SystemClock, UuidGenerator
 from opspilot.adapters.telemetry import ApiTelemetry, WorkerTelemetry
 from opspilot.application.auth import Authenticator
-from opspilot.application.caching import QueryCache
+from opspilot.application.caching import DataVersions, QueryCache
 from opspilot.application.ingest import IngestService
 from opspilot.application.limits import QueryLimits
 from opspilot.application.log_queries import LogQueries
@@ -223,11 +223,13 @@ class Container(containers.DeclarativeContainer):
         max_range=providers.Callable(lambda d: timedelta(days=d), config.max_query_range_days),
         max_buckets=config.max_buckets,
     )
+    data_versions = providers.Singleton(DataVersions, cache, clock, ids)
     query_cache = providers.Singleton(
         QueryCache,
         cache,
         clock,
         on_lookup=providers.Callable(lambda t: t.cache_lookup, api_telemetry),
+        versions=data_versions,
     )
     authenticator = providers.Singleton(Authenticator, tenancy, cache)
     provisioner = providers.Singleton(ProjectProvisioner, tenancy, clock, ids)

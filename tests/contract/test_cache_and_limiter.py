@@ -105,6 +105,28 @@ async def test_a_ttl_of_zero_stores_nothing_and_drops_the_old_value(cache: Cache
     assert await cache.get("k") is None
 
 
+async def test_get_many_answers_in_order_with_none_for_the_absent(cache: Cache) -> None:
+    await cache.set("a", b"1", 60)
+    await cache.set("c", b"3", 60)
+    assert await cache.get_many(["c", "b", "a", "c"]) == [b"3", None, b"1", b"3"]
+    assert await cache.get_many([]) == []
+
+
+async def test_set_many_sets_every_key_with_the_ttl(cache: Cache) -> None:
+    await cache.set("x", b"old", 60)
+    await cache.set_many({"x": b"new", "y": b"why"}, 0.2)
+    await cache.set_many({}, 60)
+    assert await cache.get_many(["x", "y"]) == [b"new", b"why"]
+    await asyncio.sleep(0.3)
+    assert await cache.get_many(["x", "y"]) == [None, None]
+
+
+async def test_set_many_with_a_ttl_of_zero_drops_the_keys(cache: Cache) -> None:
+    await cache.set("x", b"old", 60)
+    await cache.set_many({"x": b"new"}, 0)
+    assert await cache.get("x") is None
+
+
 async def test_namespaces_isolate_keys(make_cache: CacheFactory) -> None:
     a, b = make_cache("a"), make_cache("b")
     await a.set("k", b"from a", 60)

@@ -23,10 +23,18 @@ from opspilot.adapters.memory.tenancy import InMemoryTenancyStore
 from opspilot.adapters.redis.cache import RedisCache
 from opspilot.adapters.redis.connection import connect_redis
 from opspilot.adapters.redis.limiter import RedisRateLimiter
-from opspilot.adapters.system import FixedClock
+from opspilot.adapters.system import FixedClock, UuidGenerator
 from opspilot.application.auth import Authenticator
-from opspilot.application.caching import PAST_TTL, RECENT_TTL, QueryCache
+from opspilot.application.caching import (
+    PAST_TTL,
+    RECENT_TTL,
+    VERSION_TTL,
+    DataVersions,
+    QueryCache,
+)
 from opspilot.domain.errors import ServiceUnavailable, Unauthenticated
+from opspilot.domain.ingest import MetricBatch
+from opspilot.domain.metrics import MetricPoint
 from opspilot.domain.tenancy import Project, Token, User, digest
 from opspilot.domain.timewindow import TimeRange
 from tests.contract.redis_fixtures import drop_keys, redis_for_test, unique_prefix
@@ -114,6 +122,30 @@ async def test_a_recent_range_is_cached_briefly_and_a_past_one_long(
     past_ms = await client.pttl(f"{prefix}cache:past")
     assert RECENT_TTL * 1000 - 2000 < recent_ms <= RECENT_TTL * 1000
     assert PAST_TTL * 1000 - 2000 < past_ms <= PAST_TTL * 1000
+
+
+async def test_a_late_write_by_a_worker_process_invalidates_the_api_processes_entry(
+    client: Redis, other_client: Redis, prefix: str
+) -> None:
+    """The worker (its own Redis client) records late data; the API (another client) then
+    recomputes the past window instead of serving the hour-long entry."""
+    api = QueryCache(RedisCache(client, prefix), FixedClock(NOW),
+                     versions=DataVersions(RedisCache(client, prefix), FixedClock(NOW),
+                                           UuidGenerator()))
+    worker = DataVersions(RedisCache(other_client, prefix), FixedClock(NOW), UuidGenerator())
+    data = ("p1", ["cpu", "mem"])
+    first, calls = counting(b"before", 0)
+    assert await api.get_or_compute("overlay", "k", PAST, first, data) == b"before"
+    assert await api.get_or_compute("overlay", "k", PAST, first, data) == b"before"
+    assert len(calls) == 1
+
+    late = MetricBatch("m1", "p1", NOW, [MetricPoint("p1", PAST.start, "mem", 1.0)])
+    assert await worker.note_written([late]) == 1
+    assert PAST_TTL * 1000 < await client.pttl(f"{prefix}cache:v:p1:mem") <= VERSION_TTL * 1000
+
+    second, calls = counting(b"after", 0)
+    assert await api.get_or_compute("overlay", "k", PAST, second, data) == b"after"
+    assert len(calls) == 1
 
 
 # -- Redis down, Redis back ----------------------------------------------------------------

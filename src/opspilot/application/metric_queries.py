@@ -53,7 +53,8 @@ class MetricQueries:
             (series,) = await self._store.query([query])
             return to_json(series_doc(series))
 
-        return await self._cache.get_or_compute("series", key, query.window, compute)
+        return await self._cache.get_or_compute(
+            "series", key, query.window, compute, (query.project_id, [query.series.name]))
 
     async def overlay(self, queries: Sequence[MetricQuery]) -> bytes:
         if not queries:
@@ -70,7 +71,11 @@ class MetricQueries:
             series = await self._store.query(queries)
             return to_json({"series": [series_doc(s) for s in series]})
 
-        return await self._cache.get_or_compute("overlay", key, queries[0].window, compute)
+        # The overlay's TTL follows its latest window, and its key every metric's version.
+        latest = max((q.window for q in queries), key=lambda w: w.end)
+        names = sorted({q.series.name for q in queries})
+        return await self._cache.get_or_compute(
+            "overlay", key, latest, compute, (queries[0].project_id, names))
 
     async def histogram(self, query: HistogramQuery) -> bytes:
         self._window(query.window)

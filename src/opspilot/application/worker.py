@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 
+from opspilot.application.caching import DataVersions
 from opspilot.domain.errors import TransientStoreError
 from opspilot.domain.ingest import LogBatch, MetricBatch, Stream
 from opspilot.domain.ports import Delivery, IngestConsumer, LogMetadataStore, LogStore, MetricStore
@@ -52,6 +53,7 @@ class IngestWorker:
         observer: WorkerObserver | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         monotonic: Callable[[], float] | None = None,
+        versions: DataVersions | None = None,
     ) -> None:
         self._consumer = consumer
         self._metrics = metrics
@@ -62,6 +64,7 @@ class IngestWorker:
         self._sleep = sleep
         self._monotonic = monotonic or asyncio.get_running_loop().time
         self._stopping = asyncio.Event()
+        self._versions = versions
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -143,6 +146,8 @@ class IngestWorker:
         started = self._monotonic()
         if metric_batches:
             await self._metrics.write_batches(metric_batches)
+            if self._versions is not None:  # late points: cached past windows are stale now
+                await self._versions.note_written(metric_batches)
             self._observer.batch_written(
                 Stream.METRICS.value, sum(len(b.points) for b in metric_batches),
                 self._monotonic() - started,

@@ -6,7 +6,7 @@ suite (tests/contract) that every adapter of the port must pass.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -278,7 +278,15 @@ class DeadLetterQueue(Protocol):
 class Cache(Protocol):
     async def get(self, key: str) -> bytes | None: ...
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values of `keys`, in order, in one round trip (None where absent)."""
+        ...
+
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None: ...
+
+    async def set_many(self, values: Mapping[str, bytes], ttl_seconds: float) -> None:
+        """Set every key with the same TTL in one round trip (not atomically)."""
+        ...
 
     async def delete(self, key: str) -> None: ...
 

@@ -52,4 +52,5 @@ def ingest_worker(container: Container, consumer: Any) -> IngestWorker:
         container.log_metadata(),
         container.worker_settings(),
         container.worker_telemetry(),
+        versions=container.data_versions(),
     )

@@ -175,3 +175,21 @@ async def test_bad_threshold(api: Any, tenant: Any) -> None:
     response = await api.get("/api/metrics/anomalies?metric_name=x&threshold=-1",
                              headers=tenant.query_headers)
     assert (await response.json())["error"]["details"]["field"] == "threshold"
+
+
+async def test_late_data_replaces_a_cached_past_window(api: Any, loaded: Any,
+                                                       container: Any) -> None:
+    """The window ended ~2 h before the clock's now, so it is cached for an hour; a point
+    that arrives for it afterwards must show at once, not when the entry expires."""
+    url = f"/api/metrics/query?metric_name=latency&service_name=api&{WINDOW}&aggregation=count"
+    before = await (await api.get(url, headers=loaded.query_headers)).json()
+    assert [p["value"] for p in before["points"]] == [2.0] * 6
+
+    late = _points("latency", "api", [50.0], step_s=0)  # at 10:00, two hours late
+    response = await api.post("/api/ingest/metrics", json={"metrics": late},
+                              headers=loaded.ingest_headers)
+    assert response.status == 202
+    await drain(container)
+
+    after = await (await api.get(url, headers=loaded.query_headers)).json()
+    assert [p["value"] for p in after["points"]] == [3.0] + [2.0] * 5

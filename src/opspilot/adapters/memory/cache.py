@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 from opspilot.domain.ports import RateDecision
 
@@ -23,10 +23,17 @@ class InMemoryCache:
             return None
         return value
 
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [await self.get(key) for key in keys]
+
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
         if len(self._entries) > 10_000:
             self._evict_expired()
         self._entries[key] = (self._monotonic() + ttl_seconds, value)
+
+    async def set_many(self, values: Mapping[str, bytes], ttl_seconds: float) -> None:
+        for key, value in values.items():
+            await self.set(key, value, ttl_seconds)
 
     async def delete(self, key: str) -> None:
         self._entries.pop(key, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 from redis.asyncio import Redis
@@ -29,6 +30,26 @@ class RedisCache:
         with unavailable_on_redis_errors("cache get"):
             value = await self._client.get(self._key(key))
         return cast(bytes | None, value)  # the client never decodes (connect_redis)
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        with unavailable_on_redis_errors("cache get"):
+            values = await self._client.mget([self._key(k) for k in keys])
+        return cast(list[bytes | None], values)
+
+    async def set_many(self, values: Mapping[str, bytes], ttl_seconds: float) -> None:
+        """One pipelined round trip of SET PX (no MULTI: each key stands alone)."""
+        if not values:
+            return
+        with unavailable_on_redis_errors("cache set"):
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, value in values.items():
+                    if ttl_seconds <= 0:
+                        pipe.delete(self._key(key))
+                    else:
+                        pipe.set(self._key(key), value, px=math.ceil(ttl_seconds * 1000))
+                await pipe.execute()
 
     async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
         """A TTL of zero or less stores nothing and drops any older value, as the in-memory
