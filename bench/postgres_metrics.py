@@ -16,7 +16,8 @@ Queries: `--queries` 24 h windows at random offsets, bucket 1 m, avg and p95 of 
 (name + service), all on the adapter's table: through `PostgresMetricStore.query` vs the
 hand-written single-series `date_bin` SQL run directly with asyncpg; the adapter's own SQL
 is also timed alone (asyncpg, no domain objects) to split SQL from Python overhead. Each
-window is read once untimed first, then the three paths run in rotating order. Peak RSS of the process from
+window is read once untimed first, then the three paths run in rotating order, all on the
+same single server connection (see `queries`). Peak RSS of the process from
 `getrusage`. Targets: adapter ≥ 0.9 × raw COPY rate; query overhead ≤ 1.2 ×.
 The schemas are dropped at the end unless --keep.
 """
