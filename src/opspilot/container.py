@@ -34,6 +34,7 @@ from opspilot.application.limits import QueryLimits
 from opspilot.application.log_queries import LogQueries
 from opspilot.application.metric_queries import MetricQueries
 from opspilot.application.provisioning import ProjectProvisioner
+from opspilot.application.retention import RetentionPolicy
 from opspilot.application.worker import WorkerSettings
 from opspilot.settings import Settings
 
@@ -218,6 +219,9 @@ class Container(containers.DeclarativeContainer):
     )
 
     # -- use cases ---------------------------------------------------------------------
+    retention_policy = providers.Singleton(
+        RetentionPolicy.of_days, config.metric_retention_days, config.log_retention_days
+    )
     query_limits = providers.Singleton(
         QueryLimits,
         max_range=providers.Callable(lambda d: timedelta(days=d), config.max_query_range_days),

@@ -61,3 +61,16 @@ async def test_far_off_timestamps_are_counted(log_metadata_store: Any) -> None:
     old = datetime(2001, 1, 1, tzinfo=UTC)
     await log_metadata_store.write_batches([log_batch("m-old", A, 3, start=old)])
     assert await log_metadata_store.count(A, TimeRange(old, old + timedelta(hours=1))) == 3
+
+
+async def test_drop_before_removes_whole_days_before_the_cutoff_day(log_metadata_store: Any) -> None:
+    old = datetime(2024, 2, 27, 12, tzinfo=UTC)
+    await log_metadata_store.write_batches([
+        log_batch("old", A, 5, start=old), log_batch("old-b", B, 5, start=old),
+        log_batch("cutoff-day", A, 5, start=datetime(2024, 2, 29, 0, 0, tzinfo=UTC)),
+        log_batch("new", A, 5),
+    ])
+    assert await log_metadata_store.drop_before(datetime(2024, 2, 29, 6, tzinfo=UTC))
+    everything = TimeRange(datetime(2024, 2, 20, tzinfo=UTC), T0 + timedelta(days=1))
+    assert await log_metadata_store.count(A, everything) == 10
+    assert await log_metadata_store.count(B, everything) == 0

@@ -567,6 +567,23 @@ async def test_retention_drops_whole_days_and_nothing_else(
     assert await opensearch_store._client.indices.exists(index=foreign)
 
 
+async def test_drop_before_removes_whole_days_before_the_cutoff_day(log_store: Any) -> None:
+    """The same rule on both stores: days wholly before the cutoff's day go; the cutoff's
+    own day stays, before and after the cutoff."""
+    days = [datetime(2024, 2, 27, 23, tzinfo=UTC), datetime(2024, 2, 28, 1, tzinfo=UTC),
+            datetime(2024, 2, 29, 0, 0, tzinfo=UTC), T0]
+    await write(log_store, [rec(f"a{i}", at) for i, at in enumerate(days)])
+    await write(log_store, [rec(f"b{i}", at, project=B) for i, at in enumerate(days)])
+
+    dropped = await log_store.drop_before(datetime(2024, 2, 29, 6, tzinfo=UTC))
+
+    assert len(dropped) == 2
+    window = TimeRange(datetime(2024, 2, 20, tzinfo=UTC), T0 + US)
+    assert await ids(log_store, window=window) == ["a3", "a2"]
+    assert await ids(log_store, project=B, window=window) == ["b3", "b2"]
+    assert await log_store.drop_before(datetime(2024, 2, 29, 6, tzinfo=UTC)) == []
+
+
 async def test_the_template_is_idempotent_and_shapes_each_daily_index(
     opensearch_store: OpenSearchLogStore,
 ) -> None:

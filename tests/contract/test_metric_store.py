@@ -339,3 +339,34 @@ async def test_project_b_never_sees_project_a(loaded: tuple[Any, list[MetricPoin
     [series] = await store.query([query(SeriesSelector("latency"), Aggregation.MAX,
                                         project=B)])
     assert [(p.value, p.count) for p in series.points] == [(42.0, 1)]
+
+
+# -- retention -----------------------------------------------------------------------------
+
+
+async def test_drop_before_removes_whole_days_before_the_cutoff_day_and_keeps_the_rest(
+    metric_store: Any,
+) -> None:
+    """Cutoff 29 Feb 06:00: 27 and 28 Feb are gone for every project; 29 Feb (the cutoff's
+    day, before and after the cutoff) and 1 March stay."""
+    at = {
+        "27 Feb": datetime(2024, 2, 27, 23, 59, 59, tzinfo=UTC),
+        "28 Feb": datetime(2024, 2, 28, 12, tzinfo=UTC),
+        "29 Feb early": datetime(2024, 2, 29, 0, 0, tzinfo=UTC),
+        "29 Feb late": datetime(2024, 2, 29, 6, 0, tzinfo=UTC),
+        "1 Mar": T0,
+    }
+    points = [MetricPoint(p, ts, "cpu", float(i)) for i, ts in enumerate(at.values())
+              for p in (A, B)]
+    await metric_store.write_batches([batch("retention", points)])
+    cutoff = datetime(2024, 2, 29, 6, 0, tzinfo=UTC)
+
+    dropped = await metric_store.drop_before(cutoff)
+
+    assert dropped, "names what it dropped"
+    everything = TimeRange(datetime(2024, 2, 20, tzinfo=UTC), T0 + timedelta(days=1))
+    for project in (A, B):
+        (series,) = await metric_store.query([MetricQuery(
+            project, SeriesSelector("cpu"), everything, Aggregation.COUNT, Bucketing.parse("1h"))])
+        assert list(series.buckets) == [at["29 Feb early"], at["29 Feb late"], at["1 Mar"]]
+    assert await metric_store.drop_before(cutoff) == []  # nothing left to drop: idempotent

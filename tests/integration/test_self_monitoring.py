@@ -254,7 +254,7 @@ def _families(processes: Processes) -> list[str]:
         "opspilot_worker_last_write_timestamp_seconds", "opspilot_queue_depth",
         "opspilot_query_cache_lookups_total", "opspilot_query_duration_seconds_count",
         "opspilot_alert_ticks_total", "opspilot_alert_evaluation_duration_seconds_count",
-        "opspilot_exporter_up",
+        "opspilot_retention_runs_total", "opspilot_exporter_up",
     ]
     if "opspilot-ai" in processes.targets:
         families += ["opspilot_ai_requests_total", "opspilot_ai_request_duration_seconds_bucket"]

@@ -91,6 +91,13 @@ class MetricStore(Protocol):
         """One value per request, in order, in as few round trips as the store allows."""
         ...
 
+    async def drop_before(self, cutoff: datetime) -> list[str]:
+        """Retention, at the store's granularity (whole UTC days): afterwards nothing older
+        than the start of `cutoff`'s UTC day is left, and everything at or after `cutoff` is
+        kept. Returns what was dropped (partition or index names; the in-memory stores name
+        the days). Raises TransientStoreError when the store is unreachable."""
+        ...
+
     async def ping(self) -> None: ...
 
 
@@ -123,6 +130,13 @@ class LogStore(Protocol):
         """Every matching record, newest first, without the paging limits."""
         ...
 
+    async def drop_before(self, cutoff: datetime) -> list[str]:
+        """Retention, at the store's granularity (whole UTC days): afterwards nothing older
+        than the start of `cutoff`'s UTC day is left, and everything at or after `cutoff` is
+        kept. Returns what was dropped (partition or index names; the in-memory stores name
+        the days). Raises TransientStoreError when the store is unreachable."""
+        ...
+
     async def ping(self) -> None: ...
 
 
@@ -134,6 +148,13 @@ class LogMetadataStore(Protocol):
     async def count(
         self, project_id: str, window: TimeRange, level: LogLevel | None = None
     ) -> int: ...
+
+    async def drop_before(self, cutoff: datetime) -> list[str]:
+        """Retention, at the store's granularity (whole UTC days): afterwards nothing older
+        than the start of `cutoff`'s UTC day is left, and everything at or after `cutoff` is
+        kept. Returns what was dropped (partition or index names; the in-memory stores name
+        the days). Raises TransientStoreError when the store is unreachable."""
+        ...
 
 
 # -- tenancy -------------------------------------------------------------------------------

@@ -109,3 +109,9 @@ class Bucketing:
             starts.append(moment)
             moment += self.width
         return starts
+
+
+def utc_day_start(moment: datetime) -> datetime:
+    """Midnight UTC of the day `moment` falls on: the unit retention drops data in."""
+    utc = moment.astimezone(UTC)
+    return utc.replace(hour=0, minute=0, second=0, microsecond=0)

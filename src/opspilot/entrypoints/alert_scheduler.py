@@ -1,8 +1,9 @@
-"""The alert process: `opspilot alerts [--once]`, and the alert loop of `opspilot serve`.
+"""The scheduler process: `opspilot alerts [--once]`, and the same loops in `opspilot serve`.
 
-Every replica runs two loops: the ticker (at each interval boundary, try to own the tick;
-the owner publishes the enabled rules in chunks) and the evaluator (take chunks, evaluate,
-ack). SIGTERM (the `stop` event) ends both after the chunk in hand is finished.
+Every replica runs three loops: the ticker (at each interval boundary, try to own the tick;
+the owner publishes the enabled rules in chunks), the evaluator (take chunks, evaluate,
+ack), and retention (each hour, the replica that owns the hour drops the data past its
+retention). SIGTERM (the `stop` event) ends them after the chunk in hand is finished.
 
 Telemetry (`AlertTelemetry`, its own Prometheus registry) is served on `/metrics` of a small
 side server when a metrics port is given.
@@ -34,9 +35,11 @@ from opspilot.application.alerting import (
     RuleEvaluator,
     SchedulerLock,
 )
+from opspilot.application.retention import Retention, RetentionObserver
 from opspilot.domain.alerts import AlertRule
 from opspilot.domain.errors import OpsPilotError
 from opspilot.domain.ports import Analyzer, Clock, Notifier
+from opspilot.domain.timewindow import Bucketing
 from opspilot.settings import Settings
 
 log = logging.getLogger("opspilot.alerts")
@@ -45,7 +48,7 @@ EVALUATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 3
 DEFAULT_METRICS_PORT = 9102
 
 
-class AlertTelemetry(AlertObserver):
+class AlertTelemetry(AlertObserver, RetentionObserver):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
@@ -73,6 +76,14 @@ class AlertTelemetry(AlertObserver):
             "opspilot_alert_ticks_total", "Ticks seen by this replica (owned or skipped)",
             ["result"], registry=r,
         )
+        self.retention_runs = Counter(
+            "opspilot_retention_runs_total", "Retention runs by store and outcome (ok, failed)",
+            ["store", "outcome"], registry=r,
+        )
+        self.retention_dropped = Counter(
+            "opspilot_retention_dropped_total",
+            "Partitions or daily indices dropped by retention", ["store"], registry=r,
+        )
 
     def evaluated(self, rules: int, seconds: float) -> None:
         self.rules_evaluated.inc(rules)
@@ -90,6 +101,10 @@ class AlertTelemetry(AlertObserver):
     def ticked(self, owned: bool, rules: int) -> None:
         self.ticks.labels("owned" if owned else "skipped").inc()
 
+    def retention_ran(self, store: str, dropped: int, failed: bool) -> None:
+        self.retention_runs.labels(store, "failed" if failed else "ok").inc()
+        self.retention_dropped.labels(store).inc(dropped)
+
 
 # -- the loops -----------------------------------------------------------------------------
 
@@ -102,18 +117,35 @@ async def run_alerts(
     once: bool = False,
     poll_seconds: float = 1.0,
     drain_seconds: float = 0.5,
+    retention: Retention | None = None,
 ) -> int:
-    """Run until `stop` is set (or one tick with `once`). Returns the exit code."""
+    """Run until `stop` is set (or one tick with `once`, without retention). Returns the
+    exit code."""
     if once:
         report = await scheduler.run_once(clock.now(), drain_seconds)
         log.info("evaluated %d rules: %d incidents opened, %d resolved, %d skipped",
                  report.evaluated, len(report.fired), len(report.resolved), report.skipped)
         return 0
-    await asyncio.gather(
-        _tick_loop(scheduler, clock, stop),
-        _evaluate_loop(scheduler, stop, poll_seconds),
-    )
+    loops = [_tick_loop(scheduler, clock, stop), _evaluate_loop(scheduler, stop, poll_seconds)]
+    if retention is not None:
+        loops.append(_retention_loop(retention, clock, stop))
+    await asyncio.gather(*loops)
     return 0
+
+
+async def _retention_loop(retention: Retention, clock: Clock, stop: asyncio.Event) -> None:
+    """At start, then at each period boundary: one replica per period drops what is due."""
+    every = retention.policy.every
+    while not stop.is_set():
+        now = clock.now()
+        try:
+            await retention.run(now)
+        except Exception as exc:  # the lock's store is down: the next period tries again
+            message = exc.message if isinstance(exc, OpsPilotError) else repr(exc)
+            log.warning("retention at %s skipped: %s", now.isoformat(), message)
+        following = Bucketing(every).floor(now) + every
+        if await _wait(stop, (following - clock.now()).total_seconds()):
+            return
 
 
 async def _tick_loop(scheduler: AlertScheduler, clock: Clock, stop: asyncio.Event) -> None:
@@ -170,6 +202,7 @@ class AlertEngine:
     scheduler: AlertScheduler
     dispatcher: NotificationDispatcher
     telemetry: AlertTelemetry
+    retention: Retention
 
 
 def build_engine(
@@ -195,7 +228,10 @@ def build_engine(
                        dispatcher, clock, container.ids(), analyzer)
     scheduler = AlertScheduler(container.rules(), lock, queue, evaluator, clock,
                                interval=interval, observer=telemetry)
-    return AlertEngine(rules, evaluator, scheduler, dispatcher, telemetry)
+    retention = Retention(container.metric_store(), container.log_store(),
+                          container.log_metadata(), lock, container.retention_policy(),
+                          observer=telemetry)
+    return AlertEngine(rules, evaluator, scheduler, dispatcher, telemetry, retention)
 
 
 def alert_rules_service(container: Any, notifier: Notifier | None = None) -> AlertRules:
@@ -281,7 +317,8 @@ async def run_alert_process(
         try:
             log.info("alert engine running every %gs (lock: %s, queue: %s)",
                      interval.total_seconds(), type(lock).__name__, type(queue).__name__)
-            return await run_alerts(engine.scheduler, container.clock(), stop, once=once)
+            return await run_alerts(engine.scheduler, container.clock(), stop, once=once,
+                                    retention=engine.retention)
         finally:
             if runner is not None:
                 await runner.cleanup()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 
 from opspilot.domain import textsearch
 from opspilot.domain.errors import NotFound
@@ -20,7 +21,7 @@ from opspilot.domain.logs import (
     VolumeQuery,
     next_cursor,
 )
-from opspilot.domain.timewindow import TimeRange
+from opspilot.domain.timewindow import TimeRange, utc_day_start
 
 
 class InMemoryLogStore:
@@ -43,6 +44,12 @@ class InMemoryLogStore:
         ]
         found.sort(key=lambda r: r.sort_key, reverse=True)
         return found
+
+    async def drop_before(self, cutoff: datetime) -> list[str]:
+        """Drops every record before the start of cutoff's UTC day (as whole daily indices
+        would); returns the days emptied."""
+        async with self._lock:
+            return _drop_before(self._records, cutoff)
 
     async def search(self, query: LogQuery) -> LogPage:
         found = self._matching(query.filter)
@@ -111,9 +118,21 @@ class InMemoryLogMetadataStore:
             written += len(batch.records)
         return written
 
+    async def drop_before(self, cutoff: datetime) -> list[str]:
+        return _drop_before(self._rows, cutoff)
+
     async def count(self, project_id: str, window: TimeRange, level: LogLevel | None = None) -> int:
         return sum(
             1 for (pid, _), r in self._rows.items()
             if pid == project_id and window.contains(r.timestamp)
             and (level is None or r.level is level)
         )
+
+
+def _drop_before(records: dict[tuple[str, str], LogRecord], cutoff: datetime) -> list[str]:
+    boundary = utc_day_start(cutoff)
+    doomed = [key for key, r in records.items() if r.timestamp < boundary]
+    days = {records[key].timestamp.astimezone(UTC).date().isoformat() for key in doomed}
+    for key in doomed:
+        del records[key]
+    return sorted(days)

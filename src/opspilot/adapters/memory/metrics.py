@@ -6,7 +6,7 @@ import asyncio
 import bisect
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from opspilot.domain.ingest import MetricBatch
 from opspilot.domain.metrics import (
@@ -23,7 +23,7 @@ from opspilot.domain.metrics import (
     equal_width_edges,
 )
 from opspilot.domain.ports import WindowRequest, WindowValue
-from opspilot.domain.timewindow import TimeRange
+from opspilot.domain.timewindow import TimeRange, utc_day_start
 
 SeriesKey = tuple[str, str]  # (project_id, metric name)
 
@@ -63,6 +63,18 @@ class InMemoryMetricStore:
             query.series.name, query.series.service, query.aggregation,
             query.bucketing.label, values,
         )
+
+    async def drop_before(self, cutoff: datetime) -> list[str]:
+        """Drops every point before the start of cutoff's UTC day (as whole partitions
+        would); returns the days emptied."""
+        boundary = utc_day_start(cutoff)
+        days: set[str] = set()
+        async with self._lock:
+            for key, points in self._points.items():
+                keep = bisect.bisect_left(points, boundary, key=_timestamp)
+                days.update(p.timestamp.astimezone(UTC).date().isoformat() for p in points[:keep])
+                self._points[key] = points[keep:]
+        return sorted(days)
 
     async def histogram(self, query: HistogramQuery) -> Histogram:
         values = [p.value for p in self._select(query.project_id, query.series, query.window)]

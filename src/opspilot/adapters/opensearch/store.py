@@ -103,7 +103,11 @@ class OpenSearchLogStore:
     async def drop_indices_older_than(self, days: int, now: datetime) -> list[str]:
         """Retention: delete the daily indices whose whole day ended `days` days or more
         before `now`; returns their names. Whole indices only, so it costs no merges."""
-        cutoff = now.astimezone(UTC) - timedelta(days=days)
+        return await self.drop_before(now - timedelta(days=days))
+
+    async def drop_before(self, cutoff: datetime) -> list[str]:
+        """The daily indices whose whole day ended at or before `cutoff`, deleted."""
+        cutoff = cutoff.astimezone(UTC)
         with _translated("list indices"):
             found = await self._client.cat.indices(
                 index=self._pattern, format="json", h="index", expand_wildcards="open,closed"

@@ -25,6 +25,7 @@ from opspilot.adapters.postgres.errors import translated
 from opspilot.adapters.postgres.migrate import checked_schema
 from opspilot.adapters.postgres.partitions import DailyPartitions
 from opspilot.domain.errors import TransientStoreError
+from opspilot.domain.ingest import Stream
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -198,21 +199,27 @@ class PostgresDatabase:
             return created + await self.log_partitions.ensure(conn, first, last)
 
     async def drop_partitions_older_than(self, days: float) -> list[str]:
-        """Retention: drop whole partitions (chunks, with TimescaleDB) older than `days`,
-        and processed-message ids older than that from the inbox."""
+        """Retention of both tables at once (the stores' `drop_before` with one cutoff)."""
         cutoff = self.now() - timedelta(days=days)
+        dropped = await self.drop_before("metrics", cutoff)
+        return dropped + await self.drop_before("log_metadata", cutoff)
+
+    async def drop_before(self, table: str, cutoff: datetime) -> list[str]:
+        """Retention of one table: drop its whole partitions (chunks, with TimescaleDB)
+        before cutoff's day, and its stream's processed-message ids older than `cutoff`
+        from the inbox (a redelivery of data we no longer hold cannot matter)."""
+        partitions = {"metrics": self.metric_partitions, "log_metadata": self.log_partitions}
+        stream = {"metrics": Stream.METRICS, "log_metadata": Stream.LOGS}[table].value
         async with self.connection() as conn:
             await conn.execute(
-                "DELETE FROM ingest_inbox WHERE processed_at < now() - make_interval(secs => $1)",
-                days * 86400.0,
+                "DELETE FROM ingest_inbox WHERE stream = $1 AND processed_at < $2",
+                stream, cutoff,
             )
             if self.timescale:
-                for table in ("metrics", "log_metadata"):
-                    await conn.execute("SELECT drop_chunks($1::regclass, older_than => $2)",
-                                       table, cutoff)
+                await conn.execute("SELECT drop_chunks($1::regclass, older_than => $2)",
+                                   table, cutoff)
                 return []
-            dropped = await self.metric_partitions.drop_older_than(conn, cutoff)
-            return dropped + await self.log_partitions.drop_older_than(conn, cutoff)
+            return await partitions[table].drop_older_than(conn, cutoff)
 
     async def ping(self) -> None:
         async with self.connection() as conn:

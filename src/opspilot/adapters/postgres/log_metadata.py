@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from opspilot.domain.ingest import LogBatch, Stream
@@ -49,6 +50,9 @@ class PostgresLogMetadataStore:
                     await conn.copy_records_to_table("log_metadata", records=rows,
                                                      columns=COLUMNS)
         return len(rows)
+
+    async def drop_before(self, cutoff: datetime) -> list[str]:
+        return await self._db.drop_before("log_metadata", cutoff)
 
     async def count(
         self, project_id: str, window: TimeRange, level: LogLevel | None = None

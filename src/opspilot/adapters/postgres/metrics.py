@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -228,6 +229,9 @@ class PostgresMetricStore:
                 rows = await conn.fetch(sql, *args)
                 results.extend(WindowValue(value if n else None, n) for _, _, value, n in rows)
         return results
+
+    async def drop_before(self, cutoff: datetime) -> list[str]:
+        return await self._db.drop_before("metrics", cutoff)
 
     async def ping(self) -> None:
         await self._db.ping()
