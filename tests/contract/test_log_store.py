@@ -584,6 +584,25 @@ async def test_drop_before_removes_whole_days_before_the_cutoff_day(log_store: A
     assert await log_store.drop_before(datetime(2024, 2, 29, 6, tzinfo=UTC)) == []
 
 
+@pytest.mark.parametrize("block", ["index.blocks.write", "index.blocks.read_only_allow_delete"])
+async def test_a_blocked_index_is_a_transient_failure_and_writes_resume_after(
+    opensearch_store: OpenSearchLogStore, block: str
+) -> None:
+    """An operator's write block (403) or the flood-stage disk block (429): the documents
+    are good, so the worker must retry them, never dead-letter them."""
+    await write(opensearch_store, [rec("before")])
+    index = mapping.index_for(opensearch_store._prefix, T0)
+    client = opensearch_store._client
+    await client.indices.put_settings(index=index, body={block: True})
+    try:
+        with pytest.raises(TransientStoreError, match="cluster_block_exception"):
+            await opensearch_store.write_batches([batch([rec("during")])])
+    finally:
+        await client.indices.put_settings(index=index, body={block: None})
+    await opensearch_store.write_batches([batch([rec("during")])])
+    assert await ids(opensearch_store) == ["during", "before"]
+
+
 async def test_the_template_is_idempotent_and_shapes_each_daily_index(
     opensearch_store: OpenSearchLogStore,
 ) -> None:

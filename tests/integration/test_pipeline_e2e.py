@@ -850,3 +850,70 @@ async def _start_postgres() -> None:
                                 check=False, timeout=300)
         raise AssertionError(
             f"PostgreSQL did not come back after pg_ctl start: {started.stderr}") from None
+
+
+# -- f. OpenSearch refuses writes for a while ----------------------------------------------
+
+
+async def _set_index_block(stack: Stack, value: bool | None) -> None:
+    url = f"{stack.urls['opensearch'].rstrip('/')}/{stack.index_prefix}logs-*/_settings"
+    async with aiohttp.ClientSession() as s, s.put(
+        url, json={"index.blocks.write": value}) as r:
+        assert r.status == 200, await r.text()
+
+
+async def test_logs_ride_out_an_opensearch_write_block(stack: Stack) -> None:
+    """An operator's write block on the log indices (what a full disk looks like too): the
+    worker keeps retrying, dead-letters nothing, and every accepted log appears once the
+    block is lifted."""
+    project = stack.create_project("e2e-osblock")
+    _, api = await stack.start_api()
+    worker = await stack.start_worker()
+    now = datetime.now(UTC)
+    key = {"X-API-Key": project.api_key}
+
+    def logs(first: int, count: int) -> list[dict[str, Any]]:
+        return [{"level": "INFO", "message": f"block test line {i}", "service": "checkout",
+                 "timestamp": (now - timedelta(milliseconds=i)).isoformat()}
+                for i in range(first, first + count)]
+
+    window = {"start_time": (now - timedelta(hours=1)).isoformat(),
+              "end_time": (now + timedelta(minutes=1)).isoformat(), "limit": "1"}
+
+    async with aiohttp.ClientSession() as s:
+        async def total() -> int:
+            async with s.get(f"{api}/api/logs/query", params=window,
+                             headers=project.query_headers()) as r:
+                assert r.status == 200, await r.text()
+                return int((await r.json())["total"])
+
+        async def accept(first: int, count: int) -> None:
+            async with s.post(f"{api}/api/ingest/logs", json={"logs": logs(first, count)},
+                              headers=key) as r:
+                assert r.status == 202, await r.text()
+
+        await accept(0, 100)  # creates today's index, so the block has something to hold
+        await wait_for(lambda: _at_least(total, 100), 45, "the first 100 logs")
+        await _set_index_block(stack, True)
+        try:
+            for first in range(100, 1100, 250):
+                await accept(first, 250)
+            await wait_for(lambda: _at_least_metric(worker, "opspilot_worker_retries_total",
+                                                    "logs.ingest", 2), 30,
+                           "the worker meeting the block")
+            assert await total() == 100, "nothing can be written while blocked"
+        finally:
+            await _set_index_block(stack, None)
+        await wait_for(lambda: _at_least(total, 1100), 60, "all 1,100 logs after the block")
+        assert await total() == 1100
+    assert worker.alive(), worker.output()
+    assert await worker_metric(worker, "opspilot_worker_dead_lettered_total", "logs.ingest") == 0
+    assert await dead_letters(stack) == [], "a valid log batch was dead-lettered"
+
+
+async def _at_least(count: Any, n: int) -> bool | None:
+    return True if await count() >= n else None
+
+
+async def _at_least_metric(proc: Proc, name: str, stream: str, n: float) -> bool | None:
+    return True if await worker_metric(proc, name, stream) >= n else None

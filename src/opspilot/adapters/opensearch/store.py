@@ -2,7 +2,7 @@
 
 It answers exactly as `InMemoryLogStore` does for the same data; the shared contract suite
 (tests/contract/test_log_store.py) holds both to that. Driver errors are translated here:
-connection failures, 429 and 5xx become `TransientStoreError` (the worker retries); any other
+connection failures, 429, 5xx and index blocks become `TransientStoreError` (the worker retries); any other
 refusal becomes `StoreRejected`, listing what was refused (the worker dead-letters it).
 """
 
@@ -146,7 +146,7 @@ class OpenSearchLogStore:
             for outcome in item.values()
             if outcome.get("error")
         ] or [{"id": None, "status": None, "error": "errors flagged, no item reported"}]
-        if any(_is_transient(f["status"]) for f in failures):
+        if any(_is_transient(f["status"], f["error"]) for f in failures):
             raise TransientStoreError(
                 f"opensearch refused {len(failures)} of {count} documents for now "
                 f"(first: {_reason(failures[0])})",
@@ -353,7 +353,12 @@ def _refresh_param(refresh: bool | str) -> str:
 # -- errors ------------------------------------------------------------------------------------
 
 
-def _is_transient(status: Any) -> bool:
+def _is_transient(status: Any, error: Any = None) -> bool:
+    """429, 5xx, and index/cluster blocks: a write block (403, set by an operator) or the
+    flood-stage disk block (429) lifts once someone acts, and the documents are fine, so
+    the worker keeps them and retries rather than dead-lettering good data."""
+    if isinstance(error, dict) and error.get("type") == "cluster_block_exception":
+        return True
     return status == 429 or (isinstance(status, int) and status >= 500)
 
 
@@ -365,9 +370,14 @@ def _reason(failure: dict[str, Any]) -> str:
 
 
 def _refusal(status: Any, error: Any, action: str) -> OpsPilotError:
-    if _is_transient(status):
+    if _is_transient(status, _error_of(error)):
         return TransientStoreError(f"opensearch {action} failed for now: {error}")
     return StoreRejected(f"opensearch refused {action}: {error}", {"status": status})
+
+
+def _error_of(info: Any) -> Any:
+    """The `error` object of a whole-request failure body, if there is one."""
+    return info.get("error") if isinstance(info, dict) else None
 
 
 @contextlib.contextmanager
