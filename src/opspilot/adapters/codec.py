@@ -74,3 +74,23 @@ def _record(project_id: str, row: dict[str, Any]) -> LogRecord:
         row["msg"], row.get("service"), row.get("trace_id"), row.get("correlation_id"),
         row.get("context") or {},
     )
+
+
+class DecodedDelivery:
+    """The part every queue's delivery shares: its body decoded once, into the batch or
+    into the reason it cannot be (the worker dead-letters those)."""
+
+    def __init__(self, body: bytes) -> None:
+        try:
+            self._batch: MetricBatch | LogBatch | None = decode_batch(body)
+            self._error: str | None = None
+        except UndecodableMessage as exc:
+            self._batch, self._error = None, str(exc)
+
+    @property
+    def batch(self) -> MetricBatch | LogBatch | None:
+        return self._batch
+
+    @property
+    def error(self) -> str | None:
+        return self._error

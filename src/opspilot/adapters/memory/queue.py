@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import attrs
 
-from opspilot.adapters.codec import UndecodableMessage, decode_batch, encode_batch
+from opspilot.adapters.codec import DecodedDelivery, encode_batch
 from opspilot.domain.errors import RateLimited
 from opspilot.domain.ingest import LogBatch, MetricBatch, Stream
 from opspilot.domain.ports import DeadLetter
@@ -115,23 +115,11 @@ class InMemoryQueue:
         return len(chosen)
 
 
-class InMemoryDelivery:
+class InMemoryDelivery(DecodedDelivery):
     def __init__(self, queue: InMemoryQueue, message: _Message) -> None:
+        super().__init__(message.body)
         self._queue = queue
         self._message = message
-        try:
-            self._batch: MetricBatch | LogBatch | None = decode_batch(message.body)
-            self._error: str | None = None
-        except UndecodableMessage as exc:
-            self._batch, self._error = None, str(exc)
-
-    @property
-    def batch(self) -> MetricBatch | LogBatch | None:
-        return self._batch
-
-    @property
-    def error(self) -> str | None:
-        return self._error
 
     @property
     def redelivered(self) -> bool:

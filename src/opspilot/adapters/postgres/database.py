@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -131,6 +131,33 @@ class PostgresDatabase:
         finally:
             with contextlib.suppress(Exception):
                 await self._pool.release(conn)
+
+    async def copy_once(
+        self, table: str, columns: Sequence[str], stream: Stream,
+        rows_by_message: Mapping[str, list[tuple[Any, ...]]], time_column: int,
+    ) -> int:
+        """COPY the rows of every message not seen before, in ONE transaction with their
+        message ids in `ingest_inbox`: a redelivered message writes nothing, and of two
+        workers racing on one message the second waits on the inbox row, then skips it.
+        The daily partitions the rows need (their `time_column`) are created first."""
+        if not rows_by_message:
+            return 0
+        partitions = {"metrics": self.metric_partitions, "log_metadata": self.log_partitions}
+        async with self.connection() as conn:
+            if not self.timescale:
+                await partitions[table].ensure_for(
+                    conn, [r[time_column] for rows in rows_by_message.values() for r in rows])
+            async with conn.transaction():
+                fresh = await conn.fetch(
+                    "INSERT INTO ingest_inbox (message_id, stream)"
+                    " SELECT unnest($1::text[]), $2"
+                    " ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+                    sorted(rows_by_message), stream.value,
+                )
+                rows = [r for f in fresh for r in rows_by_message[f["message_id"]]]
+                if rows:
+                    await conn.copy_records_to_table(table, records=rows, columns=columns)
+        return len(rows)
 
     # -- stores ---------------------------------------------------------------------------
 

@@ -32,24 +32,7 @@ class PostgresLogMetadataStore:
                 (r.project_id, r.id, r.timestamp, r.level.value, r.service)
                 for r in batch.records
             ])
-        if not records:
-            return 0
-        async with self._db.connection() as conn:
-            if not self._db.timescale:
-                await self._db.log_partitions.ensure_for(
-                    conn, [row[2] for rows in records.values() for row in rows])
-            async with conn.transaction():
-                fresh = await conn.fetch(
-                    "INSERT INTO ingest_inbox (message_id, stream)"
-                    " SELECT unnest($1::text[]), $2"
-                    " ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
-                    sorted(records), Stream.LOGS.value,
-                )
-                rows = [r for f in fresh for r in records[f["message_id"]]]
-                if rows:
-                    await conn.copy_records_to_table("log_metadata", records=rows,
-                                                     columns=COLUMNS)
-        return len(rows)
+        return await self._db.copy_once("log_metadata", COLUMNS, Stream.LOGS, records, 2)
 
     async def drop_before(self, cutoff: datetime) -> list[str]:
         return await self._db.drop_before("log_metadata", cutoff)

@@ -151,9 +151,8 @@ class PostgresMetricStore:
         self._db = db
 
     async def write_batches(self, batches: Sequence[MetricBatch]) -> int:
-        """COPY the points of every batch not seen before, in ONE transaction with their
-        message ids in `ingest_inbox`: a redelivered batch writes nothing, and of two workers
-        racing on one batch the second waits on the inbox row, then skips it."""
+        """The points of every batch not seen before (`PostgresDatabase.copy_once`: COPY and
+        inbox row in one transaction). Returns the points written."""
         records: dict[str, list[tuple[Any, ...]]] = {}
         for batch in batches:
             records.setdefault(batch.message_id, [
@@ -161,23 +160,7 @@ class PostgresMetricStore:
                  orjson.dumps(p.tags).decode() if p.tags else None)
                 for p in batch.points
             ])
-        if not records:
-            return 0
-        async with self._db.connection() as conn:
-            if not self._db.timescale:
-                await self._db.metric_partitions.ensure_for(
-                    conn, [r[1] for rows in records.values() for r in rows])
-            async with conn.transaction():
-                fresh = await conn.fetch(
-                    "INSERT INTO ingest_inbox (message_id, stream)"
-                    " SELECT unnest($1::text[]), $2"
-                    " ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
-                    sorted(records), Stream.METRICS.value,
-                )
-                rows = [r for f in fresh for r in records[f["message_id"]]]
-                if rows:
-                    await conn.copy_records_to_table("metrics", records=rows, columns=COLUMNS)
-        return len(rows)
+        return await self._db.copy_once("metrics", COLUMNS, Stream.METRICS, records, 1)
 
     async def query(self, queries: Sequence[MetricQuery]) -> list[Series]:
         if not queries:

@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from opspilot.adapters.codec import UndecodableMessage, decode_batch
+from opspilot.adapters.codec import DecodedDelivery
 from opspilot.adapters.rabbitmq._amqp import (
     DRIVER_ERRORS,
     broker_errors,
@@ -37,7 +37,7 @@ from opspilot.adapters.rabbitmq._amqp import (
 )
 from opspilot.adapters.rabbitmq.topology import declare_topology, dlq_name, queue_name
 from opspilot.domain.errors import ServiceUnavailable
-from opspilot.domain.ingest import LogBatch, MetricBatch, Stream
+from opspilot.domain.ingest import Stream
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def _enqueue(
     return on_message
 
 
-class RabbitMQDelivery:
+class RabbitMQDelivery(DecodedDelivery):
     """One consumed message (implements Delivery). Besides the decoded batch it exposes the
     raw `body`, `stream` and `message_id`, for consumers of non-batch streams (alerts)."""
 
@@ -224,19 +224,7 @@ class RabbitMQDelivery:
         self._message = message
         self.stream = stream
         self._settled = False
-        try:
-            self._batch: MetricBatch | LogBatch | None = decode_batch(message.body)
-            self._error: str | None = None
-        except UndecodableMessage as exc:
-            self._batch, self._error = None, str(exc)
-
-    @property
-    def batch(self) -> MetricBatch | LogBatch | None:
-        return self._batch
-
-    @property
-    def error(self) -> str | None:
-        return self._error
+        super().__init__(message.body)
 
     @property
     def redelivered(self) -> bool:
