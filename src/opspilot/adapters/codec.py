@@ -51,7 +51,8 @@ def decode_batch(body: bytes) -> MetricBatch | LogBatch:
 
 
 def _point_row(p: MetricPoint) -> list[Any]:
-    return [p.timestamp.isoformat(), p.name, p.value, p.service, dict(p.tags) or None]
+    # orjson writes the datetime itself (RFC 3339, offset kept), faster than isoformat().
+    return [p.timestamp, p.name, p.value, p.service, dict(p.tags) or None]
 
 
 def _point(project_id: str, row: list[Any]) -> MetricPoint:

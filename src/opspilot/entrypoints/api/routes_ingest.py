@@ -7,7 +7,6 @@ from aiohttp import web
 
 from opspilot.domain.errors import ValidationError
 from opspilot.domain.logs import LogLevel, LogRecord
-from opspilot.domain.metrics import MetricPoint
 from opspilot.entrypoints.api.guards import ingest_identity
 from opspilot.entrypoints.api.parsing import json_body
 from opspilot.entrypoints.api.schemas import LogIn, LogsIngestBody, MetricsIngestBody
@@ -19,11 +18,7 @@ MAX_CONTEXT_BYTES = 16_384
 async def ingest_metrics(request: web.Request) -> web.Response:
     identity = await ingest_identity(request)
     body = await json_body(request, MetricsIngestBody)
-    drafts = [
-        MetricPoint("", m.timestamp, m.name, float(m.value), m.service, m.tags)
-        for m in body.metrics
-    ]
-    accepted = await services(request).ingest.accept_metrics(identity, drafts)
+    accepted = await services(request).ingest.accept_metrics(identity, body.metrics)
     telemetry = services(request).telemetry
     telemetry.ingest_accepted.labels("metrics", telemetry.project_label(identity.project_id)).inc(
         accepted.accepted
