@@ -24,6 +24,7 @@ import math
 import random
 import sys
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -99,13 +100,34 @@ async def build(args: argparse.Namespace) -> tuple[Any, str]:
         await start_container(container)
         return container, "in-memory"
     from opspilot.container import build_container, start_container
+    from opspilot.settings import Settings
 
-    container = build_container()
+    settings = Settings()
+    if settings.database_url:  # a fresh schema, so runs never see each other's rules
+        from opspilot.adapters.postgres.migrate import migrate
+
+        args.schema = f"bench_alerts_{uuid.uuid4().hex[:8]}"
+        await migrate(settings.database_url, args.schema)
+        settings = settings.model_copy(update={"database_schema": args.schema})
+    container = build_container(settings)
     await start_container(container)
     return container, container.config.backends()["sql"]
 
 
+async def drop_schema(url: str, schema: str) -> None:
+    import asyncpg
+
+    from opspilot.adapters.postgres.database import asyncpg_dsn
+
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
 async def main(args: argparse.Namespace) -> int:
+    args.schema = None
     container, label = await build(args)
     try:
         return await run(container, label, args)
@@ -113,6 +135,8 @@ async def main(args: argparse.Namespace) -> int:
         from opspilot.container import stop_container
 
         await stop_container(container)
+        if args.schema:
+            await drop_schema(container.config.database_url(), args.schema)
 
 
 async def run(container: Any, label: str, args: argparse.Namespace) -> int:

@@ -96,17 +96,29 @@ async def test_rule_states_round_trip(rule_store: Any) -> None:
     ist = timezone(timedelta(hours=5, minutes=30))
     state = RuleState("r-1", A, RuleStatus.FIRING, T0.astimezone(ist), "i-1", 301.25,
                       T0 + timedelta(minutes=1))
-    await rule_store.save_state(state)
-    await rule_store.save_state(RuleState("r-2", B))
+    await rule_store.save_states([state, RuleState("r-2", B)])
     assert await rule_store.get_states(["r-1", "r-2", "r-9"]) == {
         "r-1": state, "r-2": RuleState("r-2", B)}
     cleared = attrs.evolve(state, status=RuleStatus.OK, incident_id=None, last_value=None)
-    await rule_store.save_state(cleared)
+    await rule_store.save_states([cleared])
     assert await rule_store.get_states(["r-1"]) == {"r-1": cleared}
     assert await rule_store.get_states([]) == {}
     # deleting the rule deletes its state
     assert await rule_store.delete_rule(A, "r-1")
     assert await rule_store.get_states(["r-1"]) == {}
+
+
+async def test_save_states_takes_a_whole_tick_and_the_last_of_a_rule_wins(rule_store: Any) -> None:
+    states = [RuleState(f"r-{i}", A if i % 2 else B, RuleStatus.PENDING, T0, None, float(i), T0)
+              for i in range(2_000)]
+    await rule_store.save_states(states)
+    await rule_store.save_states([])
+    firing = attrs.evolve(states[7], status=RuleStatus.FIRING, incident_id="i-7")
+    await rule_store.save_states([states[7], firing])
+    found = await rule_store.get_states([s.rule_id for s in states])
+    assert len(found) == 2_000
+    assert found["r-7"] == firing
+    assert found["r-1999"] == states[1999]
 
 
 # -- channels ------------------------------------------------------------------------------

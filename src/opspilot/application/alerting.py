@@ -285,7 +285,7 @@ class AlertRules:
             incident = await self._incidents.get_incident(rule.project_id, state.incident_id)
             if incident is not None and incident.status is not IncidentStatus.RESOLVED:
                 await self._incidents.save_incident(incident.resolve(self._clock.now(), reason))
-        await self._rules.save_state(RuleState(rule.id, rule.project_id))
+        await self._rules.save_states([RuleState(rule.id, rule.project_id)])
 
     async def _build(
         self, project_id: str, rule_id: str, spec: RuleSpec,
@@ -873,16 +873,13 @@ class RuleEvaluator:
         )
 
     async def _save_states(self, states: Sequence[RuleState]) -> None:
-        gate = asyncio.Semaphore(self._settings.store_concurrency)
-
-        async def one(state: RuleState) -> None:
-            async with gate:
-                await self._rules.save_state(state)
-
-        results = await asyncio.gather(*(one(s) for s in states), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            log.error("%d rule states not saved (first: %r)", len(failures), failures[0])
+        """All of a chunk's states in one call. If it fails they stay as they were: the
+        next tick evaluates from the old states (a pending rule waits one tick longer; an
+        incident is never opened twice, its id being deterministic per episode)."""
+        try:
+            await self._rules.save_states(states)
+        except Exception as exc:
+            log.error("%d rule states not saved: %r", len(states), exc)
 
 
 # -- scheduling ----------------------------------------------------------------------------

@@ -200,7 +200,10 @@ class RuleStore(Protocol):
 
     async def get_states(self, rule_ids: Sequence[str]) -> dict[str, RuleState]: ...
 
-    async def save_state(self, state: RuleState) -> None: ...
+    async def save_states(self, states: Sequence[RuleState]) -> None:
+        """Upsert every state, in as few round trips as the store allows (the last of two
+        for the same rule wins)."""
+        ...
 
 
 class ChannelStore(Protocol):

@@ -43,8 +43,9 @@ class InMemoryRuleStore:
     async def get_states(self, rule_ids: Sequence[str]) -> dict[str, RuleState]:
         return {i: self.states[i] for i in rule_ids if i in self.states}
 
-    async def save_state(self, state: RuleState) -> None:
-        self.states[state.rule_id] = state
+    async def save_states(self, states: Sequence[RuleState]) -> None:
+        for state in states:
+            self.states[state.rule_id] = state
 
 
 class InMemoryChannelStore:
