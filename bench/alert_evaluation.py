@@ -114,6 +114,18 @@ async def build(args: argparse.Namespace) -> tuple[Any, str]:
     return container, container.config.backends()["sql"]
 
 
+async def analyze(url: str, schema: str) -> None:
+    import asyncpg
+
+    from opspilot.adapters.postgres.database import asyncpg_dsn
+
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        await conn.execute(f'ANALYZE "{schema}".metrics')
+    finally:
+        await conn.close()
+
+
 async def drop_schema(url: str, schema: str) -> None:
     import asyncpg
 
@@ -149,6 +161,13 @@ async def run(container: Any, label: str, args: argparse.Namespace) -> int:
         await store.write_batches(pending[i:i + 25])
     points = sum(len(b.points) for b in pending)
     load_seconds = time.perf_counter() - started
+    if args.schema:
+        # Statistics as production has them (autovacuum analyzes a loaded partition within
+        # a minute or so): without this, whether autovacuum had run yet decided the plan, and
+        # runs varied 3 s to 30 s. The 30 s runs were PostgreSQL's JIT compiling every
+        # 500-window statement once statistics made its cost estimate high; the pool now
+        # turns JIT off (adapters/postgres/database.py).
+        await analyze(container.config.database_url(), args.schema)
 
     clock = FixedClock(NOW)
     notifier = RecordingNotifier()
