@@ -237,7 +237,7 @@ class Container(containers.DeclarativeContainer):
     )
     authenticator = providers.Singleton(Authenticator, tenancy, cache)
     provisioner = providers.Singleton(ProjectProvisioner, tenancy, clock, ids)
-    ingest = providers.Singleton(IngestService, queue, clock, ids)
+    ingest = providers.Singleton(IngestService, queue, clock, ids, retention_policy)
     metric_queries = providers.Singleton(
         MetricQueries, metric_store, analyzer, query_cache, query_limits
     )

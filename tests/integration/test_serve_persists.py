@@ -7,9 +7,11 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -70,8 +72,11 @@ def test_projects_and_metrics_survive_a_restart(schema_env: dict[str, str]) -> N
     proc = _start(schema_env, port)
     try:
         project = _call(f"{base}/api/admin/projects", {}, {"name": "persisted"})
+        # Within retention: yesterday's 10:00 hour (UTC), whole hour bucket in the past.
+        hour = (datetime.now(UTC) - timedelta(days=1)).replace(hour=10, minute=0, second=0,
+                                                               microsecond=0)
         points = [{"name": "cpu", "value": float(i), "service": "api",
-                   "timestamp": f"2024-03-01T10:{i:02d}:00Z"} for i in range(30)]
+                   "timestamp": (hour + timedelta(minutes=i)).isoformat()} for i in range(30)]
         accepted = _call(f"{base}/api/ingest/metrics", {"X-API-Key": project["api_key"]},
                          {"metrics": points})
         assert accepted["accepted"] == 30  # stopped at once: SIGTERM drains the worker
@@ -82,8 +87,9 @@ def test_projects_and_metrics_survive_a_restart(schema_env: dict[str, str]) -> N
     try:
         headers = {"Authorization": f"Bearer {project['token']}",
                    "X-Project-ID": project["project_id"]}
-        series = _call(f"{base}/api/metrics/query?metric_name=cpu&service_name=api"
-                       "&start_time=2024-03-01T10:00:00Z&end_time=2024-03-01T11:00:00Z"
+        window = urllib.parse.urlencode({
+            "start_time": hour.isoformat(), "end_time": (hour + timedelta(hours=1)).isoformat()})
+        series = _call(f"{base}/api/metrics/query?metric_name=cpu&service_name=api&{window}"
                        "&aggregation=count&time_bucket=1h", headers)
         assert [p["value"] for p in series["points"]] == [30.0]
     finally:

@@ -9,11 +9,13 @@ itself wherever it is stored.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import attrs
 
+from opspilot.application.retention import RetentionPolicy
+from opspilot.domain.errors import ValidationError
 from opspilot.domain.ingest import Accepted, LogBatch, MetricBatch
 from opspilot.domain.logs import LogRecord, log_id_for
 from opspilot.domain.metrics import MetricPoint
@@ -40,11 +42,25 @@ class MetricFields(Protocol):
     def tags(self) -> Mapping[str, str]: ...
 
 
+MAX_AHEAD = timedelta(minutes=10)  # a sender's clock may run this far ahead
+
+
 class IngestService:
-    def __init__(self, queue: IngestQueue, clock: Clock, ids: IdGenerator) -> None:
+    """Refuses (4xx, naming the item) what would otherwise vanish after a 202: points and
+    logs older than their retention (the next retention run would drop them) and
+    timestamps more than MAX_AHEAD in the future (a wrong clock, not data)."""
+
+    def __init__(
+        self,
+        queue: IngestQueue,
+        clock: Clock,
+        ids: IdGenerator,
+        retention: RetentionPolicy | None = None,
+    ) -> None:
         self._queue = queue
         self._clock = clock
         self._ids = ids
+        self._retention = retention or RetentionPolicy(None, None)
 
     async def accept_metrics(
         self, identity: IngestIdentity, metrics: Sequence[MetricFields]
@@ -52,19 +68,49 @@ class IngestService:
         message_id = self._ids.new_id()
         # Built once, with the key's project: at 1,000 points a request, a draft object
         # evolved into the final one cost ~2 µs a point, a third of the API's CPU per point.
+        now = self._clock.now()
+        _check_times([m.timestamp for m in metrics], now, self._retention.metrics, "metrics")
         project = identity.project_id
         points = [MetricPoint(project, m.timestamp, m.name, float(m.value), m.service, m.tags)
                   for m in metrics]
-        batch = MetricBatch(message_id, identity.project_id, self._clock.now(), points)
+        batch = MetricBatch(message_id, identity.project_id, now, points)
         await self._queue.publish(batch)
         return Accepted(message_id, len(points))
 
     async def accept_logs(self, identity: IngestIdentity, drafts: Sequence[LogRecord]) -> Accepted:
         message_id = self._ids.new_id()
+        now = self._clock.now()
+        _check_times([d.timestamp for d in drafts], now, self._retention.logs, "logs")
         records = [
             attrs.evolve(d, id=log_id_for(message_id, i), project_id=identity.project_id)
             for i, d in enumerate(drafts)
         ]
-        batch = LogBatch(message_id, identity.project_id, self._clock.now(), records)
+        batch = LogBatch(message_id, identity.project_id, now, records)
         await self._queue.publish(batch)
         return Accepted(message_id, len(records))
+
+
+def _check_times(
+    stamps: Sequence[datetime], now: datetime, keep: timedelta | None, field: str
+) -> None:
+    latest = now + MAX_AHEAD
+    oldest = now - keep if keep is not None else None
+    days = keep.days if keep is not None else 0
+    for position, stamp in enumerate(stamps):
+        if stamp > latest:
+            raise ValidationError(
+                f"{field}[{position}].timestamp",
+                f"{stamp.isoformat()} is more than {_minutes(MAX_AHEAD)} minutes ahead of the"
+                f" server's clock ({now.isoformat()}); check the sender's clock",
+            )
+        if oldest is not None and stamp < oldest:
+            raise ValidationError(
+                f"{field}[{position}].timestamp",
+                f"{stamp.isoformat()} is older than the {days}-day retention of {field}"
+                " (it would be dropped); raise OPSPILOT_"
+                f"{'METRIC' if field == 'metrics' else 'LOG'}_RETENTION_DAYS to keep older data",
+            )
+
+
+def _minutes(delta: timedelta) -> int:
+    return int(delta.total_seconds() // 60)

@@ -138,3 +138,38 @@ async def test_full_queue_answers_429_with_retry_after(api: Any, tenant: Any, co
     assert first.status == 202
     assert second.status == 429
     assert int(second.headers["Retry-After"]) >= 1
+
+
+# -- timestamps the system would not keep ------------------------------------------------
+# The clock stands at 2024-03-01T12:00Z; retention is 90 days for metrics, 30 for logs.
+
+
+@pytest.mark.parametrize(("stream", "item", "stamp", "field", "says"), [
+    ("metrics", POINT, "2024-03-01T12:10:01Z", "metrics[1].timestamp", "ahead"),
+    ("metrics", POINT, "2023-12-02T11:59:59Z", "metrics[1].timestamp", "90-day retention"),
+    ("logs", LOG, "2024-03-01T17:40:01+05:30", "logs[1].timestamp", "ahead"),
+    ("logs", LOG, "2024-01-31T11:59:59Z", "logs[1].timestamp", "30-day retention"),
+])
+async def test_timestamps_that_would_vanish_are_refused_by_position(
+    api: Any, tenant: Any, container: Any, stream: str, item: dict[str, Any], stamp: str,
+    field: str, says: str,
+) -> None:
+    body = {stream: [item, {**item, "timestamp": stamp}]}
+    response = await api.post(f"/api/ingest/{stream}", json=body, headers=tenant.ingest_headers)
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["details"]["field"] == field
+    assert says in error["message"]
+    assert container.memory_queue().depth(Stream(f"{stream}.ingest")) == 0  # nothing half-taken
+
+
+@pytest.mark.parametrize(("stream", "item", "stamps"), [
+    ("metrics", POINT, ["2024-03-01T12:10:00Z", "2023-12-02T12:00:00Z"]),
+    ("logs", LOG, ["2024-03-01T12:10:00Z", "2024-01-31T12:00:00Z"]),
+])
+async def test_the_edges_of_the_window_are_accepted(
+    api: Any, tenant: Any, stream: str, item: dict[str, Any], stamps: list[str]
+) -> None:
+    body = {stream: [{**item, "timestamp": s} for s in stamps]}
+    response = await api.post(f"/api/ingest/{stream}", json=body, headers=tenant.ingest_headers)
+    assert response.status == 202, await response.text()
