@@ -229,7 +229,7 @@ async def test_the_adapters_recover_once_their_connections_were_dropped(
 
 @pytest.mark.skipif(
     os.environ.get("OPSPILOT_TEST_REDIS_RESTART") != "1",
-    reason="restarts the shared Redis: opt in with OPSPILOT_TEST_REDIS_RESTART=1",
+    reason="restarts the shared Redis: opt in with OPSPILOT_TEST_REDIS_RESTART=1 (scripts/test does)",
 )
 async def test_the_adapters_recover_after_a_real_redis_restart(
     client: Redis, other_client: Redis, prefix: str
