@@ -893,7 +893,7 @@ async def test_logs_ride_out_an_opensearch_write_block(stack: Stack) -> None:
                 assert r.status == 202, await r.text()
 
         await accept(0, 100)  # creates today's index, so the block has something to hold
-        await wait_for(lambda: _at_least(total, 100), 45, "the first 100 logs")
+        await wait_for(lambda: _count_at_least(total, 100), 45, "the first 100 logs")
         await _set_index_block(stack, True)
         try:
             for first in range(100, 1100, 250):
@@ -904,14 +904,14 @@ async def test_logs_ride_out_an_opensearch_write_block(stack: Stack) -> None:
             assert await total() == 100, "nothing can be written while blocked"
         finally:
             await _set_index_block(stack, None)
-        await wait_for(lambda: _at_least(total, 1100), 60, "all 1,100 logs after the block")
+        await wait_for(lambda: _count_at_least(total, 1100), 60, "all 1,100 logs after the block")
         assert await total() == 1100
     assert worker.alive(), worker.output()
     assert await worker_metric(worker, "opspilot_worker_dead_lettered_total", "logs.ingest") == 0
     assert await dead_letters(stack) == [], "a valid log batch was dead-lettered"
 
 
-async def _at_least(count: Any, n: int) -> bool | None:
+async def _count_at_least(count: Any, n: int) -> bool | None:
     return True if await count() >= n else None
 
 
