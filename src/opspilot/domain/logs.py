@@ -22,6 +22,10 @@ MAX_OFFSET = 10_000  # past this, page with the cursor (search_after)
 CONTEXT_MAX = 100
 
 
+# Other spellings LogLevel.parse accepts (in any letter case), and the level each one means.
+LEVEL_ALIASES = {"WARNING": "WARN", "CRITICAL": "FATAL", "ERR": "ERROR"}
+
+
 class LogLevel(enum.StrEnum):
     DEBUG = "DEBUG"
     INFO = "INFO"
@@ -32,9 +36,7 @@ class LogLevel(enum.StrEnum):
     @classmethod
     def parse(cls, text: str, field: str = "level") -> LogLevel:
         normalised = text.strip().upper()
-        normalised = {"WARNING": "WARN", "CRITICAL": "FATAL", "ERR": "ERROR"}.get(
-            normalised, normalised
-        )
+        normalised = LEVEL_ALIASES.get(normalised, normalised)
         try:
             return cls(normalised)
         except ValueError:

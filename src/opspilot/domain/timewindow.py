@@ -12,6 +12,11 @@ from opspilot.domain.errors import LimitExceeded, ValidationError
 _DURATION = re.compile(r"^(\d{1,6})([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Timestamps the service accepts: buckets are aligned to the Unix epoch and may be up to
+# 999,999 days wide, so a bound outside [1970, 5000) could floor or step a bucket past what a
+# datetime can hold (year 1 to 9999).
+EARLIEST = _EPOCH
+LATEST = datetime(5000, 1, 1, tzinfo=UTC)
 
 
 def parse_duration(text: str, field: str) -> timedelta:
@@ -34,8 +39,14 @@ def format_duration(value: timedelta) -> str:
 
 
 def require_aware(value: datetime, field: str) -> datetime:
+    """A timestamp with a zone, within [EARLIEST, LATEST)."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValidationError(field, "timestamp needs a time zone (e.g. 2024-01-01T12:00:00Z)")
+    if not EARLIEST <= value < LATEST:
+        raise ValidationError(
+            field,
+            f"timestamp out of range: from {EARLIEST.isoformat()} to before {LATEST.isoformat()}",
+        )
     return value
 
 

@@ -97,8 +97,13 @@ async def error_middleware(
         code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
             exc.status, "http_error"
         )
-        details = {"field": "body"} if exc.status == 413 else {}
-        return error_response(exc.status, code, exc.reason, details)
+        # The input at fault: the body past the size limit, the path no route has, the method.
+        field = {413: "body", 404: "path", 405: "method"}.get(exc.status)
+        details = {"field": field} if field else {}
+        # Keep aiohttp's headers (405's `Allow`), less those of the plain-text body replaced here.
+        headers = {name: value for name, value in exc.headers.items()
+                   if name.lower() not in ("content-type", "content-length")}
+        return error_response(exc.status, code, exc.reason, details, headers)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal", "internal error; it has been logged")

@@ -21,6 +21,7 @@ class Operation:
     query: type[BaseModel] | None = None
     body: type[BaseModel] | None = None
     success: int = 200
+    conflict: str | None = None  # when the operation can answer 409, why
 
 
 OPERATIONS = (
@@ -45,7 +46,7 @@ OPERATIONS = (
     Operation("get", "/api/logs/patterns", "Templates of the matching logs", "bearer",
               query=s.PatternParams),
     Operation("post", "/api/admin/projects", "Create a project (loopback callers only)", None,
-              body=s.CreateProjectBody, success=201),
+              body=s.CreateProjectBody, success=201, conflict="a project with this name exists"),
     Operation("get", "/healthz", "Liveness", None),
     Operation("get", "/readyz", "Readiness of every configured adapter", None),
 )
@@ -62,23 +63,43 @@ ERROR_SCHEMA = {
             "properties": {
                 "code": {"type": "string"},
                 "message": {"type": "string"},
-                "details": {"type": "object"},
+                "details": {
+                    "type": "object",
+                    "properties": {"field": {"type": "string",
+                                             "description": "the input at fault"}},
+                },
             },
         }
     },
 }
 
 
+REF_TEMPLATE = "#/components/schemas/{model}"
+ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 100}
+
+READINESS_SCHEMA = {
+    "type": "object",
+    "required": ["status", "checks"],
+    "properties": {
+        "status": {"enum": ["ready", "unready"]},
+        "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
+
 def _parameters(op: Operation, components: dict[str, Any]) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": dict(ID_SCHEMA)}
         for name in _path_names(op.path)
     ]
     if op.auth == "bearer":
         params.append({"name": "X-Project-ID", "in": "header", "required": True,
-                       "schema": {"type": "string"}})
+                       "schema": {"type": "string", "minLength": 1}})
     if op.query is not None:
-        schema = op.query.model_json_schema()
+        # Enums and nested models become shared components, as for bodies: a parameter's
+        # schema has no `$defs` of its own for a `$ref` to point into.
+        schema = op.query.model_json_schema(ref_template=REF_TEMPLATE)
+        components.update(schema.get("$defs", {}))
         required = set(schema.get("required", []))
         for name, prop in schema.get("properties", {}).items():
             params.append({"name": name, "in": "query", "required": name in required,
@@ -93,9 +114,7 @@ def _path_names(path: str) -> list[str]:
 def build_document() -> dict[str, Any]:
     operations = (*OPERATIONS, *EXTRA_OPERATIONS)
     bodies = sorted({op.body for op in operations if op.body is not None}, key=lambda m: m.__name__)
-    _, defs = models_json_schema(
-        [(m, "validation") for m in bodies], ref_template="#/components/schemas/{model}"
-    )
+    _, defs = models_json_schema([(m, "validation") for m in bodies], ref_template=REF_TEMPLATE)
     components: dict[str, Any] = dict(defs.get("$defs", {}))
     components["Error"] = ERROR_SCHEMA
     paths: dict[str, dict[str, Any]] = {}
@@ -115,19 +134,43 @@ def build_document() -> dict[str, Any]:
     }
 
 
-def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
+def _responses(op: Operation) -> dict[str, Any]:
+    """Every status the operation can answer; each error with the standard body."""
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    if op.path == "/readyz":
+        ready = {"content": {"application/json": {"schema": READINESS_SCHEMA}}}
+        return {"200": {"description": "every adapter answers", **ready},
+                "503": {"description": "some adapter does not answer", **ready}}
+    responses: dict[str, Any] = {
+        str(op.success): {"description": "success"},
+        "400": {"description": "invalid input", **error},
+    }
+    if op.auth:
+        responses["401"] = {"description": "no or bad credentials", **error}
+    if op.auth == "bearer":
+        responses["403"] = {"description": "not a member of the project", **error}
+    elif op.path.startswith("/api/admin/"):
+        responses["403"] = {"description": "not a loopback caller", **error}
+    if _path_names(op.path):
+        responses["404"] = {"description": "no such resource in this project", **error}
+    if op.conflict:
+        responses["409"] = {"description": op.conflict, **error}
+    if op.body is not None:
+        responses["413"] = {"description": "body too large", **error}
+    if op.auth:
+        responses["429"] = {"description": "rate limited, or the ingest backlog is full; "
+                                           "see Retry-After", **error}
+    if op.path.startswith("/api/"):
+        responses["503"] = {"description": "a backing service is unavailable; see Retry-After",
+                            **error}
+    return responses
+
+
+def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "summary": op.summary,
         "parameters": _parameters(op, components),
-        "responses": {
-            str(op.success): {"description": "success"},
-            "400": {"description": "invalid input", **error},
-            **({"401": {"description": "no or bad credentials", **error},
-                "429": {"description": "rate limited", **error}} if op.auth else {}),
-            **({"403": {"description": "not a member of the project", **error}}
-               if op.auth == "bearer" else {}),
-        },
+        "responses": _responses(op),
     }
     if op.auth:
         doc["security"] = [{op.auth: []}]

@@ -36,16 +36,17 @@ from opspilot.domain.timewindow import format_duration, parse_duration
 from opspilot.entrypoints.api import openapi
 from opspilot.entrypoints.api.guards import query_project
 from opspilot.entrypoints.api.parsing import json_body, query_params
-from opspilot.entrypoints.api.schemas import Name, ServiceName, Strict
+from opspilot.entrypoints.api.schemas import Flag, Name, ServiceName, Strict
 from opspilot.entrypoints.api.state import services
 
 ALERTS = web.AppKey("alert_rules", AlertRules)
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=100)]
-Duration = Annotated[str, StringConstraints(pattern=r"^\d{1,6}[smhd]$")]
-MaybeZeroDuration = Annotated[str, StringConstraints(pattern=r"^(0|\d{1,6}[smhd])$")]
-Threshold = Annotated[float, Field(allow_inf_nan=False)]
+Duration = Annotated[str, StringConstraints(pattern=r"^[1-9]\d{0,5}[smhd]$")]
+MaybeZeroDuration = Annotated[str, StringConstraints(pattern=r"^(0|[1-9]\d{0,5}[smhd])$")]
+# strict: a JSON number only (lax mode would read `false` as 0.0)
+Threshold = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 Tags = dict[
     Annotated[str, StringConstraints(min_length=1, max_length=100)],
     Annotated[str, StringConstraints(max_length=200)],
@@ -71,25 +72,31 @@ class RuleBody(Strict):
     for_duration: MaybeZeroDuration = Field("0", description="how long the condition must hold")
     severity: Severity = Severity.WARNING
     channels: list[Id] = Field(default_factory=list, max_length=10)
-    enabled: bool = True
+    enabled: Flag = True
 
 
 class RulePatch(Strict):
-    """Some fields of a rule (PATCH /api/rules/{id}); the others keep their value."""
+    """Some fields of a rule (PATCH /api/rules/{id}); the others keep their value. Only
+    `service_name` and `threshold` may be set to null: for the others None means "not given",
+    `_changes` refuses an explicit null, and the JSON schema does not admit one."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_extra=lambda schema: _not_nullable(schema)
+    )
 
     name: Text | None = None
     metric_name: Name | None = None
     kind: RuleKind | None = None
     service_name: ServiceName | None = None
-    tags: Tags | None = Field(default=None, max_length=MAX_TAGS)
+    tags: Annotated[Tags, Field(max_length=MAX_TAGS)] | None = None
     aggregation: Aggregation | None = None
     comparator: Comparator | None = None
     threshold: Threshold | None = None
     window: Duration | None = None
     for_duration: MaybeZeroDuration | None = None
     severity: Severity | None = None
-    channels: list[Id] | None = Field(default=None, max_length=10)
-    enabled: bool | None = None
+    channels: Annotated[list[Id], Field(max_length=10)] | None = None
+    enabled: Flag | None = None
 
 
 class ChannelBody(Strict):
@@ -111,6 +118,20 @@ class IncidentParams(BaseModel):
 
 
 NULLABLE = {"service_name", "threshold"}
+
+
+def _not_nullable(schema: dict[str, Any]) -> None:
+    """Takes null (and the `"default": null` that would contradict it) out of the schema of
+    each property but those in NULLABLE."""
+    for name, prop in schema.get("properties", {}).items():
+        if name in NULLABLE:
+            continue
+        if prop.get("default", ...) is None:
+            del prop["default"]
+        branches = [b for b in prop.get("anyOf", ()) if b != {"type": "null"}]
+        if "anyOf" in prop and len(branches) == 1:
+            del prop["anyOf"]
+            prop.update(branches[0])
 
 
 def _duration(text: str, field: str) -> timedelta:
@@ -395,12 +416,13 @@ OPERATIONS = (
     _Op("get", "/api/channels", "List notification channels (secrets never shown)", "bearer"),
     _Op("get", "/api/channels/{channel_id}", "One notification channel", "bearer"),
     _Op("delete", "/api/channels/{channel_id}", "Delete a channel no rule uses", "bearer",
-        success=204),
+        success=204, conflict="the channel is used by rules"),
     _Op("post", "/api/channels/{channel_id}/test", "Send a test notification once", "bearer"),
     _Op("get", "/api/incidents", "List incidents, newest first", "bearer", query=IncidentParams),
     _Op("get", "/api/incidents/{incident_id}", "One incident with timeline and deliveries",
         "bearer"),
-    _Op("post", "/api/incidents/{incident_id}/acknowledge", "Acknowledge an incident", "bearer"),
+    _Op("post", "/api/incidents/{incident_id}/acknowledge", "Acknowledge an incident", "bearer",
+        conflict="the incident is already resolved"),
     _Op("post", "/api/incidents/{incident_id}/resolve", "Resolve an incident by hand", "bearer"),
 )
 if not any(op.path == "/api/rules" for op in openapi.EXTRA_OPERATIONS):

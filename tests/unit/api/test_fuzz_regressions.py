@@ -1,0 +1,101 @@
+"""Each defect the schemathesis fuzzing found, pinned as a plain example."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+
+def _error(doc: Any) -> dict[str, Any]:
+    assert set(doc) == {"error"}
+    assert {"code", "message", "details"} <= set(doc["error"])
+    return doc["error"]
+
+
+@pytest.mark.parametrize("path", [
+    "/api/logs/volume?end_time=0001-01-01T05:03:15.0%2B16:14",
+    "/api/metrics/anomalies?metric_name=A&end_time=0001-01-01T02:40:00%2B00:00",
+    "/api/metrics/histogram?metric_name=A&end_time=0001-01-01T00:30:00Z",
+    "/api/metrics/query?metric_name=A&start_time=9999-12-31T23:00:00Z&end_time=9999-12-31T23:59:00Z",
+])
+async def test_timestamps_at_the_ends_of_the_calendar_are_400_not_500(
+    api: Any, tenant: Any, path: str
+) -> None:
+    response = await api.get(path, headers=tenant.query_headers)
+    assert response.status == 400
+    error = _error(await response.json())
+    assert error["details"]["field"] in ("start_time", "end_time")
+    assert "from 1970-01-01T00:00:00+00:00 to before 5000-01-01" in error["message"]
+
+
+@pytest.mark.parametrize("value", ["0.5", "1700000000"])
+async def test_a_number_is_not_a_timestamp_in_a_query(api: Any, tenant: Any, value: str) -> None:
+    response = await api.get(f"/api/logs/query?end_time={value}", headers=tenant.query_headers)
+    assert response.status == 400
+    assert _error(await response.json())["details"]["field"] == "end_time"
+
+
+async def test_a_number_is_not_a_timestamp_in_a_body(api: Any, tenant: Any) -> None:
+    response = await api.post(
+        "/api/ingest/metrics", headers=tenant.ingest_headers,
+        json={"metrics": [{"name": "A", "value": 0.0, "timestamp": 0}]},
+    )
+    assert response.status == 400
+    assert _error(await response.json())["details"]["field"] == "metrics[0].timestamp"
+
+
+@pytest.mark.parametrize(("field", "value"), [("threshold", False), ("enabled", 0)])
+async def test_rule_fields_take_json_types_only(
+    api: Any, tenant: Any, field: str, value: Any
+) -> None:
+    body = {"name": "r", "metric_name": "A", "threshold": 1.0, field: value}
+    response = await api.post("/api/rules", json=body, headers=tenant.query_headers)
+    assert response.status == 400
+    assert _error(await response.json())["details"]["field"] == field
+
+
+async def test_405_keeps_the_allow_header(api: Any) -> None:
+    response = await api.request("TRACE", "/healthz")
+    assert response.status == 405
+    assert "GET" in response.headers["Allow"]
+    assert _error(await response.json())["details"]["field"] == "method"
+
+
+async def test_zero_durations_are_outside_the_documented_pattern(api: Any, tenant: Any) -> None:
+    response = await api.get("/api/logs/volume?time_bucket=0m", headers=tenant.query_headers)
+    assert response.status == 400
+    assert _error(await response.json())["details"]["field"] == "time_bucket"
+
+
+async def test_the_spec_documents_what_the_server_answers(api: Any) -> None:
+    doc = await (await api.get("/api/openapi.json")).json()
+    paths = doc["paths"]
+    # a query parameter's enum is a shared component, not a dangling `#/$defs/...`
+    status = next(p for p in paths["/api/incidents"]["get"]["parameters"] if p["name"] == "status")
+    ref = status["schema"]["anyOf"][0]["$ref"]
+    assert ref.startswith("#/components/schemas/")
+    assert ref.rsplit("/", 1)[1] in doc["components"]["schemas"]
+    # statuses the fuzzer saw undocumented
+    assert "404" in paths["/api/rules/{rule_id}"]["get"]["responses"]
+    assert "409" in paths["/api/admin/projects"]["post"]["responses"]
+    assert "409" in paths["/api/channels/{channel_id}"]["delete"]["responses"]
+    assert "413" in paths["/api/ingest/logs"]["post"]["responses"]
+    assert "503" in paths["/readyz"]["get"]["responses"]
+    # PATCH documents null only where the server takes it
+    patch = doc["components"]["schemas"]["RulePatch"]["properties"]
+    assert "null" not in str(patch["name"]) and "null" in str(patch["threshold"])
+    assert patch["channels"]["maxItems"] == 10 and patch["tags"]["maxProperties"] == 32
+
+
+async def test_patch_refuses_null_for_a_field_that_has_no_null(api: Any, tenant: Any) -> None:
+    created = await api.post(
+        "/api/rules", json={"name": "r", "metric_name": "A", "threshold": 1.0},
+        headers=tenant.query_headers,
+    )
+    rule_id = (await created.json())["id"]
+    response = await api.patch(
+        f"/api/rules/{rule_id}", json={"aggregation": None}, headers=tenant.query_headers
+    )
+    assert response.status == 400
+    assert _error(await response.json())["details"]["field"] == "aggregation"
