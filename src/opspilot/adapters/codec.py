@@ -63,7 +63,7 @@ def _point(project_id: str, row: list[Any]) -> MetricPoint:
 
 def _record_row(r: LogRecord) -> dict[str, Any]:
     return {
-        "id": r.id, "ts": r.timestamp.isoformat(), "level": r.level.value, "msg": r.message,
+        "id": r.id, "ts": r.timestamp, "level": r.level.value, "msg": r.message,
         "service": r.service, "trace_id": r.trace_id, "correlation_id": r.correlation_id,
         "context": dict(r.context) or None,
     }

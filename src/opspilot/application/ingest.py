@@ -1,23 +1,24 @@
 """Accepting ingest requests: stamp a batch id, attach the key's project, publish.
 
-Metric fields arrive validated by the entry point, without a project (the API key decides
-it); the points are built here, once, with the key's project. Log drafts arrive without a
-project or ids: log ids are `<batch id>-<position>`, so a redelivered batch overwrites
-itself wherever it is stored.
+Metric and log fields arrive validated by the entry point, without a project (the API key
+decides it); points and records are built here, once, with the key's project (building a
+draft and then an evolved copy cost ~4 µs a log line, a third of the API's CPU per line).
+Log ids are `<batch id>-<position>`, so a redelivered batch overwrites itself wherever it
+is stored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
-import attrs
+import orjson
 
 from opspilot.application.retention import RetentionPolicy
 from opspilot.domain.errors import ValidationError
 from opspilot.domain.ingest import Accepted, LogBatch, MetricBatch
-from opspilot.domain.logs import LogRecord, log_id_for
+from opspilot.domain.logs import LogLevel, LogRecord, log_id_for
 from opspilot.domain.metrics import MetricPoint
 from opspilot.domain.ports import Clock, IdGenerator, IngestQueue
 from opspilot.domain.tenancy import IngestIdentity
@@ -43,6 +44,34 @@ class MetricFields(Protocol):
 
 
 MAX_AHEAD = timedelta(minutes=10)  # a sender's clock may run this far ahead
+
+
+class LogFields(Protocol):
+    """One validated log line of a request (the API's pydantic model has these fields)."""
+
+    @property
+    def level(self) -> str: ...
+
+    @property
+    def message(self) -> str: ...
+
+    @property
+    def timestamp(self) -> datetime: ...
+
+    @property
+    def service(self) -> str | None: ...
+
+    @property
+    def trace_id(self) -> str | None: ...
+
+    @property
+    def correlation_id(self) -> str | None: ...
+
+    @property
+    def context(self) -> Mapping[str, Any]: ...
+
+
+MAX_CONTEXT_BYTES = 16_384  # a log line's context, as JSON
 
 
 class IngestService:
@@ -77,14 +106,23 @@ class IngestService:
         await self._queue.publish(batch)
         return Accepted(message_id, len(points))
 
-    async def accept_logs(self, identity: IngestIdentity, drafts: Sequence[LogRecord]) -> Accepted:
+    async def accept_logs(self, identity: IngestIdentity, logs: Sequence[LogFields]) -> Accepted:
         message_id = self._ids.new_id()
         now = self._clock.now()
-        _check_times([d.timestamp for d in drafts], now, self._retention.logs, "logs")
-        records = [
-            attrs.evolve(d, id=log_id_for(message_id, i), project_id=identity.project_id)
-            for i, d in enumerate(drafts)
-        ]
+        _check_times([x.timestamp for x in logs], now, self._retention.logs, "logs")
+        project = identity.project_id
+        levels: dict[str, LogLevel] = {}  # a request repeats a handful of spellings
+        records = []
+        for i, x in enumerate(logs):
+            level = levels.get(x.level)
+            if level is None:
+                level = levels[x.level] = LogLevel.parse(x.level, f"logs[{i}].level")
+            if x.context and len(orjson.dumps(x.context)) > MAX_CONTEXT_BYTES:
+                raise ValidationError(f"logs[{i}].context",
+                                      f"at most {MAX_CONTEXT_BYTES} bytes of JSON")
+            records.append(LogRecord(log_id_for(message_id, i), project, x.timestamp, level,
+                                     x.message, x.service, x.trace_id, x.correlation_id,
+                                     x.context))
         batch = LogBatch(message_id, identity.project_id, now, records)
         await self._queue.publish(batch)
         return Accepted(message_id, len(records))

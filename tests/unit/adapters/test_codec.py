@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from opspilot.adapters.codec import UndecodableMessage, decode_batch, encode_batch
-from opspilot.domain.ingest import MetricBatch
+from opspilot.domain.ingest import LogBatch, MetricBatch
+from opspilot.domain.logs import LogLevel, LogRecord
 from opspilot.domain.metrics import MetricPoint
 from opspilot.entrypoints.api.schemas import MetricsIngestBody
 
@@ -41,3 +42,17 @@ def test_points_from_the_api_round_trip_with_offsets_and_microseconds() -> None:
 def test_what_cannot_be_decoded_says_so(body: bytes) -> None:
     with pytest.raises(UndecodableMessage):
         decode_batch(body)
+
+
+def test_log_records_round_trip_with_offsets_context_and_nulls() -> None:
+    records = [
+        LogRecord("m1-00000", "p", datetime(2024, 3, 1, 10, 0, 0, 5, tzinfo=UTC), LogLevel.ERROR,
+                  "db down ☃", "api", "t-1", "c-1", {"nested": {"k": [1, "x", None]}}),
+        LogRecord("m1-00001", "p", datetime(2024, 3, 1, 15, 30, tzinfo=timezone(timedelta(
+            hours=5, minutes=30))), LogLevel.INFO, "ok"),
+    ]
+    batch = decode_batch(encode_batch(LogBatch("m1", "p", RECEIVED, records)))
+
+    assert isinstance(batch, LogBatch)
+    assert list(batch.records) == records
+    assert batch.records[1].timestamp.utcoffset() == timedelta(hours=5, minutes=30)
