@@ -114,26 +114,15 @@ async def build(args: argparse.Namespace) -> tuple[Any, str]:
     return container, container.config.backends()["sql"]
 
 
-async def analyze(url: str, schema: str) -> None:
+async def execute(url: str, sql: str) -> None:
+    """One statement on a connection of its own (schema maintenance around the run)."""
     import asyncpg
 
     from opspilot.adapters.postgres.database import asyncpg_dsn
 
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
-        await conn.execute(f'ANALYZE "{schema}".metrics')
-    finally:
-        await conn.close()
-
-
-async def drop_schema(url: str, schema: str) -> None:
-    import asyncpg
-
-    from opspilot.adapters.postgres.database import asyncpg_dsn
-
-    conn = await asyncpg.connect(asyncpg_dsn(url))
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.execute(sql)
     finally:
         await conn.close()
 
@@ -148,7 +137,8 @@ async def main(args: argparse.Namespace) -> int:
 
         await stop_container(container)
         if args.schema:
-            await drop_schema(container.config.database_url(), args.schema)
+            await execute(container.config.database_url(),
+                          f'DROP SCHEMA IF EXISTS "{args.schema}" CASCADE')
 
 
 async def run(container: Any, label: str, args: argparse.Namespace) -> int:
@@ -167,7 +157,7 @@ async def run(container: Any, label: str, args: argparse.Namespace) -> int:
         # runs varied 3 s to 30 s. The 30 s runs were PostgreSQL's JIT compiling every
         # 500-window statement once statistics made its cost estimate high; the pool now
         # turns JIT off (adapters/postgres/database.py).
-        await analyze(container.config.database_url(), args.schema)
+        await execute(container.config.database_url(), f'ANALYZE "{args.schema}".metrics')
 
     clock = FixedClock(NOW)
     notifier = RecordingNotifier()
