@@ -75,6 +75,7 @@ from opspilot.domain.ports import (
     MetricStore,
     Notifier,
     RuleStore,
+    SchedulerLock,
     WindowRequest,
 )
 from opspilot.domain.timewindow import Bucketing, TimeRange, format_duration
@@ -89,14 +90,6 @@ DEFAULT_ANOMALY_SIGMAS = 3.0
 
 
 # -- ports of the alert engine (declared beside the code that needs them) ------------------
-
-
-class SchedulerLock(Protocol):
-    async def acquire_tick(self, tick_key: str) -> bool:
-        """True for exactly one caller per tick key, ever: across replicas and restarts.
-        Raises ServiceUnavailable when the lock's store cannot answer (the caller skips the
-        tick rather than risk evaluating it twice)."""
-        ...
 
 
 @attrs.frozen

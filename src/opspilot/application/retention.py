@@ -14,9 +14,8 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from opspilot.application.alerting import SchedulerLock
 from opspilot.domain.errors import OpsPilotError
-from opspilot.domain.ports import LogMetadataStore, LogStore, MetricStore
+from opspilot.domain.ports import LogMetadataStore, LogStore, MetricStore, SchedulerLock
 from opspilot.domain.timewindow import Bucketing
 
 log = logging.getLogger(__name__)

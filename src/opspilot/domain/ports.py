@@ -329,3 +329,16 @@ class RateLimiter(Protocol):
         """Token bucket: take `cost` tokens if there are enough. Raises ServiceUnavailable
         when the limiter's store is down (callers decide whether to fail open)."""
         ...
+
+
+# -- scheduling ------------------------------------------------------------------------------
+
+
+class SchedulerLock(Protocol):
+    """Who owns a periodic tick (alert evaluation each minute, retention each hour)."""
+
+    async def acquire_tick(self, tick_key: str) -> bool:
+        """True for exactly one caller per tick key, ever: across replicas and restarts.
+        Raises ServiceUnavailable when the lock's store cannot answer (the caller skips the
+        tick rather than risk running it twice)."""
+        ...

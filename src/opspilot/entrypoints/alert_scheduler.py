@@ -33,12 +33,11 @@ from opspilot.application.alerting import (
     EvaluationQueue,
     NotificationDispatcher,
     RuleEvaluator,
-    SchedulerLock,
 )
 from opspilot.application.retention import Retention, RetentionObserver
 from opspilot.domain.alerts import AlertRule
 from opspilot.domain.errors import OpsPilotError
-from opspilot.domain.ports import Analyzer, Clock, Notifier
+from opspilot.domain.ports import Analyzer, Clock, Notifier, SchedulerLock
 from opspilot.domain.timewindow import Bucketing
 from opspilot.settings import Settings
 
