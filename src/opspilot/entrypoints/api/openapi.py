@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from opspilot.entrypoints.api import responses as r
 from opspilot.entrypoints.api import schemas as s
 
 
@@ -22,33 +23,38 @@ class Operation:
     body: type[BaseModel] | None = None
     success: int = 200
     conflict: str | None = None  # when the operation can answer 409, why
+    response: type[BaseModel] | None = None  # the success body (None: no body, as for 204)
 
 
 OPERATIONS = (
     Operation("post", "/api/ingest/metrics", "Ingest metric points", "apiKey",
-              body=s.MetricsIngestBody, success=202),
+              body=s.MetricsIngestBody, success=202, response=r.IngestAccepted),
     Operation("post", "/api/ingest/logs", "Ingest log records", "apiKey",
-              body=s.LogsIngestBody, success=202),
+              body=s.LogsIngestBody, success=202, response=r.IngestAccepted),
     Operation("get", "/api/metrics/query", "Bucketed aggregation of one series", "bearer",
-              query=s.MetricQueryParams),
+              query=s.MetricQueryParams, response=r.MetricSeries),
     Operation("post", "/api/metrics/query-multiple", "Overlay of several series", "bearer",
-              body=s.OverlayBody),
+              body=s.OverlayBody, response=r.MetricOverlay),
     Operation("get", "/api/metrics/histogram", "Value histogram", "bearer",
-              query=s.HistogramParams),
+              query=s.HistogramParams, response=r.MetricHistogram),
     Operation("get", "/api/metrics/anomalies", "Anomalous buckets of a series", "bearer",
-              query=s.AnomalyParams),
-    Operation("get", "/api/logs/query", "Search logs", "bearer", query=s.LogQueryParams),
+              query=s.AnomalyParams, response=r.MetricAnomalies),
+    Operation("get", "/api/logs/query", "Search logs", "bearer", query=s.LogQueryParams,
+              response=r.LogPage),
     Operation("get", "/api/logs/{log_id}/context", "Logs around one log", "bearer",
-              query=s.ContextParams),
-    Operation("get", "/api/logs/volume", "Log counts per bucket", "bearer", query=s.VolumeParams),
+              query=s.ContextParams, response=r.LogContext),
+    Operation("get", "/api/logs/volume", "Log counts per bucket", "bearer", query=s.VolumeParams,
+              response=r.LogVolume),
     Operation("get", "/api/logs/error-spikes", "Error counts per bucket, spikes flagged",
-              "bearer", query=s.SpikeParams),
+              "bearer", query=s.SpikeParams, response=r.ErrorSpikes),
     Operation("get", "/api/logs/patterns", "Templates of the matching logs", "bearer",
-              query=s.PatternParams),
+              query=s.PatternParams, response=r.LogPatterns),
     Operation("post", "/api/admin/projects", "Create a project (loopback callers only)", None,
-              body=s.CreateProjectBody, success=201, conflict="a project with this name exists"),
-    Operation("get", "/healthz", "Liveness", None),
-    Operation("get", "/readyz", "Readiness of every configured adapter", None),
+              body=s.CreateProjectBody, success=201, conflict="a project with this name exists",
+              response=r.ProjectCredentials),
+    Operation("get", "/healthz", "Liveness", None, response=r.Health),
+    Operation("get", "/readyz", "Readiness of every configured adapter", None,
+              response=r.Readiness),
 )
 
 EXTRA_OPERATIONS: list[Operation] = []  # other route modules append theirs at import
@@ -76,15 +82,6 @@ ERROR_SCHEMA = {
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 100}
-
-READINESS_SCHEMA = {
-    "type": "object",
-    "required": ["status", "checks"],
-    "properties": {
-        "status": {"enum": ["ready", "unready"]},
-        "checks": {"type": "object", "additionalProperties": {"type": "string"}},
-    },
-}
 
 
 def _parameters(op: Operation, components: dict[str, Any]) -> list[dict[str, Any]]:
@@ -114,7 +111,17 @@ def _path_names(path: str) -> list[str]:
 def build_document() -> dict[str, Any]:
     operations = (*OPERATIONS, *EXTRA_OPERATIONS)
     bodies = sorted({op.body for op in operations if op.body is not None}, key=lambda m: m.__name__)
-    _, defs = models_json_schema([(m, "validation") for m in bodies], ref_template=REF_TEMPLATE)
+    answers = sorted({op.response for op in operations if op.response is not None},
+                     key=lambda m: m.__name__)
+    # One call for both, so that the enums they share (Aggregation, Severity…) are one
+    # component each; a name used by a request and a response model would be a clash.
+    clash = {m.__name__ for m in bodies} & {m.__name__ for m in answers}
+    if clash:
+        raise ValueError(f"models used both as request and response: {sorted(clash)}")
+    _, defs = models_json_schema(
+        [*((m, "validation") for m in bodies), *((m, "serialization") for m in answers)],
+        ref_template=REF_TEMPLATE,
+    )
     components: dict[str, Any] = dict(defs.get("$defs", {}))
     components["Error"] = ERROR_SCHEMA
     paths: dict[str, dict[str, Any]] = {}
@@ -136,13 +143,13 @@ def build_document() -> dict[str, Any]:
 
 def _responses(op: Operation) -> dict[str, Any]:
     """Every status the operation can answer; each error with the standard body."""
-    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    error = _json_content("Error")
+    success = _json_content(op.response.__name__) if op.response is not None else {}
     if op.path == "/readyz":
-        ready = {"content": {"application/json": {"schema": READINESS_SCHEMA}}}
-        return {"200": {"description": "every adapter answers", **ready},
-                "503": {"description": "some adapter does not answer", **ready}}
+        return {"200": {"description": "every adapter answers", **success},
+                "503": {"description": "some adapter does not answer", **success}}
     responses: dict[str, Any] = {
-        str(op.success): {"description": "success"},
+        str(op.success): {"description": "success", **success},
         "400": {"description": "invalid input", **error},
     }
     if op.auth:
@@ -166,6 +173,11 @@ def _responses(op: Operation) -> dict[str, Any]:
     return responses
 
 
+def _json_content(component: str) -> dict[str, Any]:
+    return {"content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{component}"}}}}
+
+
 def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "summary": op.summary,
@@ -181,7 +193,7 @@ def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.json_response(build_document())
+    return r.json_answer(build_document())
 
 
 def register(app: web.Application) -> None:

@@ -13,7 +13,6 @@ from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -34,8 +33,10 @@ from opspilot.domain.errors import ValidationError
 from opspilot.domain.metrics import MAX_TAGS, Aggregation
 from opspilot.domain.timewindow import format_duration, parse_duration
 from opspilot.entrypoints.api import openapi
+from opspilot.entrypoints.api import responses as r
 from opspilot.entrypoints.api.guards import query_project
 from opspilot.entrypoints.api.parsing import json_body, query_params
+from opspilot.entrypoints.api.responses import json_answer
 from opspilot.entrypoints.api.schemas import Flag, Name, ServiceName, Strict
 from opspilot.entrypoints.api.state import services
 
@@ -167,10 +168,6 @@ def _changes(patch: RulePatch) -> dict[str, Any]:
 # -- documents -----------------------------------------------------------------------------
 
 
-def _json(doc: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(doc), status=status, content_type="application/json")
-
-
 def state_doc(state: RuleState | None) -> dict[str, Any]:
     if state is None:
         return {"status": "ok", "since": None, "incident_id": None, "last_value": None,
@@ -248,32 +245,34 @@ async def _user(request: web.Request) -> str:
 async def create_rule(request: web.Request) -> web.Response:
     project_id = await query_project(request)
     body = await json_body(request, RuleBody)
-    return _json(rule_doc(await _alerts(request).create_rule(project_id, _spec(body))), 201)
+    rule = await _alerts(request).create_rule(project_id, _spec(body))
+    return json_answer(rule_doc(rule), 201)
 
 
 async def list_rules(request: web.Request) -> web.Response:
     project_id = await query_project(request)
     views = await _alerts(request).list_rules(project_id)
-    return _json({"rules": [_view_doc(v) for v in views]})
+    return json_answer({"rules": [_view_doc(v) for v in views]})
 
 
 async def get_rule(request: web.Request) -> web.Response:
     project_id = await query_project(request)
-    return _json(_view_doc(await _alerts(request).get_rule(project_id, _id(request, "rule_id"))))
+    view = await _alerts(request).get_rule(project_id, _id(request, "rule_id"))
+    return json_answer(_view_doc(view))
 
 
 async def replace_rule(request: web.Request) -> web.Response:
     project_id = await query_project(request)
     body = await json_body(request, RuleBody)
     rule = await _alerts(request).replace_rule(project_id, _id(request, "rule_id"), _spec(body))
-    return _json(rule_doc(rule))
+    return json_answer(rule_doc(rule))
 
 
 async def patch_rule(request: web.Request) -> web.Response:
     project_id = await query_project(request)
     changes = _changes(await json_body(request, RulePatch))
     rule = await _alerts(request).update_rule(project_id, _id(request, "rule_id"), changes)
-    return _json(rule_doc(rule))
+    return json_answer(rule_doc(rule))
 
 
 async def delete_rule(request: web.Request) -> web.Response:
@@ -286,7 +285,7 @@ def _toggle(enabled: bool) -> Callable[[web.Request], Any]:
     async def handler(request: web.Request) -> web.Response:
         project_id = await query_project(request)
         rule = await _alerts(request).set_enabled(project_id, _id(request, "rule_id"), enabled)
-        return _json(rule_doc(rule))
+        return json_answer(rule_doc(rule))
 
     return handler
 
@@ -297,19 +296,19 @@ async def create_channel(request: web.Request) -> web.Response:
     channel = await _alerts(request).create_channel(
         project_id, body.name, body.type, body.target, body.secret
     )
-    return _json(channel_doc(channel), 201)
+    return json_answer(channel_doc(channel), 201)
 
 
 async def list_channels(request: web.Request) -> web.Response:
     project_id = await query_project(request)
     channels = await _alerts(request).list_channels(project_id)
-    return _json({"channels": [channel_doc(c) for c in channels]})
+    return json_answer({"channels": [channel_doc(c) for c in channels]})
 
 
 async def get_channel(request: web.Request) -> web.Response:
     project_id = await query_project(request)
     channel = await _alerts(request).get_channel(project_id, _id(request, "channel_id"))
-    return _json(channel_doc(channel))
+    return json_answer(channel_doc(channel))
 
 
 async def delete_channel(request: web.Request) -> web.Response:
@@ -321,7 +320,7 @@ async def delete_channel(request: web.Request) -> web.Response:
 async def test_channel(request: web.Request) -> web.Response:
     project_id = await query_project(request)
     attempt = await _alerts(request).test_channel(project_id, _id(request, "channel_id"))
-    return _json({"ok": attempt.ok, "detail": attempt.detail, "at": attempt.at})
+    return json_answer({"ok": attempt.ok, "detail": attempt.detail, "at": attempt.at})
 
 
 async def list_incidents(request: web.Request) -> web.Response:
@@ -330,7 +329,7 @@ async def list_incidents(request: web.Request) -> web.Response:
     found = await _alerts(request).list_incidents(
         project_id, params.status, params.rule_id, params.limit
     )
-    return _json({"incidents": [incident_doc(i) for i in found]})
+    return json_answer({"incidents": [incident_doc(i) for i in found]})
 
 
 async def get_incident(request: web.Request) -> web.Response:
@@ -338,7 +337,7 @@ async def get_incident(request: web.Request) -> web.Response:
     view = await _alerts(request).get_incident(project_id, _id(request, "incident_id"))
     doc = incident_doc(view.incident)
     doc["deliveries"] = [delivery_doc(a) for a in view.deliveries]
-    return _json(doc)
+    return json_answer(doc)
 
 
 async def acknowledge_incident(request: web.Request) -> web.Response:
@@ -346,7 +345,7 @@ async def acknowledge_incident(request: web.Request) -> web.Response:
     incident = await _alerts(request).acknowledge(
         project_id, _id(request, "incident_id"), await _user(request)
     )
-    return _json(incident_doc(incident))
+    return json_answer(incident_doc(incident))
 
 
 async def resolve_incident(request: web.Request) -> web.Response:
@@ -354,7 +353,7 @@ async def resolve_incident(request: web.Request) -> web.Response:
     incident = await _alerts(request).resolve(
         project_id, _id(request, "incident_id"), await _user(request)
     )
-    return _json(incident_doc(incident))
+    return json_answer(incident_doc(incident))
 
 
 def _id(request: web.Request, name: str) -> str:
@@ -400,30 +399,40 @@ def alert_routes(service: AlertRules) -> Callable[[web.Application], None]:
 
 _Op = openapi.Operation
 OPERATIONS = (
-    _Op("post", "/api/rules", "Create an alert rule", "bearer", body=RuleBody, success=201),
-    _Op("get", "/api/rules", "List the project's alert rules with their state", "bearer"),
-    _Op("get", "/api/rules/{rule_id}", "One alert rule with its state", "bearer"),
-    _Op("put", "/api/rules/{rule_id}", "Replace an alert rule", "bearer", body=RuleBody),
+    _Op("post", "/api/rules", "Create an alert rule", "bearer", body=RuleBody, success=201,
+        response=r.Rule),
+    _Op("get", "/api/rules", "List the project's alert rules with their state", "bearer",
+        response=r.RuleList),
+    _Op("get", "/api/rules/{rule_id}", "One alert rule with its state", "bearer",
+        response=r.Rule),
+    _Op("put", "/api/rules/{rule_id}", "Replace an alert rule", "bearer", body=RuleBody,
+        response=r.Rule),
     _Op("patch", "/api/rules/{rule_id}", "Change some fields of an alert rule", "bearer",
-        body=RulePatch),
+        body=RulePatch, response=r.Rule),
     _Op("delete", "/api/rules/{rule_id}", "Delete an alert rule (resolves its incident)",
         "bearer", success=204),
-    _Op("post", "/api/rules/{rule_id}/enable", "Enable an alert rule", "bearer"),
+    _Op("post", "/api/rules/{rule_id}/enable", "Enable an alert rule", "bearer",
+        response=r.Rule),
     _Op("post", "/api/rules/{rule_id}/disable", "Disable an alert rule (resolves its incident)",
-        "bearer"),
+        "bearer", response=r.Rule),
     _Op("post", "/api/channels", "Create a notification channel", "bearer", body=ChannelBody,
-        success=201),
-    _Op("get", "/api/channels", "List notification channels (secrets never shown)", "bearer"),
-    _Op("get", "/api/channels/{channel_id}", "One notification channel", "bearer"),
+        success=201, response=r.NotificationChannel),
+    _Op("get", "/api/channels", "List notification channels (secrets never shown)", "bearer",
+        response=r.ChannelList),
+    _Op("get", "/api/channels/{channel_id}", "One notification channel", "bearer",
+        response=r.NotificationChannel),
     _Op("delete", "/api/channels/{channel_id}", "Delete a channel no rule uses", "bearer",
         success=204, conflict="the channel is used by rules"),
-    _Op("post", "/api/channels/{channel_id}/test", "Send a test notification once", "bearer"),
-    _Op("get", "/api/incidents", "List incidents, newest first", "bearer", query=IncidentParams),
+    _Op("post", "/api/channels/{channel_id}/test", "Send a test notification once", "bearer",
+        response=r.ChannelTestResult),
+    _Op("get", "/api/incidents", "List incidents, newest first", "bearer", query=IncidentParams,
+        response=r.IncidentList),
     _Op("get", "/api/incidents/{incident_id}", "One incident with timeline and deliveries",
-        "bearer"),
+        "bearer", response=r.IncidentDetail),
     _Op("post", "/api/incidents/{incident_id}/acknowledge", "Acknowledge an incident", "bearer",
-        conflict="the incident is already resolved"),
-    _Op("post", "/api/incidents/{incident_id}/resolve", "Resolve an incident by hand", "bearer"),
+        conflict="the incident is already resolved", response=r.Incident),
+    _Op("post", "/api/incidents/{incident_id}/resolve", "Resolve an incident by hand", "bearer",
+        response=r.Incident),
 )
 if not any(op.path == "/api/rules" for op in openapi.EXTRA_OPERATIONS):
     openapi.EXTRA_OPERATIONS.extend(OPERATIONS)

@@ -8,6 +8,7 @@ from opspilot.domain.logs import Cursor, LogFilter, LogLevel, LogQuery, VolumeQu
 from opspilot.domain.timewindow import Bucketing
 from opspilot.entrypoints.api.guards import query_project
 from opspilot.entrypoints.api.parsing import query_params, window_of
+from opspilot.entrypoints.api.responses import json_answer
 from opspilot.entrypoints.api.schemas import (
     ContextParams,
     LogQueryParams,
@@ -37,7 +38,7 @@ async def query_logs(request: web.Request) -> web.Response:
     params = query_params(request, LogQueryParams)
     cursor = Cursor.decode(params.cursor) if params.cursor else None
     query = LogQuery(_filter(request, project_id, params), params.limit, params.offset, cursor)
-    return web.json_response(await services(request).logs.search(query))
+    return json_answer(await services(request).logs.search(query))
 
 
 async def log_context(request: web.Request) -> web.Response:
@@ -46,7 +47,7 @@ async def log_context(request: web.Request) -> web.Response:
     doc = await services(request).logs.context(
         project_id, request.match_info["log_id"], params.before, params.after
     )
-    return web.json_response(doc)
+    return json_answer(doc)
 
 
 async def volume(request: web.Request) -> web.Response:
@@ -57,7 +58,7 @@ async def volume(request: web.Request) -> web.Response:
         project_id, window, Bucketing.parse(params.time_bucket), _levels(params.level),
         params.service_name,
     )
-    return web.json_response(await services(request).logs.volume(query))
+    return json_answer(await services(request).logs.volume(query))
 
 
 async def error_spikes(request: web.Request) -> web.Response:
@@ -67,14 +68,14 @@ async def error_spikes(request: web.Request) -> web.Response:
     doc = await services(request).logs.error_spikes(
         project_id, window, Bucketing.parse(params.time_bucket), params.service_name
     )
-    return web.json_response(doc)
+    return json_answer(doc)
 
 
 async def patterns(request: web.Request) -> web.Response:
     project_id = await query_project(request)
     params = query_params(request, PatternParams)
     doc = await services(request).logs.patterns(_filter(request, project_id, params), params.limit)
-    return web.json_response(doc)
+    return json_answer(doc)
 
 
 def register(app: web.Application) -> None:

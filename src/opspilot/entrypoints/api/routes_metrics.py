@@ -10,6 +10,7 @@ from opspilot.domain.metrics import Aggregation, HistogramQuery, MetricQuery, Se
 from opspilot.domain.timewindow import Bucketing, TimeRange
 from opspilot.entrypoints.api.guards import query_project
 from opspilot.entrypoints.api.parsing import json_body, query_params, window_of
+from opspilot.entrypoints.api.responses import json_answer
 from opspilot.entrypoints.api.schemas import (
     AnomalyParams,
     HistogramParams,
@@ -27,10 +28,6 @@ def _tags(text: str | None) -> dict[str, str]:
         raise ValidationError("tags", str(exc)) from None
 
 
-def _json(body: bytes) -> web.Response:
-    return web.Response(body=body, content_type="application/json")
-
-
 async def query_metrics(request: web.Request) -> web.Response:
     project_id = await query_project(request)
     params = query_params(request, MetricQueryParams)
@@ -42,7 +39,7 @@ async def query_metrics(request: web.Request) -> web.Response:
         Aggregation.parse(params.aggregation),
         Bucketing.parse(params.time_bucket),
     )
-    return _json(await services(request).metrics.series(query))
+    return json_answer(await services(request).metrics.series(query))
 
 
 async def query_multiple(request: web.Request) -> web.Response:
@@ -60,7 +57,7 @@ async def query_multiple(request: web.Request) -> web.Response:
         )
         for i, m in enumerate(body.metrics)
     ]
-    return _json(await services(request).metrics.overlay(queries))
+    return json_answer(await services(request).metrics.overlay(queries))
 
 
 async def histogram(request: web.Request) -> web.Response:
@@ -69,7 +66,7 @@ async def histogram(request: web.Request) -> web.Response:
     window = window_of(services(request).clock.now(), params.start_time, params.end_time)
     selector = SeriesSelector(params.metric_name, params.service_name, _tags(params.tags))
     query = HistogramQuery(project_id, selector, window, params.bins)
-    return _json(await services(request).metrics.histogram(query))
+    return json_answer(await services(request).metrics.histogram(query))
 
 
 async def anomalies(request: web.Request) -> web.Response:
@@ -81,7 +78,7 @@ async def anomalies(request: web.Request) -> web.Response:
         project_id, selector, window, Bucketing.parse(params.time_bucket), params.threshold,
         AnomalyMethod(params.method),
     )
-    return web.json_response(doc)
+    return json_answer(doc)
 
 
 def register(app: web.Application) -> None:

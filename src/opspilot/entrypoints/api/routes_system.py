@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from opspilot.entrypoints.api.guards import require_loopback
 from opspilot.entrypoints.api.parsing import json_body
+from opspilot.entrypoints.api.responses import json_answer
 from opspilot.entrypoints.api.schemas import CreateProjectBody
 from opspilot.entrypoints.api.state import services
 
@@ -16,7 +17,7 @@ READINESS_TIMEOUT = 3.0
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_answer({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -24,8 +25,8 @@ async def readyz(request: web.Request) -> web.Response:
     results = await asyncio.gather(*(_check(fn) for fn in checks.values()))
     report = dict(zip(checks, results, strict=True))
     ready = all(r == "ok" for r in report.values())
-    return web.json_response(
-        {"status": "ready" if ready else "unready", "checks": report}, status=200 if ready else 503
+    return json_answer(
+        {"status": "ready" if ready else "unready", "checks": report}, 200 if ready else 503
     )
 
 
@@ -50,7 +51,7 @@ async def create_project(request: web.Request) -> web.Response:
     require_loopback(request)
     body = await json_body(request, CreateProjectBody)
     credentials = await services(request).provisioner.create_project(body.name)
-    return web.json_response(
+    return json_answer(
         {
             "project_id": credentials.project_id,
             "name": credentials.project_name,
