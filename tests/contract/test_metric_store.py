@@ -16,6 +16,7 @@ import pytest
 
 from opspilot.domain.ingest import MetricBatch
 from opspilot.domain.metrics import (
+    MAX_ABS_VALUE,
     Aggregation,
     HistogramQuery,
     MetricPoint,
@@ -370,3 +371,20 @@ async def test_drop_before_removes_whole_days_before_the_cutoff_day_and_keeps_th
             project, SeriesSelector("cpu"), everything, Aggregation.COUNT, Bucketing.parse("1h"))])
         assert list(series.buckets) == [at["29 Feb early"], at["29 Feb late"], at["1 Mar"]]
     assert await metric_store.drop_before(cutoff) == []  # nothing left to drop: idempotent
+
+
+async def test_values_at_the_bound_aggregate_without_overflow(metric_store: Any) -> None:
+    """The ingest bound (±MAX_ABS_VALUE) keeps sums, averages and histogram widths finite
+    on every store (PostgreSQL raises on float8 overflow)."""
+    values = [MAX_ABS_VALUE, MAX_ABS_VALUE, -MAX_ABS_VALUE]
+    points = [MetricPoint(A, T0 + timedelta(seconds=i), "big", v) for i, v in enumerate(values)]
+    await metric_store.write_batches([batch("bound", points)])
+    window = TimeRange(T0, T0 + timedelta(hours=1))
+    for aggregation, expected in ((Aggregation.SUM, MAX_ABS_VALUE),
+                                  (Aggregation.AVG, MAX_ABS_VALUE / 3),
+                                  (Aggregation.MAX, MAX_ABS_VALUE)):
+        (series,) = await metric_store.query([MetricQuery(
+            A, SeriesSelector("big"), window, aggregation, Bucketing.parse("1h"))])
+        assert list(series.values) == [pytest.approx(expected)]
+    histogram = await metric_store.histogram(HistogramQuery(A, SeriesSelector("big"), window, 4))
+    assert [b.count for b in histogram.bins] == [1, 0, 0, 2]

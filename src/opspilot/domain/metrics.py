@@ -16,6 +16,11 @@ from opspilot.domain.timewindow import Bucketing, TimeRange, require_aware
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,99}$")
 MAX_TAGS = 32
 MAX_TAG_LENGTH = 200
+# |value| bound for a metric point: PostgreSQL's avg(float8) also sums squares (float8_accum),
+# which overflows past ~1.3e154; at 1e150 sums of squares of 1e8 such points stay finite.
+# PostgreSQL raises on float8 overflow (a 500 on the query) and the in-memory store's fsum
+# raises too, so the bound is where a value enters, not where it is aggregated.
+MAX_ABS_VALUE = 1e150
 
 
 class Aggregation(enum.StrEnum):
@@ -70,8 +75,8 @@ class MetricPoint:
 
     def __attrs_post_init__(self) -> None:
         require_aware(self.timestamp, "timestamp")
-        if not math.isfinite(self.value):
-            raise ValidationError("value", "must be a finite number")
+        if not (math.isfinite(self.value) and abs(self.value) <= MAX_ABS_VALUE):
+            raise ValidationError("value", f"must be a finite number within ±{MAX_ABS_VALUE:g}")
 
 
 @attrs.frozen

@@ -99,3 +99,38 @@ async def test_patch_refuses_null_for_a_field_that_has_no_null(api: Any, tenant:
     )
     assert response.status == 400
     assert _error(await response.json())["details"]["field"] == "aggregation"
+
+
+@pytest.mark.parametrize("value", [1.7e308, -1.7e308, 1.0000001e150])
+async def test_metric_values_beyond_the_bound_are_400_naming_the_item(
+    api: Any, tenant: Any, value: float
+) -> None:
+    """Two such points made sum/avg overflow (500 from the in-memory store's fsum and from
+    PostgreSQL's float8) and a histogram over them divide by infinity."""
+    response = await api.post(
+        "/api/ingest/metrics", headers=tenant.ingest_headers,
+        json={"metrics": [{"name": "A", "value": 1.0, "timestamp": "2024-03-01T11:00:00Z"},
+                          {"name": "A", "value": value, "timestamp": "2024-03-01T11:00:00Z"}]},
+    )
+    assert response.status == 400
+    assert _error(await response.json())["details"]["field"] == "metrics[1].value"
+
+
+async def test_aggregates_at_the_value_bound_answer(api: Any, tenant: Any, container: Any) -> None:
+    from tests.unit.conftest import drain
+
+    points = [{"name": "A", "value": v, "timestamp": "2024-03-01T11:00:00Z"}
+              for v in (1e150, 1e150, -1e150)]
+    response = await api.post("/api/ingest/metrics", headers=tenant.ingest_headers,
+                              json={"metrics": points})
+    assert response.status == 202
+    await drain(container)
+    window = "start_time=2024-03-01T10:00:00Z&end_time=2024-03-01T12:00:00Z"
+    for path in (f"/api/metrics/query?metric_name=A&aggregation=sum&time_bucket=1h&{window}",
+                 f"/api/metrics/histogram?metric_name=A&bins=10&{window}"):
+        answer = await api.get(path, headers=tenant.query_headers)
+        assert answer.status == 200, await answer.text()
+    series = await (await api.get(
+        f"/api/metrics/query?metric_name=A&aggregation=sum&time_bucket=1h&{window}",
+        headers=tenant.query_headers)).json()
+    assert series["points"][0]["value"] == pytest.approx(1e150)

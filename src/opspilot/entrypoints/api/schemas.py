@@ -21,7 +21,7 @@ from pydantic_core import core_schema
 
 from opspilot.domain.ingest import MAX_BATCH_ITEMS
 from opspilot.domain.logs import LEVEL_ALIASES, MAX_MESSAGE_LENGTH, LogLevel
-from opspilot.domain.metrics import MAX_TAGS, Aggregation
+from opspilot.domain.metrics import MAX_ABS_VALUE, MAX_TAGS, Aggregation
 from opspilot.domain.timewindow import EARLIEST, LATEST
 
 # The year as written: 1970-4999 (the instant, offset applied, must also lie in that range).
@@ -73,6 +73,8 @@ AggregationName = Annotated[str, StringConstraints(pattern=f"^(?:{_AGGREGATION})
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,99}$")]
 ServiceName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 Finite = Annotated[float, Field(allow_inf_nan=False, strict=True)]
+MetricValue = Annotated[float, Field(allow_inf_nan=False, strict=True, ge=-MAX_ABS_VALUE,
+                                     le=MAX_ABS_VALUE)]
 Flag = StrictBool  # JSON true/false only: lax mode would read 0, 1 or "yes" as booleans
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Duration = Annotated[str, StringConstraints(pattern=r"^[1-9]\d{0,5}[smhd]$")]
@@ -84,7 +86,7 @@ class Strict(BaseModel):
 
 class MetricIn(Strict):
     name: Name
-    value: Finite
+    value: MetricValue
     timestamp: Timestamp
     service: ServiceName | None = None
     tags: dict[Annotated[str, StringConstraints(min_length=1, max_length=100)],
