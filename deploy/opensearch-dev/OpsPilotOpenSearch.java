@@ -2,11 +2,11 @@
 //
 // Run by scripts/services in Java's single-file source mode:
 //   java -Xms1g -Xmx1g -cp '<cache>/lib/*' deploy/opensearch-dev/OpsPilotOpenSearch.java \
-//        -basePath .services/opensearch -numOfNode 1 -baseHttpPort 59200 -clusterName opspilot-dev
+//        -basePath .services/opensearch -numOfNode 1 -baseHttpPort 21200 -clusterName opspilot-dev
 //
 // Why not OpenSearchRunner.main directly:
 //  * its getAvailableHttpPort() refuses any HTTP port above maxHttpPort (9299 by default), so
-//    -baseHttpPort 59200 makes main() fail, and main() exits 1 without printing why;
+//    -baseHttpPort 21200 makes main() fail, and main() exits 1 without printing why;
 //  * it never sets network.host or transport.port, and it reads no system properties, so the
 //    node would bind the default transport range 9300-9400.
 // This launcher lifts the port cap, binds HTTP and transport to loopback on fixed ports,
@@ -17,7 +17,7 @@ import org.codelibs.opensearch.runner.OpenSearchRunner;
 public class OpsPilotOpenSearch {
     public static void main(final String[] args) throws Exception {
         final String host = System.getProperty("opspilot.host", "127.0.0.1");
-        final int transportPort = Integer.getInteger("opspilot.transportPort", 59300);
+        final int transportPort = Integer.getInteger("opspilot.transportPort", 21300);
         final OpenSearchRunner runner = new OpenSearchRunner();
         runner.setMaxHttpPort(-1);
         runner.onBuild((number, settings) -> {
