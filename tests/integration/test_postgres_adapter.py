@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from asyncpg import exceptions as pgx
 
 from opspilot.domain.errors import TransientStoreError
 from opspilot.domain.ingest import MetricBatch
@@ -137,6 +138,28 @@ async def test_unreachable_server_is_a_transient_error() -> None:
         store = live.metric_store
     with pytest.raises(TransientStoreError):  # the pool is closed now
         await store.ping()
+
+
+@pytest.mark.parametrize("lost", [
+    pgx.InternalClientError("cannot switch to state 12; another operation (2) is in progress"),
+    pgx.AdminShutdownError("terminating connection due to administrator command"),
+    ConnectionResetError("connection reset by peer"),
+])
+async def test_a_lost_connection_is_transient_and_never_handed_out_again(
+    lost: BaseException,
+) -> None:
+    """Seen in the database-outage pipeline test: after PostgreSQL shut down mid-query, a
+    pooled connection came back confused and the next request got a 500. Such a failure is
+    now a TransientStoreError (503 / worker retry) and its connection is closed, so the pool
+    opens a fresh one for the next caller."""
+    async with fresh_database(min_size=1, max_size=1) as db:
+        with pytest.raises(TransientStoreError):
+            async with db.connection() as conn:
+                first = conn.get_server_pid()
+                raise lost
+        async with db.connection() as conn:  # the pool's one slot holds a new session
+            assert conn.get_server_pid() != first
+            assert await conn.fetchval("SELECT 1") == 1
 
 
 async def test_migrate_is_idempotent_and_matches_schema_py() -> None:

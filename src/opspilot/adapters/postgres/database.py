@@ -21,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from opspilot.adapters.postgres.errors import translated
+from opspilot.adapters.postgres.errors import CONNECTION_LOST, translated
 from opspilot.adapters.postgres.migrate import checked_schema
 from opspilot.adapters.postgres.partitions import DailyPartitions
 from opspilot.domain.errors import TransientStoreError
@@ -131,7 +131,11 @@ class PostgresDatabase:
             conn = await self._pool.acquire(timeout=self._acquire_timeout)
         try:
             with translated("query"):
-                yield conn
+                try:
+                    yield conn
+                except CONNECTION_LOST:
+                    conn.terminate()  # never hand a dead or confused connection out again
+                    raise
         finally:
             with contextlib.suppress(Exception):
                 await self._pool.release(conn)

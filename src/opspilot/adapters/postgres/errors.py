@@ -16,13 +16,21 @@ from asyncpg import exceptions as pgx
 
 from opspilot.domain.errors import TransientStoreError
 
-TRANSIENT: tuple[type[BaseException], ...] = (
+# The connection itself is gone or its protocol state can no longer be trusted: besides
+# being transient, such a connection must not go back to the pool (PostgresDatabase closes
+# it). InternalClientError ("cannot switch to state …; another operation is in progress")
+# was seen on a pooled connection reused after the server shut down mid-query.
+CONNECTION_LOST: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     asyncpg.InterfaceError,  # connection closed / pool closing
+    pgx.InternalClientError,
     pgx.PostgresConnectionError,  # class 08
-    pgx.InsufficientResourcesError,  # class 53 (too many connections, disk full)
     pgx.OperatorInterventionError,  # class 57 (shutdown, cannot connect now, query canceled)
+)
+TRANSIENT: tuple[type[BaseException], ...] = (
+    *CONNECTION_LOST,
+    pgx.InsufficientResourcesError,  # class 53 (too many connections, disk full)
     pgx.TransactionRollbackError,  # class 40 (serialization failure, deadlock)
     pgx.LockNotAvailableError,  # 55P03 (lock_timeout)
 )
