@@ -16,9 +16,7 @@ from opspilot.domain.analysis import AnomalyRequest, LogCluster, LogLine
 from opspilot.domain.errors import ServiceUnavailable
 from opspilot.domain.ingest import MetricBatch
 from opspilot.domain.metrics import MetricPoint
-from opspilot.entrypoints.api.app import create_app
-from opspilot.entrypoints.api.routes_alerts import alert_routes
-from opspilot.entrypoints.assembly import api_services
+from tests.unit.alerts.harness import app_with_alert_service
 from tests.unit.conftest import NOW, Tenant
 
 
@@ -49,12 +47,7 @@ async def engine(container: Any, clock: Any) -> Any:
 
 @pytest.fixture
 async def api(aiohttp_client: Any, container: Any, engine: Any) -> Any:
-    svc = api_services(container)
-    # Once the lead wires alert_routes into api_services, keep only this test's copy.
-    svc.extra_routes = [r for r in svc.extra_routes
-                        if getattr(r, "__qualname__", "") != "alert_routes.<locals>.register"]
-    svc.extra_routes.append(alert_routes(engine[0]))
-    return await aiohttp_client(create_app(svc))
+    return await aiohttp_client(app_with_alert_service(container, engine[0]))
 
 
 RULE = {"name": "checkout latency", "metric_name": "latency", "service_name": "checkout",

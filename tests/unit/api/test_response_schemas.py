@@ -22,11 +22,9 @@ from opspilot.adapters.memory.notify import RecordingNotifier
 from opspilot.application.alerting import AlertRules, NotificationDispatcher, RuleEvaluator
 from opspilot.domain.ingest import MetricBatch
 from opspilot.domain.metrics import MetricPoint
-from opspilot.entrypoints.api.app import create_app
 from opspilot.entrypoints.api.openapi import build_document
-from opspilot.entrypoints.api.routes_alerts import alert_routes
 from opspilot.entrypoints.api.state import SERVICES
-from opspilot.entrypoints.assembly import api_services
+from tests.unit.alerts.harness import app_with_alert_service
 from tests.unit.conftest import NOW, Tenant, drain
 
 DOCUMENT = build_document()
@@ -110,12 +108,7 @@ async def engine(container: Any, clock: Any) -> tuple[AlertRules, RuleEvaluator]
 
 @pytest.fixture
 async def client(aiohttp_client: Any, container: Any, engine: Any) -> Any:
-    svc = api_services(container)
-    # The alert routes over a recording notifier, so that channel tests deliver nowhere.
-    svc.extra_routes = [r for r in svc.extra_routes
-                        if getattr(r, "__qualname__", "") != "alert_routes.<locals>.register"]
-    svc.extra_routes.append(alert_routes(engine[0]))
-    return await aiohttp_client(create_app(svc))
+    return await aiohttp_client(app_with_alert_service(container, engine[0]))
 
 
 def _metrics(name: str, service: str, values: Sequence[float]) -> list[dict[str, Any]]:
