@@ -251,11 +251,21 @@ class PostgresDatabase:
                 stream, cutoff,
             )
             if self.timescale:
-                await conn.execute("SELECT drop_chunks($1::regclass, older_than => $2)",
-                                   table, cutoff)
-                return []
+                return await _drop_chunks_before_day(conn, table, cutoff)
             return await partitions[table].drop_older_than(conn, cutoff)
 
     async def ping(self) -> None:
         async with self.connection() as conn:
             await conn.fetchval("SELECT 1")
+
+
+async def _drop_chunks_before_day(conn: Any, table: str, cutoff: datetime) -> list[str]:
+    """TimescaleDB's form of the partition drop: whole daily chunks before the cutoff's UTC
+    day (the contract both paths keep), named like the plain path names its partitions.
+    `older_than` is typed: with an untyped parameter `drop_chunks` cannot pick between its
+    timestamptz and integer overloads."""
+    day = cutoff.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    rows = await conn.fetch(
+        "SELECT drop_chunks($1::regclass, older_than => $2::timestamptz)", table, day
+    )
+    return [row[0] for row in rows]

@@ -10,12 +10,17 @@ Revises:
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from alembic import context, op
 
 revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
+
+log = logging.getLogger("opspilot.migrate")
 
 TIMESCALE_COMPRESS_AFTER = "7 days"
 TIMESCALE_DROP_AFTER = "90 days"
@@ -173,13 +178,48 @@ SELECT add_retention_policy('log_metadata', INTERVAL '{TIMESCALE_DROP_AFTER}');
 
 
 def _timescale() -> bool:
+    """Hypertables when asked for (`timescale=True`), or, when not told, when the extension
+    is usable here; otherwise plain partitions."""
     wanted = context.config.attributes.get("timescale")
-    if wanted is not None:
-        return bool(wanted)
-    found = op.get_bind().exec_driver_sql(
-        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
-    ).first()
-    return found is not None
+    problem = timescale_problem(op.get_bind())
+    if wanted is None:
+        if problem and problem != NOT_INSTALLED:
+            log.warning("TimescaleDB not used, plain PostgreSQL partitions instead: %s", problem)
+        return problem is None
+    if wanted and problem:
+        raise RuntimeError(f"TimescaleDB was asked for but is not usable: {problem}")
+    return bool(wanted)
+
+
+NOT_INSTALLED = "the timescaledb extension is not installed on this server"
+
+
+def timescale_problem(bind: Any) -> str | None:
+    """Why TimescaleDB cannot be used on this server, or None when it can. Installed files
+    are not enough: a library that is not preloaded fails to load at `CREATE EXTENSION`
+    (an "undefined symbol" error), a state common where a package was installed and never
+    configured. The extension is tried in a savepoint so a failure leaves the migration's
+    transaction usable for the plain path."""
+    def one(sql: str) -> Any:
+        return bind.exec_driver_sql(sql).scalar()
+
+    if one("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"):
+        return None
+    if not one("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"):
+        return NOT_INSTALLED
+    preloaded = one("SELECT current_setting('shared_preload_libraries')") or ""
+    if "timescaledb" not in [lib.strip() for lib in preloaded.split(",")]:
+        return ("its files are installed but it is not preloaded: add "
+                "shared_preload_libraries = 'timescaledb' to postgresql.conf, restart "
+                "PostgreSQL, then migrate a new database")
+    savepoint = bind.begin_nested()
+    try:
+        bind.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public")
+    except Exception as error:  # any refusal (rights, version mismatch) means "plain path"
+        savepoint.rollback()
+        return f"CREATE EXTENSION timescaledb failed: {str(error).splitlines()[0]}"
+    savepoint.commit()
+    return None
 
 
 def _run(script: str) -> None:
@@ -191,7 +231,6 @@ def _run(script: str) -> None:
 def upgrade() -> None:
     _run(TABLES)
     if _timescale():
-        op.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         _run(METRICS.format(partition=""))
         _run(HYPERTABLES)
     else:
