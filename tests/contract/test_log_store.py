@@ -290,6 +290,14 @@ async def test_context_is_the_same_service_stream_in_key_order(log_store: Any) -
     tail = await log_store.context(A, "s7", before=1, after=10)
     assert ([r.id for r in tail.before], [r.id for r in tail.after]) == (["s6"], ["s8"])
 
+    # across services: every stream of the project (never another project's), same key order
+    wide = await log_store.context(A, "s4", before=3, after=2, across_services=True)
+    assert [r.id for r in wide.before] == ["no-service", "other-service", "s3"]
+    assert [r.id for r in wide.after] == ["s5", "s6"]
+    wide = await log_store.context(A, "other-service", before=2, after=2, across_services=True)
+    assert [r.id for r in wide.before] == ["s2", "no-service"]
+    assert [r.id for r in wide.after] == ["s3", "s4"]
+
 
 async def test_context_of_a_log_without_service(log_store: Any) -> None:
     await write(log_store, [

@@ -388,3 +388,38 @@ async def test_values_at_the_bound_aggregate_without_overflow(metric_store: Any)
         assert list(series.values) == [pytest.approx(expected)]
     histogram = await metric_store.histogram(HistogramQuery(A, SeriesSelector("big"), window, 4))
     assert [b.count for b in histogram.bins] == [1, 0, 0, 2]
+
+
+# -- discovery: the explorer's pickers ----------------------------------------------------
+
+
+async def test_discovery_lists_what_has_points_in_the_window(
+    loaded: tuple[Any, list[MetricPoint]],
+) -> None:
+    store, points = loaded
+    extra = [MetricPoint(A, T0 - timedelta(days=2), "old_metric", 1.0, "legacy", {"zone": "z"}),
+             MetricPoint(B, T0, "b_only", 1.0, "b_service", {"secret": "b"}),
+             MetricPoint(A, T0, "Zeta", 1.0, "api", {"region": "eu", "a": "1"})]
+    await store.write_batches([batch("x-1", extra[:1]), batch("x-2", extra[1:2]),
+                               batch("x-3", extra[2:])])
+    assert await store.metric_names(A, DAY, 100) == ["Zeta", "errors", "latency"]
+    assert await store.metric_names(A, DAY, 2) == ["Zeta", "errors"]
+    assert await store.metric_names(B, DAY, 100) == ["b_only"]
+    assert await store.service_names(A, DAY, None, 100) == ["api", "db"]
+    assert await store.service_names(A, DAY, "errors", 100) == ["api", "db"]
+    assert await store.service_names(A, DAY, "Zeta", 100) == ["api"]
+    assert await store.service_names(A, DAY, "missing", 100) == []
+    assert await store.service_names(B, DAY, None, 1) == ["b_service"]
+    wanted = sorted({(k, v) for p in points if p.name == "latency" for k, v in p.tags.items()})
+    assert await store.tag_values(A, "latency", DAY, 100) == {
+        "region": sorted({v for k, v in wanted if k == "region"}),
+        "tier": ["gold"]}
+    assert await store.tag_values(A, "latency", DAY, 1) == {"region": ["eu"]}
+    assert await store.tag_values(A, "Zeta", DAY, 100) == {"a": ["1"], "region": ["eu"]}
+    assert await store.tag_values(B, "latency", DAY, 100) == {}
+    old = TimeRange(T0 - timedelta(days=3), T0 - timedelta(days=1))
+    assert await store.metric_names(A, old, 100) == ["old_metric"]
+    assert await store.tag_values(A, "old_metric", old, 100) == {"zone": ["z"]}
+    # the window is half-open, like every read
+    at = TimeRange(T0 - timedelta(days=2) + timedelta(microseconds=1), T0)
+    assert await store.metric_names(A, at, 100) == []

@@ -90,3 +90,8 @@ def test_serve_create_project_and_demo(server: str) -> None:
     assert anomalies["anomalies"], "the demo's spike should be found"
     spikes = _get(f"{server}/api/logs/error-spikes", headers)
     assert spikes["spikes"] >= 1
+    (rule,) = _get(f"{server}/api/rules", headers)["rules"]
+    assert rule["metric_name"] == "latency_ms_p95" and rule["enabled"]
+    assert f"Explorer: {server}/ui/" in demo.stdout
+    with urllib.request.urlopen(server + "/", timeout=10) as page:  # follows the redirect
+        assert page.url == server + "/ui/" and b"OpsPilot Explorer" in page.read()

@@ -7,7 +7,7 @@ import json
 
 from opspilot.domain.errors import ServiceUnavailable, Unauthenticated
 from opspilot.domain.ports import Cache, TenancyStore
-from opspilot.domain.tenancy import IngestIdentity, Principal, digest
+from opspilot.domain.tenancy import IngestIdentity, Principal, Project, digest
 
 PRINCIPAL_TTL_SECONDS = 30.0
 
@@ -46,6 +46,11 @@ class Authenticator:
         with contextlib.suppress(ServiceUnavailable):
             await self._cache.set(_principal_key(token_hash), body, PRINCIPAL_TTL_SECONDS)
         return principal
+
+    async def projects(self, principal: Principal) -> list[Project]:
+        """The principal's projects, by name (a membership whose project is gone is left out)."""
+        found = [await self._tenancy.get_project(pid) for pid in sorted(principal.project_ids)]
+        return sorted((p for p in found if p is not None), key=lambda p: (p.name, p.id))
 
     async def _cached(self, token_hash: str) -> bytes | None:
         try:

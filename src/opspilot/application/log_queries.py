@@ -47,14 +47,16 @@ class LogQueries:
         return page_doc(page, query.limit, query.offset)
 
     async def context(
-        self, project_id: str, log_id: str, before: int = 10, after: int = 10
+        self, project_id: str, log_id: str, before: int = 10, after: int = 10,
+        across_services: bool = False,
     ) -> dict[str, Any]:
         for field, value in (("before", before), ("after", after)):
             if not 0 <= value <= CONTEXT_MAX:
                 raise ValidationError(field, f"between 0 and {CONTEXT_MAX}")
         if not log_id or len(log_id) > 200:
             raise NotFound("no such log in this project", {"field": "log_id"})
-        return context_doc(await self._store.context(project_id, log_id, before, after))
+        return context_doc(
+            await self._store.context(project_id, log_id, before, after, across_services))
 
     async def volume(self, query: VolumeQuery) -> dict[str, Any]:
         self._check(LogFilter(query.project_id, query.window))

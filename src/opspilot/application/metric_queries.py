@@ -77,6 +77,33 @@ class MetricQueries:
         return await self._cache.get_or_compute(
             "overlay", key, latest, compute, (queries[0].project_id, names))
 
+    # -- discovery: each answer says whether the limit cut it short (asks for one more)
+
+    async def names(self, project_id: str, window: TimeRange, limit: int) -> dict[str, Any]:
+        self._window(window)
+        found = await self._store.metric_names(project_id, window, limit + 1)
+        return {"names": found[:limit], "truncated": len(found) > limit}
+
+    async def services(
+        self, project_id: str, window: TimeRange, metric_name: str | None, limit: int
+    ) -> dict[str, Any]:
+        self._window(window)
+        found = await self._store.service_names(project_id, window, metric_name, limit + 1)
+        return {"metric_name": metric_name, "services": found[:limit],
+                "truncated": len(found) > limit}
+
+    async def tags(
+        self, project_id: str, metric_name: str, window: TimeRange, limit: int
+    ) -> dict[str, Any]:
+        self._window(window)
+        found = await self._store.tag_values(project_id, metric_name, window, limit + 1)
+        keys = list(found)[:limit]
+        return {
+            "metric_name": metric_name,
+            "tags": [{"key": k, "values": found[k][:limit]} for k in keys],
+            "truncated": len(found) > limit or any(len(found[k]) > limit for k in keys),
+        }
+
     async def histogram(self, query: HistogramQuery) -> bytes:
         self._window(query.window)
         if not 1 <= query.bins <= self._limits.max_histogram_bins:

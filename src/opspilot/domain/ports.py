@@ -87,6 +87,24 @@ class MetricStore(Protocol):
 
     async def histogram(self, query: HistogramQuery) -> Histogram: ...
 
+    # Discovery (the explorer's pickers): what has a point in the window, sorted, bounded.
+    async def metric_names(self, project_id: str, window: TimeRange, limit: int) -> list[str]:
+        """Distinct metric names, at most `limit`, ascending."""
+        ...
+
+    async def service_names(
+        self, project_id: str, window: TimeRange, metric_name: str | None, limit: int
+    ) -> list[str]:
+        """Distinct non-null services (of one metric if given), at most `limit`, ascending."""
+        ...
+
+    async def tag_values(
+        self, project_id: str, metric_name: str, window: TimeRange, limit: int
+    ) -> dict[str, list[str]]:
+        """Tag key → its distinct values on the metric's points, at most `limit` keys
+        (ascending) and `limit` values per key (ascending)."""
+        ...
+
     async def aggregate_windows(self, requests: Sequence[WindowRequest]) -> list[WindowValue]:
         """One value per request, in order, in as few round trips as the store allows."""
         ...
@@ -117,9 +135,11 @@ class LogStore(Protocol):
     async def get(self, project_id: str, log_id: str) -> LogRecord | None: ...
 
     async def context(
-        self, project_id: str, log_id: str, before: int, after: int
+        self, project_id: str, log_id: str, before: int, after: int,
+        across_services: bool = False,
     ) -> LogContext:
-        """Neighbours in the same project and service stream; raises NotFound."""
+        """Neighbours in the same project and service stream (or, across_services, in the
+        whole project), in (timestamp, id) order; raises NotFound."""
         ...
 
     async def volume(self, query: VolumeQuery) -> list[CountBucket]:

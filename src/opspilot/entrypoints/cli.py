@@ -329,10 +329,14 @@ async def _demo(args: Any) -> int:
         await _post(args.server, "/api/ingest/metrics", {"metrics": chunk}, key)
     for chunk in demo.chunks(logs):
         await _post(args.server, "/api/ingest/logs", {"logs": chunk}, key)
+    query = {"Authorization": f"Bearer {project['token']}", "X-Project-ID": project["project_id"]}
+    await _post(args.server, "/api/rules", demo.RULE, query)
     base = args.server.rstrip("/")
     auth = f"-H 'Authorization: Bearer {project['token']}' -H 'X-Project-ID: {project['project_id']}'"
-    print(f"demo project {name}: {len(points)} metric points and {len(logs)} logs ingested")
+    print(f"demo project {name}: {len(points)} metric points and {len(logs)} logs ingested,"
+          f" alert rule {demo.RULE['name']!r} created (the scheduler opens its incident)")
     print(json.dumps(project))
+    print(f"Explorer: {base}/ui/  (sign in with the token above)")
     print("Look around:")
     print(f"  curl -s {auth} '{base}/api/metrics/query?metric_name=latency_ms_p95&service_name=checkout&time_bucket=5m'")
     print(f"  curl -s {auth} '{base}/api/metrics/anomalies?metric_name=latency_ms_p95&service_name=checkout&time_bucket=1m'")

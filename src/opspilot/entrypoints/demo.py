@@ -27,6 +27,12 @@ LOG_TEMPLATES = {
 }
 
 
+# Fires on the checkout latency spike of the last quarter hour at the scheduler's next tick.
+RULE = {"name": "checkout latency p95 above 300 ms", "metric_name": "latency_ms_p95",
+        "service_name": SPIKE_SERVICE, "aggregation": "avg", "comparator": "gt",
+        "threshold": 300.0, "window": "5m", "severity": "critical"}
+
+
 def metric_points(now: datetime, seed: int = 7) -> Iterator[dict[str, Any]]:
     rng = random.Random(seed)
     start = now - timedelta(hours=1)

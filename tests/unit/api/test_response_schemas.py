@@ -165,6 +165,16 @@ async def run_scenario(client: Any, tenant: Tenant, container: Any,
         "metrics": [{"name": "latency", "service": "api"},
                     {"name": "huge", "aggregation": "max", "tags": {"region": "eu"}}],
         "start_time": "2024-03-01T10:00:00Z", "end_time": "2024-03-01T12:00:00Z"})
+    names = await rec.call("get", "/api/metrics/names", f"/api/metrics/names?{WINDOW}",
+                           headers=q)
+    assert names["names"] == ["huge", "latency"]
+    await rec.call("get", "/api/metrics/services",
+                   f"/api/metrics/services?metric_name=latency&{WINDOW}", headers=q)
+    tags = await rec.call("get", "/api/metrics/tags",
+                          f"/api/metrics/tags?metric_name=latency&{WINDOW}", headers=q)
+    assert tags["tags"] == [{"key": "region", "values": ["eu"]}]
+    me = await rec.call("get", "/api/me", headers={"Authorization": q["Authorization"]})
+    assert me["projects"][0]["id"] == tenant.project_id
     t = "/api/metrics/histogram"
     hist = await rec.call("get", t, f"{t}?metric_name=latency&bins=10&{WINDOW}", headers=q)
     assert len(hist["bins"]) == 10

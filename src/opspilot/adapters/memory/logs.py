@@ -63,13 +63,16 @@ class InMemoryLogStore:
     async def get(self, project_id: str, log_id: str) -> LogRecord | None:
         return self._records.get((project_id, log_id))
 
-    async def context(self, project_id: str, log_id: str, before: int, after: int) -> LogContext:
+    async def context(
+        self, project_id: str, log_id: str, before: int, after: int,
+        across_services: bool = False,
+    ) -> LogContext:
         anchor = await self.get(project_id, log_id)
         if anchor is None:
             raise NotFound("no such log in this project", {"field": "log_id", "log_id": log_id})
         stream = sorted(
             (r for (pid, _), r in self._records.items()
-             if pid == project_id and r.service == anchor.service),
+             if pid == project_id and (across_services or r.service == anchor.service)),
             key=lambda r: r.sort_key,
         )
         at = stream.index(anchor)

@@ -88,6 +88,34 @@ class InMemoryMetricStore:
         bins = [HistogramBin(edges[i], edges[i + 1], counts[i]) for i in range(query.bins)]
         return Histogram(query.series.name, bins, len(values), low, high)
 
+    async def metric_names(self, project_id: str, window: TimeRange, limit: int) -> list[str]:
+        names = (name for (pid, name), points in self._points.items()
+                 if pid == project_id and _any_within(points, window))
+        return sorted(names)[:limit]
+
+    async def service_names(
+        self, project_id: str, window: TimeRange, metric_name: str | None, limit: int
+    ) -> list[str]:
+        found = {p.service for p in self._within(project_id, window, metric_name)
+                 if p.service is not None}
+        return sorted(found)[:limit]
+
+    async def tag_values(
+        self, project_id: str, metric_name: str, window: TimeRange, limit: int
+    ) -> dict[str, list[str]]:
+        values: dict[str, set[str]] = defaultdict(set)
+        for point in self._within(project_id, window, metric_name):
+            for key, value in point.tags.items():
+                values[key].add(value)
+        return {key: sorted(values[key])[:limit] for key in sorted(values)[:limit]}
+
+    def _within(
+        self, project_id: str, window: TimeRange, metric_name: str | None
+    ) -> list[MetricPoint]:
+        names = [metric_name] if metric_name is not None else [
+            name for pid, name in self._points if pid == project_id]
+        return [p for name in names for p in self._select(project_id, SeriesSelector(name), window)]
+
     async def aggregate_windows(self, requests: Sequence[WindowRequest]) -> list[WindowValue]:
         results = []
         for request in requests:
@@ -114,6 +142,11 @@ class InMemoryMetricStore:
 
 def _timestamp(point: MetricPoint):  # type: ignore[no-untyped-def]
     return point.timestamp
+
+
+def _any_within(points: list[MetricPoint], window: TimeRange) -> bool:
+    lo = bisect.bisect_left(points, window.start, key=_timestamp)
+    return lo < len(points) and points[lo].timestamp < window.end
 
 
 def _matches(point: MetricPoint, series: SeriesSelector) -> bool:

@@ -189,13 +189,18 @@ class OpenSearchLogStore:
         records = _records(await self._search(body, "get"))
         return records[0] if records else None
 
-    async def context(self, project_id: str, log_id: str, before: int, after: int) -> LogContext:
+    async def context(
+        self, project_id: str, log_id: str, before: int, after: int,
+        across_services: bool = False,
+    ) -> LogContext:
         """Two `search_after` queries from the anchor's (timestamp, id) key, one each way,
         in one `_msearch` round trip."""
         anchor = await self.get(project_id, log_id)
         if anchor is None:
             raise NotFound("no such log in this project", {"field": "log_id", "log_id": log_id})
-        stream = [_term("project_id", project_id), _service_stream(anchor.service)]
+        stream = [_term("project_id", project_id)]
+        if not across_services:
+            stream.append(_service_stream(anchor.service))
         key = [mapping.micros(anchor.timestamp), anchor.id]
         sides = {"before": (before, NEWEST_FIRST), "after": (after, OLDEST_FIRST)}
         wanted = {side: (size, sort) for side, (size, sort) in sides.items() if size > 0}

@@ -131,6 +131,24 @@ FROM lim LEFT JOIN LATERAL (
 ORDER BY b.bin"""
 
 
+# Discovery: $1 project, $2/$3 the window, $4 the limit, $5 the metric name (optional for
+# services). COLLATE "C" keeps the order byte-wise, as Python's sorted() does.
+_IN_WINDOW = """m.project_id = $1 AND m."timestamp" >= $2 AND m."timestamp" < $3"""
+NAMES_SQL = f"""SELECT DISTINCT m.metric_name COLLATE "C" FROM metrics m WHERE {_IN_WINDOW}
+ORDER BY 1 LIMIT $4"""
+SERVICES_SQL = f"""SELECT DISTINCT m.service_name COLLATE "C" FROM metrics m WHERE {_IN_WINDOW}
+  AND m.service_name IS NOT NULL AND ($5::text IS NULL OR m.metric_name = $5)
+ORDER BY 1 LIMIT $4"""
+TAGS_SQL = f"""WITH pairs AS (
+  SELECT DISTINCT t.key COLLATE "C" AS key, t.value COLLATE "C" AS value
+  FROM metrics m CROSS JOIN LATERAL jsonb_each_text(m.tags) t
+  WHERE {_IN_WINDOW} AND m.metric_name = $5 AND m.tags IS NOT NULL),
+keys AS (SELECT DISTINCT key FROM pairs ORDER BY key LIMIT $4),
+ranked AS (SELECT p.key, p.value, row_number() OVER (PARTITION BY p.key ORDER BY p.value) AS n
+           FROM pairs p JOIN keys USING (key))
+SELECT key, value FROM ranked WHERE n <= $4 ORDER BY key, value"""
+
+
 def _runs_by_selector(rows: list[Any]) -> Iterator[tuple[int, list[Any]]]:
     """The (ord, rows) runs of rows ordered by ord; one selector's rows as they are."""
     if rows and rows[0][0] == rows[-1][0]:
@@ -199,6 +217,30 @@ class PostgresMetricStore:
         edges = equal_width_edges(low, high, query.bins)
         bins = [HistogramBin(edges[i], edges[i + 1], counts[i]) for i in range(query.bins)]
         return Histogram(s.name, bins, total, low, high)
+
+    async def metric_names(self, project_id: str, window: TimeRange, limit: int) -> list[str]:
+        return await self._column(NAMES_SQL, project_id, window.start, window.end, limit)
+
+    async def service_names(
+        self, project_id: str, window: TimeRange, metric_name: str | None, limit: int
+    ) -> list[str]:
+        return await self._column(SERVICES_SQL, project_id, window.start, window.end, limit,
+                                  metric_name)
+
+    async def tag_values(
+        self, project_id: str, metric_name: str, window: TimeRange, limit: int
+    ) -> dict[str, list[str]]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(TAGS_SQL, project_id, window.start, window.end, limit,
+                                    metric_name)
+        found: dict[str, list[str]] = {}
+        for key, value in rows:
+            found.setdefault(key, []).append(value)
+        return found
+
+    async def _column(self, sql: str, *args: Any) -> list[str]:
+        async with self._db.connection() as conn:
+            return [row[0] for row in await conn.fetch(sql, *args)]
 
     async def aggregate_windows(self, requests: Sequence[WindowRequest]) -> list[WindowValue]:
         results: list[WindowValue] = []

@@ -13,6 +13,7 @@ from opspilot.entrypoints.api import (
     routes_logs,
     routes_metrics,
     routes_system,
+    routes_ui,
 )
 from opspilot.entrypoints.api.errors import error_middleware
 from opspilot.entrypoints.api.guards import add_rate_headers
@@ -50,6 +51,7 @@ def create_app(svc: ApiServices) -> web.Application:
         routes_metrics.register,
         routes_logs.register,
         openapi.register,
+        routes_ui.register,
         *svc.extra_routes,
     ):
         register(app)

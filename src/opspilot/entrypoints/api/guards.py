@@ -8,7 +8,7 @@ import logging
 from aiohttp import web
 
 from opspilot.domain.errors import Forbidden, RateLimited, ServiceUnavailable, ValidationError
-from opspilot.domain.tenancy import IngestIdentity
+from opspilot.domain.tenancy import IngestIdentity, Principal
 from opspilot.entrypoints.api.state import services
 
 log = logging.getLogger(__name__)
@@ -30,9 +30,20 @@ async def query_project(request: web.Request) -> str:
     if not project_id:
         raise ValidationError("X-Project-ID", "header is required")
     principal.require_member(project_id)
-    limits = svc.rate_limits
-    await _limit(request, "query", f"query:{principal.user_id}", limits.query_rate, limits.query_burst)
+    await _query_limit(request, principal)
     return project_id
+
+
+async def query_principal(request: web.Request) -> Principal:
+    """Who a bearer token is, for the calls that span its projects (rate limited alike)."""
+    principal = await services(request).auth.principal(_bearer(request))
+    await _query_limit(request, principal)
+    return principal
+
+
+async def _query_limit(request: web.Request, principal: Principal) -> None:
+    limits = services(request).rate_limits
+    await _limit(request, "query", f"query:{principal.user_id}", limits.query_rate, limits.query_burst)
 
 
 def _bearer(request: web.Request) -> str | None:

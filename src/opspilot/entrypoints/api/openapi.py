@@ -18,7 +18,8 @@ class Operation:
     method: str
     path: str
     summary: str
-    auth: str | None  # "apiKey" | "bearer" | None
+    # "apiKey" | "bearer" (token + X-Project-ID) | "token" (bearer alone) | None
+    auth: str | None
     query: type[BaseModel] | None = None
     body: type[BaseModel] | None = None
     success: int = 200
@@ -35,6 +36,15 @@ OPERATIONS = (
               query=s.MetricQueryParams, response=r.MetricSeries),
     Operation("post", "/api/metrics/query-multiple", "Overlay of several series", "bearer",
               body=s.OverlayBody, response=r.MetricOverlay),
+    Operation("get", "/api/metrics/names", "Metric names with points in the window "
+              "(default: the last 24 h)", "bearer", query=s.DiscoveryWindow,
+              response=r.MetricNames),
+    Operation("get", "/api/metrics/services", "Services with points in the window", "bearer",
+              query=s.ServiceListParams, response=r.MetricServices),
+    Operation("get", "/api/metrics/tags", "Tag keys and values of one metric", "bearer",
+              query=s.TagListParams, response=r.MetricTags),
+    Operation("get", "/api/me", "The token's user and projects (no X-Project-ID)", "token",
+              response=r.Me),
     Operation("get", "/api/metrics/histogram", "Value histogram", "bearer",
               query=s.HistogramParams, response=r.MetricHistogram),
     Operation("get", "/api/metrics/anomalies", "Anomalous buckets of a series", "bearer",
@@ -185,7 +195,7 @@ def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
         "responses": _responses(op),
     }
     if op.auth:
-        doc["security"] = [{op.auth: []}]
+        doc["security"] = [{"bearer" if op.auth == "token" else op.auth: []}]
     if op.body is not None:
         doc["requestBody"] = {"required": True, "content": {"application/json": {
             "schema": {"$ref": f"#/components/schemas/{op.body.__name__}"}}}}

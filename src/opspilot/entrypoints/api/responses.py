@@ -117,6 +117,40 @@ class MetricOverlay(Closed):
     series: list[MetricSeries] = Field(description="one per requested metric, in order")
 
 
+class MetricNames(Closed):
+    names: list[str] = Field(description="metrics with a point in the window, ascending")
+    truncated: bool = Field(description="true when `limit` cut the list short")
+
+
+class MetricServices(Closed):
+    metric_name: str | None = Field(description="the metric asked about, or null for all")
+    services: list[str] = Field(description="ascending")
+    truncated: bool
+
+
+class TagValues(Closed):
+    key: str
+    values: list[str] = Field(description="ascending")
+
+
+class MetricTags(Closed):
+    metric_name: str
+    tags: list[TagValues] = Field(description="by key, ascending")
+    truncated: bool = Field(description="true when `limit` cut keys or values short")
+
+
+class MeProject(Closed):
+    id: str
+    name: str
+
+
+class Me(Closed):
+    """Who the bearer token is: its user and the projects it may query."""
+
+    user_id: str
+    projects: list[MeProject] = Field(description="by name; use an id as X-Project-ID")
+
+
 class HistogramBin(Closed):
     lower: float
     upper: float

@@ -45,7 +45,8 @@ async def log_context(request: web.Request) -> web.Response:
     project_id = await query_project(request)
     params = query_params(request, ContextParams)
     doc = await services(request).logs.context(
-        project_id, request.match_info["log_id"], params.before, params.after
+        project_id, request.match_info["log_id"], params.before, params.after,
+        params.scope == "project",
     )
     return json_answer(doc)
 

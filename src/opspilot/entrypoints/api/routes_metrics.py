@@ -13,9 +13,12 @@ from opspilot.entrypoints.api.parsing import json_body, query_params, window_of
 from opspilot.entrypoints.api.responses import json_answer
 from opspilot.entrypoints.api.schemas import (
     AnomalyParams,
+    DiscoveryWindow,
     HistogramParams,
     MetricQueryParams,
     OverlayBody,
+    ServiceListParams,
+    TagListParams,
     parse_tags,
 )
 from opspilot.entrypoints.api.state import services
@@ -81,7 +84,41 @@ async def anomalies(request: web.Request) -> web.Response:
     return json_answer(doc)
 
 
+DISCOVERY_HOURS = 24.0
+
+
+async def metric_names(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    params = query_params(request, DiscoveryWindow)
+    window = window_of(services(request).clock.now(), params.start_time, params.end_time,
+                       DISCOVERY_HOURS)
+    return json_answer(await services(request).metrics.names(project_id, window, params.limit))
+
+
+async def metric_services(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    params = query_params(request, ServiceListParams)
+    window = window_of(services(request).clock.now(), params.start_time, params.end_time,
+                       DISCOVERY_HOURS)
+    doc = await services(request).metrics.services(project_id, window, params.metric_name,
+                                                   params.limit)
+    return json_answer(doc)
+
+
+async def metric_tags(request: web.Request) -> web.Response:
+    project_id = await query_project(request)
+    params = query_params(request, TagListParams)
+    window = window_of(services(request).clock.now(), params.start_time, params.end_time,
+                       DISCOVERY_HOURS)
+    doc = await services(request).metrics.tags(project_id, params.metric_name, window,
+                                               params.limit)
+    return json_answer(doc)
+
+
 def register(app: web.Application) -> None:
+    app.router.add_get("/api/metrics/names", metric_names)
+    app.router.add_get("/api/metrics/services", metric_services)
+    app.router.add_get("/api/metrics/tags", metric_tags)
     app.router.add_get("/api/metrics/query", query_metrics)
     app.router.add_post("/api/metrics/query-multiple", query_multiple)
     app.router.add_get("/api/metrics/histogram", histogram)

@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from opspilot.entrypoints.api.guards import require_loopback
+from opspilot.entrypoints.api.guards import query_principal, require_loopback
 from opspilot.entrypoints.api.parsing import json_body
 from opspilot.entrypoints.api.responses import json_answer
 from opspilot.entrypoints.api.schemas import CreateProjectBody
@@ -62,7 +62,17 @@ async def create_project(request: web.Request) -> web.Response:
     )
 
 
+async def me(request: web.Request) -> web.Response:
+    """The token's user and projects: how a client (the explorer) offers a project picker."""
+    svc = services(request)
+    principal = await query_principal(request)
+    projects = await svc.auth.projects(principal)
+    return json_answer({"user_id": principal.user_id,
+                        "projects": [{"id": p.id, "name": p.name} for p in projects]})
+
+
 def register(app: web.Application) -> None:
+    app.router.add_get("/api/me", me)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

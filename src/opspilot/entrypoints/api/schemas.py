@@ -129,6 +129,24 @@ class MetricQueryParams(Window):
     tags: str | None = Field(default=None, description="key:value pairs, comma-separated")
 
 
+DISCOVERY_LIMIT = 10_000
+
+
+class DiscoveryWindow(Window):
+    """Missing bounds default to the last 24 hours (what had a point then)."""
+
+    limit: int = Field(default=1000, ge=1, le=DISCOVERY_LIMIT)
+
+
+class ServiceListParams(DiscoveryWindow):
+    metric_name: Name | None = Field(default=None, description="only this metric's services")
+
+
+class TagListParams(DiscoveryWindow):
+    metric_name: Name
+    limit: int = Field(default=100, ge=1, le=1000, description="keys, and values per key")
+
+
 class HistogramParams(Window):
     metric_name: Name
     service_name: ServiceName | None = None
@@ -178,6 +196,8 @@ class ContextParams(BaseModel):
     model_config = ConfigDict(extra="ignore")
     before: int = Field(default=10, ge=0, le=100)
     after: int = Field(default=10, ge=0, le=100)
+    scope: Literal["service", "project"] = Field(
+        default="service", description="neighbours of the same service, or of every service")
 
 
 class VolumeParams(Window):

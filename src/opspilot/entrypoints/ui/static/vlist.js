@@ -1,0 +1,62 @@
+// A virtualised list: only the rows in view (plus a margin) are in the DOM, absolutely placed
+// in a spacer as tall as all rows; near the bottom it asks for more (the next cursor page).
+
+export class VirtualList {
+  constructor(container, { rowHeight = 30, overscan = 12, renderRow, onNearEnd }) {
+    this.box = container;
+    this.rowHeight = rowHeight;
+    this.overscan = overscan;
+    this.renderRow = renderRow;
+    this.onNearEnd = onNearEnd;
+    this.rows = [];
+    this.more = false;
+    this.first = -1;
+    this.last = -1;
+    this.spacer = document.createElement("div");
+    this.spacer.className = "vspacer";
+    this.box.append(this.spacer);
+    this.frame = 0;
+    this.box.addEventListener("scroll", () => this.schedule(), { passive: true });
+  }
+
+  set(rows, more) {
+    this.rows = rows;
+    this.more = more;
+    this.first = this.last = -1;
+    this.layout();
+  }
+
+  append(rows, more) {
+    this.rows = this.rows.concat(rows);
+    this.more = more;
+    this.first = this.last = -1;
+    this.layout();
+  }
+
+  schedule() {
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => { this.frame = 0; this.layout(); });
+  }
+
+  layout() {
+    const h = this.rowHeight;
+    this.spacer.style.height = `${this.rows.length * h}px`;
+    const top = this.box.scrollTop, height = this.box.clientHeight || 600;
+    const first = Math.max(0, Math.floor(top / h) - this.overscan);
+    const last = Math.min(this.rows.length, Math.ceil((top + height) / h) + this.overscan);
+    if (first !== this.first || last !== this.last) {
+      const keep = this.box.contains(document.activeElement) ? document.activeElement.id : null;
+      const nodes = [];
+      for (let i = first; i < last; i++) {
+        const node = this.renderRow(this.rows[i], i);
+        node.style.transform = `translateY(${i * h}px)`;
+        nodes.push(node);
+      }
+      this.spacer.replaceChildren(...nodes);
+      this.first = first;
+      this.last = last;
+      if (keep && document.getElementById(keep)) document.getElementById(keep).focus({ preventScroll: true });
+    }
+    if (this.more && top + height >= this.rows.length * h - 20 * h) this.onNearEnd();
+  }
+}
