@@ -330,7 +330,7 @@ async def test_volume_has_every_bucket_of_the_window(log_store: Any) -> None:
         rec("i1", at + timedelta(minutes=4, seconds=59, microseconds=999_999)),
         rec("i2", at + timedelta(minutes=5)),  # exactly on a boundary: the next bucket
         rec("e2", at + timedelta(minutes=17), level=LogLevel.ERROR, service="db"),
-        rec("e3", at + timedelta(minutes=29, seconds=59), level=LogLevel.ERROR),
+        rec("e3", at + timedelta(minutes=29, seconds=59), level=LogLevel.ERROR, trace_id="t-3"),
         rec("out", at + timedelta(minutes=30)),
         rec("b1", at + timedelta(minutes=6), project=B),
     ])
@@ -344,6 +344,11 @@ async def test_volume_has_every_bucket_of_the_window(log_store: Any) -> None:
     assert [b.count for b in await volume(levels=(LogLevel.ERROR,))] == [1, 0, 0, 1, 0, 1]
     assert [b.count for b in await volume(service="api")] == [2, 1, 0, 0, 0, 1]
     assert [b.count for b in await volume(service="none")] == [0] * 6
+    # the volume of what a search shows: the same text matching and trace filter
+    assert [b.count for b in await volume(search="served -nothing")] == counts
+    assert [b.count for b in await volume(search="nothing")] == [0] * 6
+    assert [b.count for b in await volume(trace_id="t-9")] == [0] * 6
+    assert [b.count for b in await volume(trace_id="t-3")] == [0, 0, 0, 0, 0, 1]
 
 
 async def test_volume_buckets_align_to_the_unix_epoch_whatever_the_offset(

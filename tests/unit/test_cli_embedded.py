@@ -37,7 +37,9 @@ def server() -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
+        # a loaded 2-core machine takes 15 s and more to import the AI stack
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
             try:
                 urllib.request.urlopen(base + "/healthz", timeout=1)
                 break

@@ -59,7 +59,7 @@ class LogQueries:
             await self._store.context(project_id, log_id, before, after, across_services))
 
     async def volume(self, query: VolumeQuery) -> dict[str, Any]:
-        self._check(LogFilter(query.project_id, query.window))
+        self._check(query.filter)
         query.bucketing.check_count(query.window, self._limits.max_buckets)
         return volume_doc(await self._store.volume(query), query.bucketing.label)
 

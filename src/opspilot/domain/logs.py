@@ -154,6 +154,13 @@ class VolumeQuery:
     bucketing: Bucketing
     levels: tuple[LogLevel, ...] = ()
     service: str | None = None
+    search: str | None = None  # as LogFilter's: the volume of what a search shows
+    trace_id: str | None = None
+
+    @property
+    def filter(self) -> LogFilter:
+        return LogFilter(self.project_id, self.window, self.levels, self.service, self.search,
+                         self.trace_id)
 
 
 @attrs.frozen

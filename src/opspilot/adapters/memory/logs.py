@@ -79,7 +79,7 @@ class InMemoryLogStore:
         return LogContext(anchor, stream[max(0, at - before) : at], stream[at + 1 : at + 1 + after])
 
     async def volume(self, query: VolumeQuery) -> list[CountBucket]:
-        log_filter = LogFilter(query.project_id, query.window, query.levels, query.service)
+        log_filter = query.filter
         counts = Counter(query.bucketing.floor(r.timestamp) for r in self._matching(log_filter))
         return [CountBucket(s, counts.get(s, 0)) for s in query.bucketing.starts_over(query.window)]
 

@@ -226,7 +226,7 @@ class OpenSearchLogStore:
         `Bucketing.starts_over`, so every bucket of the window is present."""
         starts = query.bucketing.starts_over(query.window)
         seconds = int(query.bucketing.width.total_seconds())
-        log_filter = LogFilter(query.project_id, query.window, query.levels, query.service)
+        log_filter = query.filter
         body = {
             "size": 0,
             "track_total_hits": False,

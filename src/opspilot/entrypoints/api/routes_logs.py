@@ -57,7 +57,8 @@ async def volume(request: web.Request) -> web.Response:
     window = window_of(services(request).clock.now(), params.start_time, params.end_time)
     query = VolumeQuery(
         project_id, window, Bucketing.parse(params.time_bucket), _levels(params.level),
-        params.service_name,
+        params.service_name, params.search.strip() or None if params.search else None,
+        params.trace_id,
     )
     return json_answer(await services(request).logs.volume(query))
 

@@ -204,6 +204,9 @@ class VolumeParams(Window):
     time_bucket: Duration = "5m"
     level: Levels | None = Field(default=None, description="one level or several, comma-separated")
     service_name: ServiceName | None = None
+    search: Annotated[str, StringConstraints(max_length=1000)] | None = Field(
+        default=None, description="the same syntax as /api/logs/query")
+    trace_id: ShortText | None = None
 
 
 class SpikeParams(Window):

@@ -27,13 +27,13 @@ function fit(chart, el) {
 // Series on a shared time axis. `lines`: [{label, points: [{timestamp, value}], color}];
 // `markers`: [{label, of (line index), at: [epoch seconds]}] drawn as points on that line.
 export function timeChart(el, { lines, markers = [], unit, tz, onZoom, height = 320 }) {
-  const stamps = new Set();
-  for (const line of lines) for (const p of line.points) stamps.add(Date.parse(p.timestamp) / 1e3);
+  const parsed = lines.map((line) => line.points.map((p) => Date.parse(p.timestamp) / 1e3));
+  const stamps = new Set(parsed.flat());
   const xs = Float64Array.from([...stamps].sort((a, b) => a - b));
   const index = new Map(Array.from(xs, (x, i) => [x, i]));
-  const columns = lines.map((line) => {
+  const columns = lines.map((line, k) => {
     const ys = new Array(xs.length).fill(null);
-    for (const p of line.points) ys[index.get(Date.parse(p.timestamp) / 1e3)] = p.value;
+    parsed[k].forEach((t, j) => { ys[index.get(t)] = line.points[j].value; });
     return ys;
   });
   const markerColumns = markers.map((m) => {

@@ -87,14 +87,14 @@ export function renderLogs(ctx) {
   const body = h("div", { class: "logs-body" });
   root.append(h("h2", { class: "visually-hidden" }, "Logs"), form, help,
     rangeControls(params, range, tz, update, "logs"),
-    volumeBox, h("p", { class: "hint" }, `Bars: logs per ${bucket}; red: errors; dark red: error spikes. Click a bar to narrow the range to it.`),
+    volumeBox, h("p", { class: "hint" }, `Grey: the matching logs per ${bucket}; red: all errors of the service filter; dark red: error spikes. Click a bar to narrow the range to it.`),
     modeBar, summary, body);
 
   // -- volume and spikes
   const volumeParams = { start_time: filters.start_time, end_time: filters.end_time, time_bucket: bucket,
     service_name: filters.service_name };
   Promise.all([
-    api.get("/api/logs/volume", { ...volumeParams, level: filters.level }, signal),
+    api.get("/api/logs/volume", { ...filters, time_bucket: bucket }, signal),
     api.get("/api/logs/error-spikes", volumeParams, signal),
   ]).then(([volume, spikes]) => {
     volumeChart(volumeBox, { volume, spikes, tz, onPick: (start) =>

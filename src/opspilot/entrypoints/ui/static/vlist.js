@@ -14,6 +14,7 @@ export class VirtualList {
     this.last = -1;
     this.spacer = document.createElement("div");
     this.spacer.className = "vspacer";
+    this.nodes = new Map(); // row index -> its node, for the rows in the DOM
     this.box.append(this.spacer);
     this.frame = 0;
     this.box.addEventListener("scroll", () => this.schedule(), { passive: true });
@@ -23,13 +24,15 @@ export class VirtualList {
     this.rows = rows;
     this.more = more;
     this.first = this.last = -1;
+    for (const node of this.nodes.values()) node.remove();
+    this.nodes.clear();
     this.layout();
   }
 
   append(rows, more) {
+    // rows already shown keep their index: nothing in view changes, the spacer grows
     this.rows = this.rows.concat(rows);
     this.more = more;
-    this.first = this.last = -1;
     this.layout();
   }
 
@@ -45,17 +48,21 @@ export class VirtualList {
     const first = Math.max(0, Math.floor(top / h) - this.overscan);
     const last = Math.min(this.rows.length, Math.ceil((top + height) / h) + this.overscan);
     if (first !== this.first || last !== this.last) {
-      const keep = this.box.contains(document.activeElement) ? document.activeElement.id : null;
-      const nodes = [];
+      // Rows still in view keep their node; only rows entering the view are built.
+      for (const [i, node] of this.nodes) {
+        if (i < first || i >= last) { node.remove(); this.nodes.delete(i); }
+      }
+      const fresh = [];
       for (let i = first; i < last; i++) {
+        if (this.nodes.has(i)) continue;
         const node = this.renderRow(this.rows[i], i);
         node.style.transform = `translateY(${i * h}px)`;
-        nodes.push(node);
+        this.nodes.set(i, node);
+        fresh.push(node);
       }
-      this.spacer.replaceChildren(...nodes);
+      this.spacer.append(...fresh);
       this.first = first;
       this.last = last;
-      if (keep && document.getElementById(keep)) document.getElementById(keep).focus({ preventScroll: true });
     }
     if (this.more && top + height >= this.rows.length * h - 20 * h) this.onNearEnd();
   }
