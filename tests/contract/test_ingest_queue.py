@@ -134,6 +134,32 @@ async def test_dead_letters_can_be_listed_and_replayed(
     await pump.stop()
 
 
+async def test_set_aside_dead_letters_only_the_part_and_leaves_the_message_to_ack(
+    queue_harness_factory: HarnessFactory,
+) -> None:
+    """Issue #15: the worker dead-letters the records a store refused, not their message."""
+    harness = await queue_harness_factory()
+    whole = metric_batch(3, points=5)
+    await harness.publisher.publish(whole)
+    pump = Pump(harness.consumer(), [Stream.METRICS])
+    (delivery,) = await pump.take(1)
+    part = MetricBatch(whole.message_id, whole.project_id, whole.received_at, whole.points[2:3])
+
+    assert await delivery.set_aside(part, "RecordsRejected: NUL") is True
+    await delivery.ack()
+
+    (letter,) = await harness.dead_letters.list()
+    assert (letter.stream, letter.reason, letter.body) == (
+        "metrics.ingest", "RecordsRejected: NUL", encode_batch(part))
+    assert await pump.nothing_more()
+    assert await harness.depth(Stream.METRICS) == 0
+    assert await harness.dead_letters.replay() == 1
+    (replayed,) = await pump.take(1)
+    assert encode_batch(replayed.batch) == encode_batch(part)
+    await replayed.ack()
+    await pump.stop()
+
+
 async def test_replay_respects_its_limit(queue_harness_factory: HarnessFactory) -> None:
     harness = await queue_harness_factory()
     for n in range(3):

@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from opspilot.domain.ingest import LogBatch
 from opspilot.domain.logs import LogLevel, LogRecord, log_id_for
 from opspilot.domain.timewindow import TimeRange
@@ -74,3 +76,17 @@ async def test_drop_before_removes_whole_days_before_the_cutoff_day(log_metadata
     everything = TimeRange(datetime(2024, 2, 20, tzinfo=UTC), T0 + timedelta(days=1))
     assert await log_metadata_store.count(A, everything) == 10
     assert await log_metadata_store.count(B, everything) == 0
+
+
+
+async def test_unstorable_text_refuses_the_whole_call_with_records_rejected(
+    log_metadata_store: Any,
+) -> None:
+    from opspilot.domain.errors import RecordsRejected
+
+    good = log_batch("good", "p", 3)
+    bad = LogBatch("bad", "p", T0, [LogRecord(log_id_for("bad", 0), "p", T0, LogLevel.INFO,
+                                              "m", "svc\x00")])
+    with pytest.raises(RecordsRejected):
+        await log_metadata_store.write_batches([good, bad])
+    assert await log_metadata_store.write_batches([good]) == 3  # nothing of the call was kept

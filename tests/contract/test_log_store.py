@@ -18,13 +18,9 @@ import pytest
 
 from opspilot.adapters.memory.logs import InMemoryLogStore
 from opspilot.adapters.opensearch import mapping
-from opspilot.adapters.opensearch.store import (
-    OpenSearchLogStore,
-    StoreRejected,
-    connect_opensearch,
-)
+from opspilot.adapters.opensearch.store import OpenSearchLogStore, connect_opensearch
 from opspilot.domain import textsearch
-from opspilot.domain.errors import NotFound, TransientStoreError
+from opspilot.domain.errors import NotFound, RecordsRejected, TransientStoreError
 from opspilot.domain.ingest import LogBatch
 from opspilot.domain.logs import (
     CountBucket,
@@ -536,13 +532,13 @@ async def test_refused_documents_are_listed_and_the_rest_written(
     good = rec("good", T0)
     bad = [rec("bad-1", day), rec("bad-2", day + timedelta(hours=1))]
 
-    with pytest.raises(StoreRejected) as refused:
+    with pytest.raises(RecordsRejected) as refused:
         await opensearch_store.write_batches([batch([good, *bad])])
 
     failures = refused.value.details["failures"]
     assert sorted(f["id"] for f in failures) == ["project-a:bad-1", "project-a:bad-2"]
     assert all(f["status"] == 400 and f["error"]["type"] for f in failures)
-    assert not isinstance(refused.value, TransientStoreError)  # the worker dead-letters it
+    assert not isinstance(refused.value, TransientStoreError)  # the worker isolates them
     assert await opensearch_store.get(A, "good") == good
 
 

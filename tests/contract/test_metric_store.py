@@ -423,3 +423,28 @@ async def test_discovery_lists_what_has_points_in_the_window(
     # the window is half-open, like every read
     at = TimeRange(T0 - timedelta(days=2) + timedelta(microseconds=1), T0)
     assert await store.metric_names(A, at, 100) == []
+
+
+# -- what the store refuses (issue #15) ----------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [
+    MetricPoint(A, T0, "m", 1.0, "svc\x00"),
+    MetricPoint(A, T0, "m", 1.0, None, {"k\x00": "v"}),
+    MetricPoint(A, T0, "m", 1.0, None, {"k": "v\x00"}),
+    MetricPoint(A, T0, "m", 1.0, "\ud800"),
+])
+async def test_unstorable_text_refuses_the_whole_call_with_records_rejected(
+    metric_store: Any, bad: MetricPoint
+) -> None:
+    """RecordsRejected (never a transient error, nor a partial write): the worker bisects on
+    it. Both stores refuse the same values, so the worker behaves the same on both."""
+    from opspilot.domain.errors import RecordsRejected, TransientStoreError
+
+    good = [MetricPoint(A, T0, "m", 2.0, "svc")]
+    with pytest.raises(RecordsRejected) as refused:
+        await metric_store.write_batches([batch("ok", good), batch("bad", [*good, bad])])
+    assert not isinstance(refused.value, TransientStoreError)
+    assert await metric_store.write_batches([batch("ok", good)]) == 1  # nothing was kept
+    window = [WindowRequest(A, SeriesSelector("m"), Aggregation.COUNT, DAY)]
+    assert (await metric_store.aggregate_windows(window))[0].count == 1

@@ -21,6 +21,7 @@ from opspilot.domain.ingest import Accepted, LogBatch, MetricBatch
 from opspilot.domain.logs import LogLevel, LogRecord, log_id_for
 from opspilot.domain.metrics import MetricPoint
 from opspilot.domain.ports import Clock, IdGenerator, IngestQueue
+from opspilot.domain.storable import check_json
 from opspilot.domain.tenancy import IngestIdentity
 
 
@@ -117,9 +118,13 @@ class IngestService:
             level = levels.get(x.level)
             if level is None:
                 level = levels[x.level] = LogLevel.parse(x.level, f"logs[{i}].level")
-            if x.context and len(orjson.dumps(x.context)) > MAX_CONTEXT_BYTES:
-                raise ValidationError(f"logs[{i}].context",
-                                      f"at most {MAX_CONTEXT_BYTES} bytes of JSON")
+            if x.context:
+                # Free-form JSON: the one field request models cannot type, so what the
+                # stores can hold is checked here, before orjson writes it (depth).
+                check_json(x.context, f"logs[{i}].context")
+                if len(orjson.dumps(x.context)) > MAX_CONTEXT_BYTES:
+                    raise ValidationError(f"logs[{i}].context",
+                                          f"at most {MAX_CONTEXT_BYTES} bytes of JSON")
             records.append(LogRecord(log_id_for(message_id, i), project, x.timestamp, level,
                                      x.message, x.service, x.trace_id, x.correlation_id,
                                      x.context))

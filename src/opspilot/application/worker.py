@@ -2,8 +2,10 @@
 
 Guarantees: a delivery is acknowledged only after every store it feeds committed; a
 transient store failure is retried with capped exponential backoff (never dropped, never
-hot-looped); a delivery that cannot be decoded or keeps failing for another reason goes to
-the dead-letter queue with the reason; a stop request drains (flush, ack, then stop).
+hot-looped); records a store refuses as such (RecordsRejected) are found by bisecting the
+message and dead-lettered at once, alone, while the rest of the message is written; a
+delivery that cannot be decoded or keeps failing for another reason goes to the dead-letter
+queue with the reason; a stop request drains (flush, ack, then stop).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from collections.abc import Awaitable, Callable, Sequence
 import attrs
 
 from opspilot.application.caching import DataVersions
-from opspilot.domain.errors import TransientStoreError
+from opspilot.domain.errors import RecordsRejected, TransientStoreError
 from opspilot.domain.ingest import LogBatch, MetricBatch, Stream
 from opspilot.domain.ports import Delivery, IngestConsumer, LogMetadataStore, LogStore, MetricStore
 
 log = logging.getLogger(__name__)
+Batch = MetricBatch | LogBatch
 
 
 @attrs.frozen
@@ -116,16 +119,20 @@ class IngestWorker:
             await self._write_with_retries(decodable)
 
     async def _write_with_retries(self, deliveries: Sequence[Delivery]) -> None:
-        transient = permanent = 0
+        permanent = 0
         while True:
             try:
-                await self._write(deliveries)
+                if len(deliveries) == 1:
+                    if not await self._write_isolating(deliveries[0]):
+                        return  # dead-lettered, or handed back to the queue
+                else:
+                    await self._write_transient_retried([d.batch for d in deliveries])
                 break
-            except TransientStoreError as exc:
-                transient += 1
-                self._observer.retried(_stream(deliveries), exc.message)
-                await self._sleep(self._backoff(transient))
-            except Exception as exc:  # a store refused the data itself
+            except RecordsRejected:
+                for delivery in deliveries:  # find the message(s) at fault
+                    await self._write_with_retries([delivery])
+                return
+            except Exception as exc:  # neither the moment nor the records: retried a few times
                 permanent += 1
                 if len(deliveries) > 1:
                     for delivery in deliveries:  # isolate the bad message
@@ -139,8 +146,48 @@ class IngestWorker:
         for delivery in deliveries:
             await delivery.ack()
 
-    async def _write(self, deliveries: Sequence[Delivery]) -> None:
-        batches = [d.batch for d in deliveries]
+    async def _write_transient_retried(self, batches: Sequence[Batch | None]) -> None:
+        transient = 0
+        while True:
+            try:
+                await self._write(batches)
+                return
+            except TransientStoreError as exc:
+                transient += 1
+                self._observer.retried(_stream_of(batches[0]), exc.message)
+                await self._sleep(self._backoff(transient))
+
+    async def _write_isolating(self, delivery: Delivery) -> bool:
+        """Write one message; when a store refuses records of it, bisect to the records at
+        fault, write all the others and dead-letter only those, at once (no retry can
+        help them). True when the message may be acked."""
+        batch = delivery.batch
+        assert batch is not None
+        refused: list[tuple[int, str]] = []
+        await self._bisect(batch, 0, _size(batch), refused)
+        if not refused:
+            return True
+        reason = f"{RecordsRejected.__name__}: {refused[0][1]}"
+        if len(refused) == _size(batch):
+            await self._dead_letter(delivery, reason)
+            return False
+        self._observer.dead_lettered(_stream_of(batch), reason[:100])
+        log.error("dead-lettering %d of %d records of %s: %s",
+                  len(refused), _size(batch), batch.message_id, reason)
+        return await delivery.set_aside(_part(batch, [i for i, _ in refused]), reason)
+
+    async def _bisect(self, batch: Batch, lo: int, hi: int, refused: list[tuple[int, str]]) -> None:
+        try:
+            await self._write_transient_retried([_slice(batch, lo, hi)])
+        except RecordsRejected as exc:
+            if hi - lo == 1:
+                refused.append((lo, exc.message))
+                return
+            middle = (lo + hi) // 2
+            await self._bisect(batch, lo, middle, refused)
+            await self._bisect(batch, middle, hi, refused)
+
+    async def _write(self, batches: Sequence[Batch | None]) -> None:
         metric_batches = [b for b in batches if isinstance(b, MetricBatch)]
         log_batches = [b for b in batches if isinstance(b, LogBatch)]
         started = self._monotonic()
@@ -154,8 +201,10 @@ class IngestWorker:
             )
         if log_batches:
             started = self._monotonic()
-            await self._logs.write_batches(log_batches)
+            # PostgreSQL first: it is the store that refuses text (NUL), and a record it
+            # refuses must not stay searchable in OpenSearch while it is dead-lettered.
             await self._log_metadata.write_batches(log_batches)
+            await self._logs.write_batches(log_batches)
             self._observer.batch_written(
                 Stream.LOGS.value, sum(len(b.records) for b in log_batches),
                 self._monotonic() - started,
@@ -171,6 +220,30 @@ class IngestWorker:
         return ceiling * (0.5 + random.random() / 2)  # jitter keeps workers from syncing up
 
 
+def _size(batch: Batch) -> int:
+    return len(batch.points) if isinstance(batch, MetricBatch) else len(batch.records)
+
+
+def _slice(batch: Batch, lo: int, hi: int) -> Batch:
+    """Records [lo, hi) of a batch. A part gets its own message id, derived from the
+    positions: the stores' inbox keeps each written part from being written twice when the
+    message is redelivered (and bisected the same way again), and a part never hides the
+    rest of its message behind the whole message's id."""
+    if lo == 0 and hi == _size(batch):
+        return batch
+    message_id = f"{batch.message_id}/{lo}-{hi}"
+    if isinstance(batch, MetricBatch):
+        return attrs.evolve(batch, message_id=message_id, points=batch.points[lo:hi])
+    return attrs.evolve(batch, message_id=message_id, records=batch.records[lo:hi])
+
+
+def _part(batch: Batch, positions: Sequence[int]) -> Batch:
+    """The records at `positions`, under the message's own id (a replay writes them once)."""
+    if isinstance(batch, MetricBatch):
+        return attrs.evolve(batch, points=[batch.points[i] for i in positions])
+    return attrs.evolve(batch, records=[batch.records[i] for i in positions])
+
+
 def _records(deliveries: Sequence[Delivery]) -> int:
     total = 0
     for delivery in deliveries:
@@ -183,7 +256,10 @@ def _records(deliveries: Sequence[Delivery]) -> int:
 
 
 def _stream(deliveries: Sequence[Delivery]) -> str:
-    batch = deliveries[0].batch
+    return _stream_of(deliveries[0].batch)
+
+
+def _stream_of(batch: Batch | None) -> str:
     if isinstance(batch, MetricBatch):
         return Stream.METRICS.value
     return Stream.LOGS.value if isinstance(batch, LogBatch) else "unknown"

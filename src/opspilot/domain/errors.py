@@ -72,6 +72,14 @@ class TransientStoreError(ServiceUnavailable):
     code = "store_unavailable"
 
 
+class RecordsRejected(OpsPilotError):
+    """A store refused the data itself (PostgreSQL data error, OpenSearch mapping refusal):
+    writing the same records again cannot succeed, so the worker spends no retry on them;
+    it isolates the records at fault and dead-letters only those."""
+
+    code = "records_rejected"
+
+
 class DeliveryFailed(OpsPilotError):
     """A notification did not arrive. `retryable` says whether trying again may help."""
 

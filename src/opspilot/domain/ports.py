@@ -289,6 +289,14 @@ class Delivery(Protocol):
 
     async def dead_letter(self, reason: str) -> None: ...
 
+    async def set_aside(self, part: MetricBatch | LogBatch, reason: str) -> bool:
+        """Copy `part` (records of this message no store will take) to the dead-letter
+        queue with the reason, confirmed by the queue; the message itself stays
+        unacknowledged, for the caller to ack once the rest is written. False when the copy
+        could not be made: the whole message is then handed back to the queue (to be
+        redelivered) and must not be acked."""
+        ...
+
 
 class IngestConsumer(Protocol):
     def deliveries(self, streams: Sequence[Stream]) -> AsyncIterator[Delivery]:

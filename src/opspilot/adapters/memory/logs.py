@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 from opspilot.domain import textsearch
-from opspilot.domain.errors import NotFound
+from opspilot.domain.errors import NotFound, RecordsRejected
 from opspilot.domain.ingest import LogBatch
 from opspilot.domain.logs import (
     CountBucket,
@@ -21,6 +21,7 @@ from opspilot.domain.logs import (
     VolumeQuery,
     next_cursor,
 )
+from opspilot.domain.storable import first_problem
 from opspilot.domain.timewindow import TimeRange, utc_day_start
 
 
@@ -110,7 +111,13 @@ class InMemoryLogMetadataStore:
 
     async def write_batches(self, batches: Sequence[LogBatch]) -> int:
         """Returns the rows written: a batch whose message id was stored before writes none
-        (as the PostgreSQL store's inbox does)."""
+        (as the PostgreSQL store's inbox does). Text PostgreSQL could not store refuses the
+        whole call with RecordsRejected, as its one transaction does."""
+        for batch in batches:
+            texts = (t for r in batch.records for t in (r.project_id, r.id, r.service))
+            reason = first_problem(texts)
+            if reason is not None:
+                raise RecordsRejected(f"log batch {batch.message_id}: a record {reason}")
         written = 0
         for batch in batches:
             if batch.message_id in self._stored_batches:

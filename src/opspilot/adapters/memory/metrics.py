@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
+from opspilot.domain.errors import RecordsRejected
 from opspilot.domain.ingest import MetricBatch
 from opspilot.domain.metrics import (
     BucketValue,
@@ -23,6 +24,7 @@ from opspilot.domain.metrics import (
     equal_width_edges,
 )
 from opspilot.domain.ports import WindowRequest, WindowValue
+from opspilot.domain.storable import first_problem
 from opspilot.domain.timewindow import TimeRange, utc_day_start
 
 SeriesKey = tuple[str, str]  # (project_id, metric name)
@@ -35,6 +37,12 @@ class InMemoryMetricStore:
         self._lock = asyncio.Lock()
 
     async def write_batches(self, batches: Sequence[MetricBatch]) -> int:
+        """All or nothing, as the PostgreSQL store's one transaction: text PostgreSQL
+        could not store refuses the whole call with RecordsRejected."""
+        for batch in batches:
+            reason = first_problem(_texts(batch.points))
+            if reason is not None:
+                raise RecordsRejected(f"metric batch {batch.message_id}: a point {reason}")
         written = 0
         async with self._lock:
             for batch in batches:
@@ -138,6 +146,15 @@ class InMemoryMetricStore:
     def count(self, project_id: str) -> int:
         """Test helper: points stored for a project."""
         return sum(len(v) for (pid, _), v in self._points.items() if pid == project_id)
+
+
+def _texts(points: Sequence[MetricPoint]) -> Iterator[str | None]:
+    for point in points:
+        yield point.project_id
+        yield point.name
+        yield point.service
+        yield from point.tags.keys()
+        yield from point.tags.values()
 
 
 def _timestamp(point: MetricPoint):  # type: ignore[no-untyped-def]

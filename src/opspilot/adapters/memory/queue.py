@@ -99,6 +99,11 @@ class InMemoryQueue:
                 self._dead.append((message, dead_reason, datetime.now(UTC)))
             self._arrived.notify_all()
 
+    async def _set_aside(self, stream: Stream, body: bytes, reason: str) -> None:
+        async with self._arrived:
+            self._ids += 1
+            self._dead.append((_Message(self._ids, stream, body), reason, datetime.now(UTC)))
+
     # -- dead letters ------------------------------------------------------------------
 
     async def list(self, limit: int = 100) -> list[DeadLetter]:
@@ -130,3 +135,7 @@ class InMemoryDelivery(DecodedDelivery):
 
     async def dead_letter(self, reason: str) -> None:
         await self._queue._settle(self._message, reason)
+
+    async def set_aside(self, part: MetricBatch | LogBatch, reason: str) -> bool:
+        await self._queue._set_aside(stream_of(part), encode_batch(part), reason)
+        return True

@@ -3,7 +3,8 @@
 It answers exactly as `InMemoryLogStore` does for the same data; the shared contract suite
 (tests/contract/test_log_store.py) holds both to that. Driver errors are translated here:
 connection failures, 429, 5xx and index blocks become `TransientStoreError` (the worker retries); any other
-refusal becomes `StoreRejected`, listing what was refused (the worker dead-letters it).
+refusal of documents becomes `RecordsRejected` (the worker isolates and dead-letters
+them), of anything else `StoreRejected`; both list what was refused.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from opensearchpy.exceptions import TransportError
 
 from opspilot.adapters.opensearch import mapping
 from opspilot.domain import textsearch
-from opspilot.domain.errors import NotFound, OpsPilotError, TransientStoreError
+from opspilot.domain.errors import NotFound, OpsPilotError, RecordsRejected, TransientStoreError
 from opspilot.domain.ingest import LogBatch
 from opspilot.domain.logs import (
     CountBucket,
@@ -152,7 +153,7 @@ class OpenSearchLogStore:
                 f"(first: {_reason(failures[0])})",
                 failures=failures[:20],
             )
-        raise StoreRejected(
+        raise RecordsRejected(
             f"opensearch refused {len(failures)} of {count} documents "
             f"(first: {_reason(failures[0])})",
             {"failures": failures},

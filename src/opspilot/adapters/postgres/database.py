@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from asyncpg import exceptions as pgx
 
 from opspilot.adapters.postgres.errors import CONNECTION_LOST, translated
 from opspilot.adapters.postgres.migrate import checked_schema
 from opspilot.adapters.postgres.partitions import DailyPartitions
-from opspilot.domain.errors import TransientStoreError
+from opspilot.domain.errors import RecordsRejected, TransientStoreError
 from opspilot.domain.ingest import Stream
 
 
@@ -43,6 +44,17 @@ async def _reset(conn: Any) -> None:
     the stores never LISTEN, take session-level locks or SET outside a transaction."""
     if conn.is_in_transaction():
         await conn.execute("ROLLBACK")
+
+
+@contextlib.contextmanager
+def _refusals(table: str) -> Iterator[None]:
+    """PostgreSQL refusing the rows themselves (class 22, e.g. NUL in text or jsonb) or
+    text asyncpg cannot encode (a lone surrogate): no retry can write them."""
+    try:
+        yield
+    except (pgx.DataError, UnicodeEncodeError) as exc:
+        raise RecordsRejected(f"PostgreSQL refused rows for {table}: "
+                              f"{type(exc).__name__}: {exc}") from None
 
 
 class PostgresDatabase:
@@ -155,16 +167,23 @@ class PostgresDatabase:
             if not self.timescale:
                 await partitions[table].ensure_for(
                     conn, [r[time_column] for rows in rows_by_message.values() for r in rows])
-            async with conn.transaction():
-                fresh = await conn.fetch(
-                    "INSERT INTO ingest_inbox (message_id, stream)"
-                    " SELECT unnest($1::text[]), $2"
-                    " ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
-                    sorted(rows_by_message), stream.value,
-                )
-                rows = [r for f in fresh for r in rows_by_message[f["message_id"]]]
-                if rows:
-                    await conn.copy_records_to_table(table, records=rows, columns=columns)
+            with _refusals(table):
+                return await self._copy_fresh(conn, table, columns, stream, rows_by_message)
+
+    async def _copy_fresh(
+        self, conn: Any, table: str, columns: Sequence[str], stream: Stream,
+        rows_by_message: Mapping[str, list[tuple[Any, ...]]],
+    ) -> int:
+        async with conn.transaction():
+            fresh = await conn.fetch(
+                "INSERT INTO ingest_inbox (message_id, stream)"
+                " SELECT unnest($1::text[]), $2"
+                " ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+                sorted(rows_by_message), stream.value,
+            )
+            rows = [r for f in fresh for r in rows_by_message[f["message_id"]]]
+            if rows:
+                await conn.copy_records_to_table(table, records=rows, columns=columns)
         return len(rows)
 
     # -- stores ---------------------------------------------------------------------------

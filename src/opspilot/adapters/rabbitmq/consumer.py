@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from opspilot.adapters.codec import DecodedDelivery
+from opspilot.adapters.codec import DecodedDelivery, encode_batch
 from opspilot.adapters.rabbitmq._amqp import (
     DRIVER_ERRORS,
     broker_errors,
@@ -37,7 +37,7 @@ from opspilot.adapters.rabbitmq._amqp import (
 )
 from opspilot.adapters.rabbitmq.topology import declare_topology, dlq_name, queue_name
 from opspilot.domain.errors import ServiceUnavailable
-from opspilot.domain.ingest import Stream
+from opspilot.domain.ingest import LogBatch, MetricBatch, Stream
 
 log = logging.getLogger(__name__)
 
@@ -256,9 +256,19 @@ class RabbitMQDelivery(DecodedDelivery):
         never a loss. If the copy fails the original is requeued to be tried again."""
         if self._settled:
             return
+        if await self._copy_to_dlq(self._message.body, reason):
+            await self.ack()
+
+    async def set_aside(self, part: MetricBatch | LogBatch, reason: str) -> bool:
+        """The DLQ copy carries only `part`, with the original message id and headers."""
+        if self._settled:
+            return False
+        return await self._copy_to_dlq(encode_batch(part), reason)
+
+    async def _copy_to_dlq(self, body: bytes, reason: str) -> bool:
         queue, dlq = self._consumer._dead_letter_target(self.stream)
         copy = persistent_message(
-            self._message.body, self.message_id,
+            body, self.message_id,
             headers=self._dead_letter_headers(reason, queue),
             content_type=self._message.content_type or "application/json",
         )
@@ -268,8 +278,8 @@ class RabbitMQDelivery(DecodedDelivery):
         except ServiceUnavailable as exc:
             log.error("could not dead-letter %s (%s); requeueing it", self.message_id, exc.message)
             await self._requeue()
-            return
-        await self.ack()
+            return False
+        return True
 
     def _dead_letter_headers(self, reason: str, queue: str) -> dict[str, Any]:
         return {

@@ -16,7 +16,7 @@ import orjson
 import pydantic
 from aiohttp import web
 
-from opspilot.domain import errors
+from opspilot.domain import errors, storable
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,32 @@ def error_response(
 ) -> web.Response:
     body = {"error": {"code": code, "message": message, "details": details or {}}}
     return web.Response(
-        status=status, body=orjson.dumps(body, default=str),
-        content_type="application/json", headers=headers,
+        status=status, body=_dumps(body), content_type="application/json", headers=headers,
     )
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    """The error body as JSON, whatever it quotes: the details may carry a caller's bytes
+    (a header aiohttp decoded into lone surrogates, which orjson refuses to write) or an
+    object nesting deeper than orjson writes. The answer must not fail on them."""
+    try:
+        return orjson.dumps(body, default=str)
+    except (TypeError, orjson.JSONEncodeError):
+        return orjson.dumps(_printable(body))
+
+
+def _printable(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if depth > 8:
+        return "…"
+    if isinstance(value, dict):
+        return {_printable(str(k)): _printable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable(v, depth + 1) for v in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return _printable(str(value))
 
 
 def _status_of(exc: errors.OpsPilotError) -> int:
@@ -61,7 +84,7 @@ def from_domain(exc: errors.OpsPilotError, headers: dict[str, str] | None = None
 
 def from_pydantic(exc: pydantic.ValidationError, prefix: str = "") -> web.Response:
     problems = [
-        {"field": _field_name(prefix, e["loc"]), "message": e["msg"], "type": e["type"]}
+        {"field": _field_name(prefix, e["loc"]), "message": _message(e), "type": e["type"]}
         for e in exc.errors(include_url=False, include_input=False)
     ][:20]
     first = problems[0] if problems else {"field": prefix or "body", "message": "invalid"}
@@ -69,6 +92,16 @@ def from_pydantic(exc: pydantic.ValidationError, prefix: str = "") -> web.Respon
         400, "invalid_input", f"{first['field']}: {first['message']}",
         {"field": first["field"], "problems": problems},
     )
+
+
+def _message(error: Any) -> str:
+    """pydantic's message, but said in the store's terms for text the stores cannot hold."""
+    if error["type"] == "string_pattern_mismatch" and \
+            error.get("ctx", {}).get("pattern") == storable.STORABLE_PATTERN:
+        return storable.NUL_REASON
+    if error["type"] == "string_unicode":
+        return storable.SURROGATE_REASON
+    return str(error["msg"])
 
 
 def _field_name(prefix: str, loc: tuple[Any, ...]) -> str:

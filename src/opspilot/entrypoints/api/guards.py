@@ -7,7 +7,14 @@ import logging
 
 from aiohttp import web
 
-from opspilot.domain.errors import Forbidden, RateLimited, ServiceUnavailable, ValidationError
+from opspilot.domain.errors import (
+    Forbidden,
+    RateLimited,
+    ServiceUnavailable,
+    Unauthenticated,
+    ValidationError,
+)
+from opspilot.domain.storable import check_text, problem
 from opspilot.domain.tenancy import IngestIdentity, Principal
 from opspilot.entrypoints.api.state import services
 
@@ -16,7 +23,7 @@ log = logging.getLogger(__name__)
 
 async def ingest_identity(request: web.Request) -> IngestIdentity:
     svc = services(request)
-    identity = await svc.auth.ingest_identity(request.headers.get("X-API-Key"))
+    identity = await svc.auth.ingest_identity(_credential(request, "X-API-Key"))
     limits = svc.rate_limits
     await _limit(request, "ingest", f"ingest:{identity.key_id}", limits.ingest_rate, limits.ingest_burst)
     return identity
@@ -25,10 +32,11 @@ async def ingest_identity(request: web.Request) -> IngestIdentity:
 async def query_project(request: web.Request) -> str:
     """The project a query acts on: a bearer token whose user is a member of X-Project-ID."""
     svc = services(request)
-    principal = await svc.auth.principal(_bearer(request))
+    principal = await svc.auth.principal(bearer_token(request))
     project_id = request.headers.get("X-Project-ID", "").strip()
     if not project_id:
         raise ValidationError("X-Project-ID", "header is required")
+    check_text(project_id, "X-Project-ID")
     principal.require_member(project_id)
     await _query_limit(request, principal)
     return project_id
@@ -36,7 +44,7 @@ async def query_project(request: web.Request) -> str:
 
 async def query_principal(request: web.Request) -> Principal:
     """Who a bearer token is, for the calls that span its projects (rate limited alike)."""
-    principal = await services(request).auth.principal(_bearer(request))
+    principal = await services(request).auth.principal(bearer_token(request))
     await _query_limit(request, principal)
     return principal
 
@@ -46,10 +54,20 @@ async def _query_limit(request: web.Request, principal: Principal) -> None:
     await _limit(request, "query", f"query:{principal.user_id}", limits.query_rate, limits.query_burst)
 
 
-def _bearer(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
+def bearer_token(request: web.Request) -> str | None:
+    header = _credential(request, "Authorization") or ""
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _credential(request: web.Request, name: str) -> str | None:
+    """A credential header as text. aiohttp decodes header bytes that are not UTF-8 into
+    lone surrogates (`surrogateescape`); no key or token we issue contains them, so such a
+    header is refused as a wrong credential (401) before anything hashes or looks it up."""
+    value = request.headers.get(name)
+    if value is not None and problem(value) is not None:
+        raise Unauthenticated(f"{name} is not a credential this server issued", {"field": name})
+    return value
 
 
 async def _limit(request: web.Request, scope: str, key: str, rate: float, burst: int) -> None:

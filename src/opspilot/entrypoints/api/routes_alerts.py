@@ -31,27 +31,33 @@ from opspilot.domain.alerts import (
 )
 from opspilot.domain.errors import ValidationError
 from opspilot.domain.metrics import MAX_TAGS, Aggregation
+from opspilot.domain.storable import check_text
 from opspilot.domain.timewindow import format_duration, parse_duration
 from opspilot.entrypoints.api import openapi
 from opspilot.entrypoints.api import responses as r
-from opspilot.entrypoints.api.guards import query_project
+from opspilot.entrypoints.api.guards import bearer_token, query_project
 from opspilot.entrypoints.api.parsing import json_body, query_params
 from opspilot.entrypoints.api.responses import json_answer
-from opspilot.entrypoints.api.schemas import Flag, Name, ServiceName, Strict
+from opspilot.entrypoints.api.schemas import (
+    Flag,
+    Name,
+    ServiceName,
+    Strict,
+    TagKey,
+    TagValue,
+    storable,
+)
 from opspilot.entrypoints.api.state import services
 
 ALERTS = web.AppKey("alert_rules", AlertRules)
 
-Text = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
-Id = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+Text = Annotated[str, storable(1, 200, strip=True)]
+Id = Annotated[str, storable(1, 100)]
 Duration = Annotated[str, StringConstraints(pattern=r"^[1-9]\d{0,5}[smhd]$")]
 MaybeZeroDuration = Annotated[str, StringConstraints(pattern=r"^(0|[1-9]\d{0,5}[smhd])$")]
 # strict: a JSON number only (lax mode would read `false` as 0.0)
 Threshold = Annotated[float, Field(allow_inf_nan=False, strict=True)]
-Tags = dict[
-    Annotated[str, StringConstraints(min_length=1, max_length=100)],
-    Annotated[str, StringConstraints(max_length=200)],
-]
+Tags = dict[TagKey, TagValue]
 
 
 # -- request models ------------------------------------------------------------------------
@@ -101,12 +107,12 @@ class RulePatch(Strict):
 
 
 class ChannelBody(Strict):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
+    name: Annotated[str, storable(1, 100, strip=True)]
     type: ChannelType
-    target: Annotated[str, StringConstraints(min_length=3, max_length=2000)] = Field(
+    target: Annotated[str, storable(3, 2000)] = Field(
         description="URL for webhook and slack; comma-separated addresses for email"
     )
-    secret: Annotated[str, StringConstraints(min_length=16, max_length=256)] | None = Field(
+    secret: Annotated[str, storable(16, 256)] | None = Field(
         None, description="webhook only: HMAC-SHA256 key of X-OpsPilot-Signature; write-only"
     )
 
@@ -237,8 +243,7 @@ def _alerts(request: web.Request) -> AlertRules:
 
 
 async def _user(request: web.Request) -> str:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    principal = await services(request).auth.principal(token.strip() or None)
+    principal = await services(request).auth.principal(bearer_token(request))
     return principal.user_id
 
 
@@ -360,7 +365,7 @@ def _id(request: web.Request, name: str) -> str:
     value = request.match_info[name]
     if not 1 <= len(value) <= 100:
         raise ValidationError(name, "1-100 characters")
-    return value
+    return check_text(value, name)
 
 
 # -- registration --------------------------------------------------------------------------

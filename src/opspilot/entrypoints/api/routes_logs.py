@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from opspilot.domain.logs import Cursor, LogFilter, LogLevel, LogQuery, VolumeQuery
+from opspilot.domain.storable import check_text
 from opspilot.domain.timewindow import Bucketing
 from opspilot.entrypoints.api.guards import query_project
 from opspilot.entrypoints.api.parsing import query_params, window_of
@@ -45,8 +46,8 @@ async def log_context(request: web.Request) -> web.Response:
     project_id = await query_project(request)
     params = query_params(request, ContextParams)
     doc = await services(request).logs.context(
-        project_id, request.match_info["log_id"], params.before, params.after,
-        params.scope == "project",
+        project_id, check_text(request.match_info["log_id"], "log_id"), params.before,
+        params.after, params.scope == "project",
     )
     return json_answer(doc)
 

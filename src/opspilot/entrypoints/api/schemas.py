@@ -22,6 +22,7 @@ from pydantic_core import core_schema
 from opspilot.domain.ingest import MAX_BATCH_ITEMS
 from opspilot.domain.logs import LEVEL_ALIASES, MAX_MESSAGE_LENGTH, LogLevel
 from opspilot.domain.metrics import MAX_ABS_VALUE, MAX_TAGS, Aggregation
+from opspilot.domain.storable import STORABLE_PATTERN
 from opspilot.domain.timewindow import EARLIEST, LATEST
 
 # The year as written: 1970-4999 (the instant, offset applied, must also lie in that range).
@@ -70,14 +71,27 @@ Level = Annotated[str, StringConstraints(pattern=f"^(?:{_LEVEL})$")]
 Levels = Annotated[str, StringConstraints(pattern=f"^ *(?:{_LEVEL})? *(?:, *(?:{_LEVEL})? *)*$")]
 AggregationName = Annotated[str, StringConstraints(pattern=f"^(?:{_AGGREGATION})$")]
 
+
+def storable(min_length: int = 0, max_length: int | None = None,
+             strip: bool = False) -> StringConstraints:
+    """Free text that ends in PostgreSQL or OpenSearch: besides its length, what the stores
+    can hold (domain/storable.py): no NUL; pydantic-core already refuses lone surrogates.
+    Every free-text field of a request model takes its constraints from here."""
+    return StringConstraints(min_length=min_length, max_length=max_length,
+                             strip_whitespace=strip or None, pattern=STORABLE_PATTERN)
+
+
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,99}$")]
-ServiceName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+ServiceName = Annotated[str, storable(1, 100)]
+TagKey = Annotated[str, storable(1, 100)]
+TagValue = Annotated[str, storable(0, 200)]
 Finite = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 MetricValue = Annotated[float, Field(allow_inf_nan=False, strict=True, ge=-MAX_ABS_VALUE,
                                      le=MAX_ABS_VALUE)]
 Flag = StrictBool  # JSON true/false only: lax mode would read 0, 1 or "yes" as booleans
-ShortText = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+ShortText = Annotated[str, storable(1, 128)]
 Duration = Annotated[str, StringConstraints(pattern=r"^[1-9]\d{0,5}[smhd]$")]
+TagFilter = Annotated[str, storable()]
 
 
 class Strict(BaseModel):
@@ -89,10 +103,7 @@ class MetricIn(Strict):
     value: MetricValue
     timestamp: Timestamp
     service: ServiceName | None = None
-    tags: dict[Annotated[str, StringConstraints(min_length=1, max_length=100)],
-               Annotated[str, StringConstraints(max_length=200)]] = Field(
-        default_factory=dict, max_length=MAX_TAGS
-    )
+    tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=MAX_TAGS)
 
 
 class MetricsIngestBody(Strict):
@@ -101,7 +112,7 @@ class MetricsIngestBody(Strict):
 
 class LogIn(Strict):
     level: Level
-    message: Annotated[str, StringConstraints(min_length=1, max_length=MAX_MESSAGE_LENGTH)]
+    message: Annotated[str, storable(1, MAX_MESSAGE_LENGTH)]
     timestamp: Timestamp
     service: ServiceName | None = None
     trace_id: ShortText | None = None
@@ -126,7 +137,7 @@ class MetricQueryParams(Window):
     service_name: ServiceName | None = None
     aggregation: AggregationName = "avg"
     time_bucket: Duration = "1m"
-    tags: str | None = Field(default=None, description="key:value pairs, comma-separated")
+    tags: TagFilter | None = Field(default=None, description="key:value pairs, comma-separated")
 
 
 DISCOVERY_LIMIT = 10_000
@@ -151,7 +162,7 @@ class HistogramParams(Window):
     metric_name: Name
     service_name: ServiceName | None = None
     bins: int = Field(default=20, ge=1, le=200)
-    tags: str | None = None
+    tags: TagFilter | None = None
 
 
 class AnomalyParams(Window):
@@ -160,14 +171,14 @@ class AnomalyParams(Window):
     threshold: float = Field(default=3.0, gt=0, le=100, allow_inf_nan=False)
     time_bucket: Duration = "1m"
     method: Literal["z-score", "robust", "isolation_forest"] = "robust"
-    tags: str | None = None
+    tags: TagFilter | None = None
 
 
 class OverlayMetric(Strict):
     name: Name
     service: ServiceName | None = None
     aggregation: AggregationName | None = None
-    tags: dict[str, str] = Field(default_factory=dict, max_length=MAX_TAGS)
+    tags: dict[TagKey, TagValue] = Field(default_factory=dict, max_length=MAX_TAGS)
 
 
 class OverlayBody(Strict):
@@ -181,11 +192,11 @@ class OverlayBody(Strict):
 class LogQueryParams(Window):
     level: Levels | None = Field(default=None, description="one level or several, comma-separated")
     service_name: ServiceName | None = None
-    search: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    search: Annotated[str, storable(0, 1000)] | None = None
     trace_id: ShortText | None = None
     limit: int = Field(default=100, ge=1, le=1000)
     offset: int = Field(default=0, ge=0, le=10_000)
-    cursor: Annotated[str, StringConstraints(max_length=500)] | None = None
+    cursor: Annotated[str, storable(0, 500)] | None = None
 
 
 class PatternParams(LogQueryParams):

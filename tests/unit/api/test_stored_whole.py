@@ -1,0 +1,35 @@
+"""Issue #15 item 2 on the in-memory adapters (tests/stored_whole.py has the property)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given
+
+from opspilot.settings import Settings
+from tests.stored_whole import PROPERTY_SETTINGS, Pipeline, logs_payload, metrics_payload
+from tests.unit.conftest import NOW
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Iterator[Pipeline]:
+    settings = Settings(_env_file=None, database_url=None, opensearch_url=None, amqp_url=None,
+                        redis_url=None, ai_url=None, rate_limits_enabled=False)
+    running = Pipeline(settings, lambda c: c.memory_queue(), lambda c: c.memory_queue(), NOW)
+    running.start()
+    yield running
+    running.stop()
+
+
+@PROPERTY_SETTINGS
+@given(items=metrics_payload)
+def test_accepted_metrics_are_stored_whole(pipeline: Pipeline, items: Any) -> None:
+    pipeline.check_metrics(items)
+
+
+@PROPERTY_SETTINGS
+@given(items=logs_payload)
+def test_accepted_logs_are_stored_whole(pipeline: Pipeline, items: Any) -> None:
+    pipeline.check_logs(items)
