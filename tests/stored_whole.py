@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from opspilot.adapters.system import FixedClock
@@ -199,3 +199,18 @@ async def _eventually(read: Callable[[], Any], done: Callable[[Any], bool],
         if done(found) or asyncio.get_running_loop().time() > deadline:
             return found
         await asyncio.sleep(0.05)
+
+
+# -- the tests: imported by a module that defines the `pipeline` fixture ---------------------
+
+
+@PROPERTY_SETTINGS
+@given(items=metrics_payload)
+def test_accepted_metrics_are_stored_whole(pipeline: Pipeline, items: Any) -> None:
+    pipeline.check_metrics(items)
+
+
+@PROPERTY_SETTINGS
+@given(items=logs_payload)
+def test_accepted_logs_are_stored_whole(pipeline: Pipeline, items: Any) -> None:
+    pipeline.check_logs(items)

@@ -20,7 +20,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from hypothesis import given
 
 from opspilot.adapters.codec import decode_batch
 from opspilot.adapters.opensearch import mapping
@@ -39,7 +38,11 @@ from opspilot.settings import Settings
 from tests.contract.conftest import database_url_or_skip
 from tests.contract.log_fixtures import opensearch_url_or_skip
 from tests.contract.queue_fixtures import amqp_url_or_skip, delete_queues
-from tests.stored_whole import PROPERTY_SETTINGS, Pipeline, logs_payload, metrics_payload
+from tests.stored_whole import (
+    Pipeline,
+    test_accepted_logs_are_stored_whole,
+    test_accepted_metrics_are_stored_whole,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -170,15 +173,5 @@ def pipeline() -> Iterator[Pipeline]:
     running.stop()
 
 
-@PROPERTY_SETTINGS
-@given(items=metrics_payload)
-def test_accepted_metrics_are_stored_whole_in_postgresql(pipeline: Pipeline, items: Any) -> None:
-    pipeline.check_metrics(items)
 
-
-@PROPERTY_SETTINGS
-@given(items=logs_payload)
-def test_accepted_logs_are_stored_whole_in_opensearch_and_postgresql(
-    pipeline: Pipeline, items: Any
-) -> None:
-    pipeline.check_logs(items)
+__all__ = ["test_accepted_logs_are_stored_whole", "test_accepted_metrics_are_stored_whole"]

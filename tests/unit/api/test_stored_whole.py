@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from hypothesis import given
 
 from opspilot.settings import Settings
-from tests.stored_whole import PROPERTY_SETTINGS, Pipeline, logs_payload, metrics_payload
+from tests.stored_whole import (
+    Pipeline,
+    test_accepted_logs_are_stored_whole,
+    test_accepted_metrics_are_stored_whole,
+)
 from tests.unit.conftest import NOW
 
 
@@ -23,13 +25,5 @@ def pipeline() -> Iterator[Pipeline]:
     running.stop()
 
 
-@PROPERTY_SETTINGS
-@given(items=metrics_payload)
-def test_accepted_metrics_are_stored_whole(pipeline: Pipeline, items: Any) -> None:
-    pipeline.check_metrics(items)
 
-
-@PROPERTY_SETTINGS
-@given(items=logs_payload)
-def test_accepted_logs_are_stored_whole(pipeline: Pipeline, items: Any) -> None:
-    pipeline.check_logs(items)
+__all__ = ["test_accepted_logs_are_stored_whole", "test_accepted_metrics_are_stored_whole"]
