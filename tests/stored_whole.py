@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from opspilot.adapters.system import FixedClock
 from opspilot.container import Container, build_container, start_container, stop_container
+from opspilot.domain.errors import TransientStoreError
 from opspilot.domain.ingest import Stream
 from opspilot.domain.logs import log_id_for
 from opspilot.domain.metrics import Aggregation, SeriesSelector
@@ -145,7 +146,7 @@ class Pipeline:
             request = WindowRequest(self.project_id, selector, Aggregation.SUM,
                                     TimeRange(stamp, stamp + MICRO))
             got = await _eventually(lambda r=request: store.aggregate_windows([r]),
-                                    lambda found: found[0].count == 1)
+                                    lambda found: bool(found) and found[0].count == 1)
             assert got[0].value == item["value"], (item, got)
         await self._nothing_dead()
         return True
@@ -195,7 +196,10 @@ async def _eventually(read: Callable[[], Any], done: Callable[[Any], bool],
                       within: float = 15.0) -> Any:
     deadline = asyncio.get_running_loop().time() + within
     while True:
-        found = await read()
+        try:
+            found = await read()
+        except TransientStoreError:  # a daily index just created: its shard is not up yet
+            found = None
         if done(found) or asyncio.get_running_loop().time() > deadline:
             return found
         await asyncio.sleep(0.05)
