@@ -98,6 +98,7 @@ async def test_a_lone_surrogate_in_a_body_is_400(api: Any, tenant: Any) -> None:
     ("/api/metrics/histogram?metric_name=cpu&tags=k%00:v", "tags"),
     ("/api/logs/query?service_name=%00", "service_name"),
     ("/api/logs/query?search=a%00b", "search"),
+    ("/api/logs/volume?search=a%00b", "search"),
     ("/api/logs/query?trace_id=%00", "trace_id"),
     ("/api/incidents?rule_id=r%00", "rule_id"),
     ("/api/rules/r%00", "rule_id"),

@@ -215,7 +215,7 @@ class VolumeParams(Window):
     time_bucket: Duration = "5m"
     level: Levels | None = Field(default=None, description="one level or several, comma-separated")
     service_name: ServiceName | None = None
-    search: Annotated[str, StringConstraints(max_length=1000)] | None = Field(
+    search: Annotated[str, storable(0, 1000)] | None = Field(
         default=None, description="the same syntax as /api/logs/query")
     trace_id: ShortText | None = None
 
@@ -226,7 +226,7 @@ class SpikeParams(Window):
 
 
 class CreateProjectBody(Strict):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
+    name: Annotated[str, storable(1, 100, strip=True)]
 
     @field_validator("name")
     @classmethod
