@@ -54,10 +54,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8081 if name == "ai" else 8080)
     p = command("worker", _worker, "the ingestion worker (needs OPSPILOT_AMQP_URL)")
-    p.add_argument("--metrics-port", type=int, default=9101)
+    _metrics_address(p, 9101)
     p = command("alerts", _alerts, "the alert scheduler and evaluator (every minute)")
     p.add_argument("--once", action="store_true", help="evaluate one tick and exit")
-    p.add_argument("--metrics-port", type=int, default=9102)
+    _metrics_address(p, 9102)
     p = command("migrate", _migrate, "bring the PostgreSQL schema to the latest version")
     p = command("create-project", _create_project, "create a project; prints its API key and token")
     p.add_argument("name")
@@ -70,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "replay"])
     p.add_argument("--limit", type=int, default=100)
     return parser
+
+
+def _metrics_address(p: argparse.ArgumentParser, port: int) -> None:
+    # A container's Prometheus scrapes from another pod: it needs --metrics-host 0.0.0.0;
+    # loopback stays the default so a bare-metal process exposes nothing by accident.
+    p.add_argument("--metrics-host", default="127.0.0.1")
+    p.add_argument("--metrics-port", type=int, default=port)
 
 
 # -- running processes -----------------------------------------------------------------
@@ -211,7 +218,7 @@ async def _worker(args: Any) -> int:
     try:
         worker = ingest_worker(container, _consumer(container, settings))
         metrics_runner = await start_metrics_server(
-            container.worker_telemetry(), "127.0.0.1", args.metrics_port
+            container.worker_telemetry(), args.metrics_host, args.metrics_port
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -240,7 +247,8 @@ async def _alerts(args: Any) -> int:
     monitoring = start_self_monitoring(container, telemetry.registry, worker=False)
     try:
         return await run_alert_process(settings, container, args.once,
-                                       metrics_port=args.metrics_port, telemetry=telemetry)
+                                       metrics_port=args.metrics_port,
+                                       metrics_host=args.metrics_host, telemetry=telemetry)
     finally:
         await monitoring.stop()
         await stop_container(container)
