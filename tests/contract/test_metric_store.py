@@ -14,7 +14,19 @@ from typing import Any
 
 import pytest
 
+from opspilot.domain.errors import LimitExceeded
 from opspilot.domain.ingest import MetricBatch
+from opspilot.domain.labels import (
+    LabelMatcher,
+    Labels,
+    MatchOp,
+    SampleLimits,
+    SampleSeries,
+    SeriesSelection,
+    labels_of,
+    matches_all,
+    millis,
+)
 from opspilot.domain.metrics import (
     MAX_ABS_VALUE,
     Aggregation,
@@ -448,3 +460,106 @@ async def test_unstorable_text_refuses_the_whole_call_with_records_rejected(
     assert await metric_store.write_batches([batch("ok", good)]) == 1  # nothing was kept
     window = [WindowRequest(A, SeriesSelector("m"), Aggregation.COUNT, DAY)]
     assert (await metric_store.aggregate_windows(window))[0].count == 1
+
+
+# -- Prometheus series: select_samples / select_labels --------------------------------------
+
+
+def _selection(*matchers: tuple[str, str, str], start: datetime = T0 - timedelta(hours=1),
+               end: datetime = T0 + timedelta(hours=4), project: str = A,
+               limits: SampleLimits = SampleLimits()) -> SeriesSelection:
+    return SeriesSelection(project, [LabelMatcher(n, MatchOp(op), v) for n, op, v in matchers],
+                           millis(start), millis(end), limits)
+
+
+def reference_samples(points: Sequence[MetricPoint], selection: SeriesSelection
+                      ) -> dict[Labels, list[tuple[int, float]]]:
+    """What select_samples must return, from the raw points: the last write of a millisecond
+    wins, both window ends are inside."""
+    found: dict[Labels, dict[int, float]] = defaultdict(dict)
+    for p in points:
+        labels = labels_of(p.name, p.service, p.tags)
+        ms = millis(p.timestamp)
+        if (p.project_id == selection.project_id
+                and selection.start_ms <= ms <= selection.end_ms
+                and matches_all(dict(labels), selection.matchers)):
+            found[labels][ms] = p.value
+    return {k: sorted(v.items()) for k, v in found.items()}
+
+
+def as_mapping(series: Sequence[SampleSeries]) -> dict[Labels, list[tuple[int, float]]]:
+    assert [s.labels for s in series] == sorted(s.labels for s in series), "sorted by labels"
+    return {s.labels: list(zip(s.timestamps, s.values, strict=True)) for s in series}
+
+
+SELECTIONS = [
+    (("__name__", "=", "latency"),),
+    (("__name__", "=", "latency"), ("service", "=", "api")),
+    (("__name__", "=", "latency"), ("service", "=", "")),
+    (("__name__", "=", "latency"), ("service", "!=", "")),
+    (("__name__", "=~", "lat.*|err.*"), ("region", "!=", "eu")),
+    (("__name__", "=~", "lat"),),
+    (("__name__", "!~", "lat.*"), ("region", "=~", "us|")),
+    (("region", "=~", ".+"), ("tier", "!~", "gold")),
+    (("service", "=~", "(?i)API"),),
+    (("__name__", "=", "errors"), ("tier", "=", "gold"), ("region", "=", "us")),
+]
+
+
+@pytest.mark.parametrize("matchers", SELECTIONS, ids=lambda m: ",".join("".join(x) for x in m))
+async def test_select_samples_matches_the_reference(
+    loaded: tuple[Any, list[MetricPoint]], matchers: tuple[tuple[str, str, str], ...]
+) -> None:
+    store, points = loaded
+    selection = _selection(*matchers, start=T0 + timedelta(minutes=30),
+                           end=T0 + timedelta(hours=2))
+    wanted = reference_samples(points, selection)
+    anchored = matchers == (("__name__", "=~", "lat"),)  # must not match "latency"
+    assert bool(wanted) != anchored
+    assert as_mapping(await store.select_samples(selection)) == wanted
+    assert await store.select_labels(selection) == sorted(wanted)
+
+
+async def test_select_samples_is_scoped_to_the_project(
+    loaded: tuple[Any, list[MetricPoint]]
+) -> None:
+    store, _ = loaded
+    selection = _selection(("__name__", "=~", ".+"), project=B)
+    assert await store.select_samples(selection) == []
+    assert await store.select_labels(selection) == []
+
+
+async def test_select_window_includes_both_ends_by_the_millisecond(metric_store: Any) -> None:
+    at = [T0, T0 + timedelta(seconds=10, microseconds=999), T0 + timedelta(seconds=20)]
+    await metric_store.write_batches([batch("m", [MetricPoint(A, t, "x", float(i))
+                                                  for i, t in enumerate(at)])])
+    [series] = await metric_store.select_samples(
+        _selection(("__name__", "=", "x"), start=T0, end=T0 + timedelta(seconds=10)))
+    assert list(series.timestamps) == [millis(T0), millis(T0) + 10_000]
+    assert list(series.values) == [0.0, 1.0]
+    assert series.labels == (("__name__", "x"),)
+
+
+async def test_a_later_write_of_the_same_millisecond_wins(metric_store: Any) -> None:
+    first = MetricPoint(A, T0, "x", 1.0, "api", {"k": "v"})
+    second = MetricPoint(A, T0 + timedelta(microseconds=300), "x", 2.0, "api", {"k": "v"})
+    await metric_store.write_batches([batch("m1", [first])])
+    await metric_store.write_batches([batch("m2", [second])])
+    [series] = await metric_store.select_samples(_selection(("__name__", "=", "x")))
+    assert (list(series.timestamps), list(series.values)) == ([millis(T0)], [2.0])
+    assert series.labels == (("__name__", "x"), ("k", "v"), ("service", "api"))
+
+
+async def test_select_refuses_past_its_limits(loaded: tuple[Any, list[MetricPoint]]) -> None:
+    store, points = loaded
+    everything = (("__name__", "=~", ".+"),)
+    total = sum(len(v) for v in reference_samples(points, _selection(*everything)).values())
+    assert len(await store.select_labels(_selection(*everything))) == 18
+    with pytest.raises(LimitExceeded, match="too many samples"):
+        await store.select_samples(_selection(*everything, limits=SampleLimits(total - 1, 100)))
+    with pytest.raises(LimitExceeded, match="more than 17 series"):
+        await store.select_samples(_selection(*everything, limits=SampleLimits(total, 17)))
+    with pytest.raises(LimitExceeded, match="more than 17 series"):
+        await store.select_labels(_selection(*everything, limits=SampleLimits(total, 17)))
+    assert len(await store.select_samples(_selection(*everything,
+                                                     limits=SampleLimits(total, 18)))) == 18

@@ -23,6 +23,7 @@ from opspilot.domain.alerts import (
 )
 from opspilot.domain.analysis import Analyzer as Analyzer
 from opspilot.domain.ingest import LogBatch, MetricBatch, Stream
+from opspilot.domain.labels import Labels, SampleSeries, SeriesSelection
 from opspilot.domain.logs import (
     CountBucket,
     LogContext,
@@ -107,6 +108,16 @@ class MetricStore(Protocol):
 
     async def aggregate_windows(self, requests: Sequence[WindowRequest]) -> list[WindowValue]:
         """One value per request, in order, in as few round trips as the store allows."""
+        ...
+
+    async def select_samples(self, selection: SeriesSelection) -> list[SampleSeries]:
+        """Every series of the project matching all of the selection's matchers that has a
+        sample in [start, end], with those samples, in one round trip. Raises LimitExceeded
+        past the selection's limits (samples read, series returned) rather than answer in part."""
+        ...
+
+    async def select_labels(self, selection: SeriesSelection) -> list[Labels]:
+        """The label sets select_samples would return, without reading the samples."""
         ...
 
     async def drop_before(self, cutoff: datetime) -> list[str]:

@@ -23,6 +23,16 @@ from opspilot.domain.metrics import (
     bin_index,
     equal_width_edges,
 )
+from opspilot.domain.labels import (
+    Labels,
+    SampleSeries,
+    SeriesSelection,
+    labels_of,
+    matches_all,
+    millis,
+    too_many_samples,
+    too_many_series,
+)
 from opspilot.domain.ports import WindowRequest, WindowValue
 from opspilot.domain.storable import first_problem
 from opspilot.domain.timewindow import TimeRange, utc_day_start
@@ -30,11 +40,49 @@ from opspilot.domain.timewindow import TimeRange, utc_day_start
 SeriesKey = tuple[str, str]  # (project_id, metric name)
 
 
+class _Samples:
+    """One series' samples: parallel columns, milliseconds ascending, one value each (a later
+    write of the same millisecond replaces the earlier one, as the PostgreSQL store does)."""
+
+    __slots__ = ("times", "values")
+
+    def __init__(self) -> None:
+        self.times: list[int] = []
+        self.values: list[float] = []
+
+    def add(self, ms: int, value: float) -> None:
+        if not self.times or ms > self.times[-1]:
+            self.times.append(ms)
+            self.values.append(value)
+            return
+        at = bisect.bisect_left(self.times, ms)
+        if at < len(self.times) and self.times[at] == ms:
+            self.values[at] = value
+        else:
+            self.times.insert(at, ms)
+            self.values.insert(at, value)
+
+    def drop_before(self, ms: int) -> int:
+        keep = bisect.bisect_left(self.times, ms)
+        del self.times[:keep], self.values[:keep]
+        return len(self.times)
+
+
 class InMemoryMetricStore:
     def __init__(self) -> None:
         self._points: dict[SeriesKey, list[MetricPoint]] = defaultdict(list)
         self._stored_batches: set[str] = set()
         self._lock = asyncio.Lock()
+        # The same points as Prometheus series: (project, name) → labels → samples.
+        self._series: dict[SeriesKey, dict[Labels, _Samples]] = defaultdict(dict)
+
+    def _index(self, point: MetricPoint) -> None:
+        labels = labels_of(point.name, point.service, point.tags)
+        group = self._series[(point.project_id, point.name)]
+        samples = group.get(labels)
+        if samples is None:
+            samples = group[labels] = _Samples()
+        samples.add(millis(point.timestamp), point.value)
 
     async def write_batches(self, batches: Sequence[MetricBatch]) -> int:
         """All or nothing, as the PostgreSQL store's one transaction: text PostgreSQL
@@ -53,6 +101,7 @@ class InMemoryMetricStore:
                     bisect.insort(
                         self._points[(point.project_id, point.name)], point, key=_timestamp
                     )
+                    self._index(point)
                 written += len(batch.points)
         return written
 
@@ -82,6 +131,11 @@ class InMemoryMetricStore:
                 keep = bisect.bisect_left(points, boundary, key=_timestamp)
                 days.update(p.timestamp.astimezone(UTC).date().isoformat() for p in points[:keep])
                 self._points[key] = points[keep:]
+            first_kept = millis(boundary)
+            for group in self._series.values():
+                for labels, samples in list(group.items()):
+                    if not samples.drop_before(first_kept):
+                        del group[labels]
         return sorted(days)
 
     async def histogram(self, query: HistogramQuery) -> Histogram:
@@ -131,6 +185,43 @@ class InMemoryMetricStore:
             value = aggregate(values, request.aggregation) if values else None
             results.append(WindowValue(value, len(values)))
         return results
+
+    async def select_samples(self, selection: SeriesSelection) -> list[SampleSeries]:
+        result = []
+        touched = 0
+        for labels, samples in self._matching(selection):
+            lo = bisect.bisect_left(samples.times, selection.start_ms)
+            hi = bisect.bisect_right(samples.times, selection.end_ms)
+            if lo == hi:
+                continue
+            touched += hi - lo
+            if touched > selection.limits.max_samples:
+                raise too_many_samples(selection.limits)
+            result.append(SampleSeries(labels, samples.times[lo:hi], samples.values[lo:hi]))
+            if len(result) > selection.limits.max_series:
+                raise too_many_series(selection.limits)
+        return result
+
+    async def select_labels(self, selection: SeriesSelection) -> list[Labels]:
+        found = []
+        for labels, samples in self._matching(selection):
+            lo = bisect.bisect_left(samples.times, selection.start_ms)
+            if lo < len(samples.times) and samples.times[lo] <= selection.end_ms:
+                found.append(labels)
+                if len(found) > selection.limits.max_series:
+                    raise too_many_series(selection.limits)
+        return found
+
+    def _matching(self, selection: SeriesSelection) -> list[tuple[Labels, _Samples]]:
+        name = selection.metric_name()
+        if name is not None:
+            groups = [self._series.get((selection.project_id, name), {})]
+        else:
+            groups = [g for (pid, _), g in self._series.items() if pid == selection.project_id]
+        return sorted(
+            (labels, samples) for group in groups for labels, samples in group.items()
+            if matches_all(dict(labels), selection.matchers)
+        )
 
     async def ping(self) -> None:
         return None

@@ -23,6 +23,8 @@ from opspilot.domain.metrics import (
     SeriesSelector,
     equal_width_edges,
 )
+from opspilot.adapters.postgres.series_sql import fetch_labels, fetch_samples
+from opspilot.domain.labels import Labels, SampleSeries, SeriesSelection
 from opspilot.domain.ports import WindowRequest, WindowValue
 from opspilot.domain.timewindow import TimeRange
 
@@ -254,6 +256,14 @@ class PostgresMetricStore:
                 rows = await conn.fetch(sql, *args)
                 results.extend(WindowValue(value if n else None, n) for _, _, value, n in rows)
         return results
+
+    async def select_samples(self, selection: SeriesSelection) -> list[SampleSeries]:
+        async with self._db.connection() as conn:
+            return await fetch_samples(conn, selection)
+
+    async def select_labels(self, selection: SeriesSelection) -> list[Labels]:
+        async with self._db.connection() as conn:
+            return await fetch_labels(conn, selection)
 
     async def drop_before(self, cutoff: datetime) -> list[str]:
         return await self._db.drop_before("metrics", cutoff)
