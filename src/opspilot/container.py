@@ -33,6 +33,7 @@ from opspilot.application.ingest import IngestService
 from opspilot.application.limits import QueryLimits
 from opspilot.application.log_queries import LogQueries
 from opspilot.application.metric_queries import MetricQueries
+from opspilot.application.promql.queries import PrometheusQueries, PromqlLimits
 from opspilot.application.provisioning import ProjectProvisioner
 from opspilot.application.retention import RetentionPolicy
 from opspilot.application.worker import WorkerSettings
@@ -241,6 +242,13 @@ class Container(containers.DeclarativeContainer):
     metric_queries = providers.Singleton(
         MetricQueries, metric_store, analyzer, query_cache, query_limits
     )
+    promql_limits = providers.Singleton(
+        PromqlLimits,
+        max_samples=config.promql_max_samples,
+        max_series=config.promql_max_series,
+        max_range_ms=providers.Callable(lambda d: d * 86_400_000, config.max_query_range_days),
+    )
+    prometheus_queries = providers.Singleton(PrometheusQueries, metric_store, promql_limits)
     log_queries = providers.Singleton(LogQueries, log_store, analyzer, query_limits)
     worker_settings = providers.Singleton(
         WorkerSettings,

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     # Limits (documented in the README).
     max_query_range_days: int = 90
     max_buckets: int = 11_000
+    promql_max_samples: int = 5_000_000  # samples one PromQL query may read
+    promql_max_series: int = 10_000  # series one PromQL selector may match
     max_body_bytes: int = 10 * 1024 * 1024
     queue_max_depth: int = 200_000
     ingest_rate: float = 50.0

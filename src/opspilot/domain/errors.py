@@ -32,6 +32,13 @@ class LimitExceeded(ValidationError):
     code = "limit_exceeded"
 
 
+class QueryExecutionError(OpsPilotError):
+    """A well-formed query that cannot be answered for this data (PromQL's `execution`
+    errors: many-to-many matching, duplicate label sets)."""
+
+    code = "execution"
+
+
 class Unauthenticated(OpsPilotError):
     code = "unauthenticated"
 

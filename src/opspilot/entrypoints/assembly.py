@@ -28,6 +28,7 @@ def api_services(container: Container) -> ApiServices:
         ingest=container.ingest(),
         metrics=container.metric_queries(),
         logs=container.log_queries(),
+        prometheus=container.prometheus_queries(),
         limiter=container.rate_limiter(),
         clock=container.clock(),
         telemetry=container.api_telemetry(),

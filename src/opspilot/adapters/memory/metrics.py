@@ -10,6 +10,16 @@ from datetime import UTC, datetime
 
 from opspilot.domain.errors import RecordsRejected
 from opspilot.domain.ingest import MetricBatch
+from opspilot.domain.labels import (
+    Labels,
+    SampleSeries,
+    SeriesSelection,
+    labels_of,
+    matches_all,
+    millis,
+    too_many_samples,
+    too_many_series,
+)
 from opspilot.domain.metrics import (
     BucketValue,
     Histogram,
@@ -22,16 +32,6 @@ from opspilot.domain.metrics import (
     aggregate,
     bin_index,
     equal_width_edges,
-)
-from opspilot.domain.labels import (
-    Labels,
-    SampleSeries,
-    SeriesSelection,
-    labels_of,
-    matches_all,
-    millis,
-    too_many_samples,
-    too_many_series,
 )
 from opspilot.domain.ports import WindowRequest, WindowValue
 from opspilot.domain.storable import first_problem

@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from opspilot.adapters.postgres.series_sql import fetch_labels, fetch_samples
 from opspilot.domain.ingest import MetricBatch, Stream
+from opspilot.domain.labels import Labels, SampleSeries, SeriesSelection
 from opspilot.domain.metrics import (
     Aggregation,
     Histogram,
@@ -23,8 +25,6 @@ from opspilot.domain.metrics import (
     SeriesSelector,
     equal_width_edges,
 )
-from opspilot.adapters.postgres.series_sql import fetch_labels, fetch_samples
-from opspilot.domain.labels import Labels, SampleSeries, SeriesSelection
 from opspilot.domain.ports import WindowRequest, WindowValue
 from opspilot.domain.timewindow import TimeRange
 

@@ -12,6 +12,7 @@ from opspilot.entrypoints.api import (
     routes_ingest,
     routes_logs,
     routes_metrics,
+    routes_prometheus,
     routes_system,
     routes_ui,
 )
@@ -49,6 +50,7 @@ def create_app(svc: ApiServices) -> web.Application:
         routes_system.register,
         routes_ingest.register,
         routes_metrics.register,
+        routes_prometheus.register,
         routes_logs.register,
         openapi.register,
         routes_ui.register,

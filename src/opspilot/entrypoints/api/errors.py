@@ -26,6 +26,7 @@ STATUS = {
     errors.Forbidden: 403,
     errors.NotFound: 404,
     errors.Conflict: 409,
+    errors.QueryExecutionError: 422,
     errors.RateLimited: 429,
     errors.ServiceUnavailable: 503,
 }

@@ -29,14 +29,21 @@ async def ingest_identity(request: web.Request) -> IngestIdentity:
     return identity
 
 
-async def query_project(request: web.Request) -> str:
-    """The project a query acts on: a bearer token whose user is a member of X-Project-ID."""
+async def query_project(
+    request: web.Request, headers: tuple[str, ...] = ("X-Project-ID",)
+) -> str:
+    """The project a query acts on: a bearer token whose user is a member of the project the
+    first of `headers` present names (all of them, when several are sent, must agree)."""
     svc = services(request)
     principal = await svc.auth.principal(bearer_token(request))
-    project_id = request.headers.get("X-Project-ID", "").strip()
-    if not project_id:
-        raise ValidationError("X-Project-ID", "header is required")
-    check_text(project_id, "X-Project-ID")
+    named = {h: v for h in headers if (v := request.headers.get(h, "").strip())}
+    if not named:
+        raise ValidationError(headers[0], "header is required")
+    for header, value in named.items():
+        check_text(value, header)
+    project_id = next(iter(named.values()))
+    if any(v != project_id for v in named.values()):
+        raise ValidationError(" / ".join(named), "the project headers name different projects")
     principal.require_member(project_id)
     await _query_limit(request, principal)
     return project_id

@@ -12,6 +12,7 @@ from opspilot.application.auth import Authenticator
 from opspilot.application.ingest import IngestService
 from opspilot.application.log_queries import LogQueries
 from opspilot.application.metric_queries import MetricQueries
+from opspilot.application.promql.queries import PrometheusQueries
 from opspilot.application.provisioning import ProjectProvisioner
 from opspilot.domain.ports import Clock, RateLimiter
 
@@ -37,6 +38,7 @@ class ApiServices:
     ingest: IngestService
     metrics: MetricQueries
     logs: LogQueries
+    prometheus: PrometheusQueries
     limiter: RateLimiter
     clock: Clock
     telemetry: ApiTelemetry

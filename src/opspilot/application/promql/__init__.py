@@ -1,0 +1,1 @@
+"""PromQL over the metric store: the Prometheus HTTP API\x27s use cases (ADR 0016)."""

@@ -1,0 +1,194 @@
+"""The Prometheus HTTP API's use cases over the metric store: instant and range queries, series,
+label names and values, metadata. Answers are the `data` member of Prometheus' envelope."""
+
+from __future__ import annotations
+
+import asyncio
+import decimal
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import promql_parser as pp
+
+from opspilot.application.promql.evaluator import Evaluator
+from opspilot.application.promql.plan import SelectorKey, matchers_of, parse, selectors
+from opspilot.application.promql.values import (
+    RangeArg,
+    Row,
+    Scalar,
+    StringValue,
+    Value,
+    Vector,
+)
+from opspilot.domain.errors import LimitExceeded, ValidationError
+from opspilot.domain.labels import (
+    NAME_LABEL,
+    LabelMatcher,
+    Labels,
+    MatchOp,
+    SampleLimits,
+    SampleSeries,
+    SeriesSelection,
+)
+from opspilot.domain.ports import MetricStore
+
+ANY_NAME = (LabelMatcher(NAME_LABEL, MatchOp.REGEX, ".+"),)
+
+
+@attrs.frozen
+class PromqlLimits:
+    """max_samples bounds the samples one query reads (all its selectors together),
+    max_series the series one selector may match; max_points the steps of a range query
+    (Prometheus' 11,000); max_range_ms the span of one query."""
+
+    max_samples: int = 5_000_000
+    max_series: int = 10_000
+    max_points: int = 11_000
+    max_range_ms: int = 90 * 86_400_000
+
+
+def format_value(value: float) -> str:
+    """Go's strconv.FormatFloat(v, 'f', -1, 64): the shortest digits, never an exponent."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    text = format(decimal.Decimal(repr(value)), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def _seconds(ms: int) -> float | int:
+    return ms // 1000 if ms % 1000 == 0 else ms / 1000
+
+
+class PrometheusQueries:
+    def __init__(self, store: MetricStore, limits: PromqlLimits) -> None:
+        self._store = store
+        self._limits = limits
+
+    async def instant(self, project_id: str, query: str, time_ms: int) -> dict[str, Any]:
+        expr = parse(query)
+        value = await self._evaluate(project_id, expr, [time_ms])
+        if isinstance(value, Scalar):
+            return {"resultType": "scalar",
+                    "result": [_seconds(time_ms), format_value(value.values[0])]}
+        if isinstance(value, StringValue):
+            return {"resultType": "string", "result": [_seconds(time_ms), value.value]}
+        if isinstance(value, RangeArg):
+            return {"resultType": "matrix", "result": _raw_matrix(value)}
+        rows = sorted(value.rows, key=lambda r: r.labels)
+        return {"resultType": "vector", "result": [
+            {"metric": dict(r.labels), "value": [_seconds(time_ms), format_value(v)]}
+            for r in rows if (v := r.values[0]) is not None
+        ]}
+
+    async def range(self, project_id: str, query: str, start_ms: int, end_ms: int,
+                    step_ms: int) -> dict[str, Any]:
+        steps = self._steps(start_ms, end_ms, step_ms)
+        expr = parse(query)
+        value = await self._evaluate(project_id, expr, steps)
+        if isinstance(value, Scalar):
+            value = Vector([_scalar_row(value)])
+        if not isinstance(value, Vector):
+            kind = "string" if isinstance(value, StringValue) else "range vector"
+            raise ValidationError("query", f"invalid expression type {kind!r} for range query,"
+                                  " must be Scalar or instant Vector")
+        result = []
+        for row in sorted(value.rows, key=lambda r: r.labels):
+            points = [[_seconds(t), format_value(v)]
+                      for t, v in zip(steps, row.values, strict=True) if v is not None]
+            if points:
+                result.append({"metric": dict(row.labels), "values": points})
+        return {"resultType": "matrix", "result": result}
+
+    async def series(self, project_id: str, match: Sequence[str], start_ms: int, end_ms: int
+                     ) -> list[dict[str, str]]:
+        if not match:
+            raise ValidationError("match[]", "at least one match[] selector is required")
+        found = await self._labels(project_id, match, start_ms, end_ms)
+        return [dict(labels) for labels in sorted(found)]
+
+    async def label_names(self, project_id: str, match: Sequence[str], start_ms: int,
+                          end_ms: int) -> list[str]:
+        found = await self._labels(project_id, match, start_ms, end_ms)
+        return sorted({name for labels in found for name, _ in labels})
+
+    async def label_values(self, project_id: str, name: str, match: Sequence[str],
+                           start_ms: int, end_ms: int) -> list[str]:
+        found = await self._labels(project_id, match, start_ms, end_ms)
+        return sorted({v for labels in found for k, v in labels if k == name})
+
+    async def metadata(self, project_id: str, metric: str | None, start_ms: int,
+                       end_ms: int) -> dict[str, list[dict[str, str]]]:
+        """OpsPilot keeps no metric types: every stored name is `unknown`, without help."""
+        match = [f'{{__name__="{_escaped(metric)}"}}'] if metric else []
+        names = await self.label_values(project_id, NAME_LABEL, match, start_ms, end_ms)
+        return {n: [{"type": "unknown", "help": "", "unit": ""}] for n in names}
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _steps(self, start_ms: int, end_ms: int, step_ms: int) -> list[int]:
+        if step_ms <= 0:
+            raise ValidationError("step", "zero or negative query resolution step widths are "
+                                  "not accepted. Try a positive integer")
+        if end_ms < start_ms:
+            raise ValidationError("end", "end timestamp must not be before start time")
+        if (end_ms - start_ms) // step_ms + 1 > self._limits.max_points:
+            raise ValidationError("step", "exceeded maximum resolution of "
+                                  f"{self._limits.max_points:,} points per timeseries. Try "
+                                  "decreasing the query resolution (?step=XX)")
+        return list(range(start_ms, end_ms + 1, step_ms))
+
+    async def _evaluate(self, project_id: str, expr: pp.Expr, steps: list[int]) -> Value:
+        keys = list(dict.fromkeys(selectors(expr, steps)))
+        for key in keys:
+            if key.end_ms - key.start_ms > self._limits.max_range_ms:
+                raise ValidationError("query", "the query reads more than the maximum range of "
+                                      f"{self._limits.max_range_ms // 86_400_000} days")
+        fetched = await asyncio.gather(*(self._fetch(project_id, k) for k in keys))
+        total = sum(len(s.timestamps) for series in fetched for s in series)
+        if total > self._limits.max_samples:
+            raise LimitExceeded("query", "query processing would load too many samples into "
+                                f"memory (more than {self._limits.max_samples:,})",
+                                limit=self._limits.max_samples)
+        return Evaluator(steps, dict(zip(keys, fetched, strict=True))).eval(expr)
+
+    async def _fetch(self, project_id: str, key: SelectorKey) -> list[SampleSeries]:
+        limits = SampleLimits(self._limits.max_samples, self._limits.max_series)
+        return await self._store.select_samples(
+            SeriesSelection(project_id, key.matchers, key.start_ms, key.end_ms, limits))
+
+    async def _labels(self, project_id: str, match: Sequence[str], start_ms: int, end_ms: int
+                      ) -> set[Labels]:
+        limits = SampleLimits(self._limits.max_samples, self._limits.max_series)
+        matcher_sets = [_selector_matchers(m) for m in match] or [ANY_NAME]
+        found = await asyncio.gather(*(
+            self._store.select_labels(SeriesSelection(project_id, ms, start_ms, end_ms, limits))
+            for ms in matcher_sets))
+        return {labels for group in found for labels in group}
+
+
+def _scalar_row(value: Scalar) -> Row:
+    return Row((), list(value.values))
+
+
+def _raw_matrix(arg: RangeArg) -> list[dict[str, Any]]:
+    return [{"metric": dict(s.labels),
+             "values": [[_seconds(t), format_value(v)]
+                        for t, v in zip(s.timestamps, s.values, strict=True)]}
+            for s in arg.series if s.timestamps]
+
+
+def _selector_matchers(text: str) -> tuple[LabelMatcher, ...]:
+    expr = parse(text)
+    if not isinstance(expr, pp.VectorSelector):
+        raise ValidationError("match[]", f"expected a series selector, got {text!r}")
+    return matchers_of(expr)
+
+
+def _escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
