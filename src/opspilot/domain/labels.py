@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import attrs
 
 from opspilot.domain.errors import LimitExceeded, ValidationError
+from opspilot.domain.storable import check_text
 
 NAME_LABEL = "__name__"
 SERVICE_LABEL = "service"
@@ -59,6 +60,10 @@ class LabelMatcher:
     _compiled: re.Pattern[str] | None = attrs.field(default=None, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
+        # Text no store can hold (NUL, lone surrogates) cannot match anything stored; refused
+        # here so PostgreSQL never sees it.
+        check_text(self.name, "query")
+        check_text(self.value, "query")
         if self.op in (MatchOp.REGEX, MatchOp.NOT_REGEX):
             try:
                 object.__setattr__(self, "_compiled", re.compile(self.value, re.DOTALL))

@@ -95,6 +95,7 @@ async def test_unsupported_function_is_bad_data_naming_it(api: Any, container: C
     ({"query": "up", "start": "0", "end": "10", "step": "0"}, "step"),
     ({"query": "up", "start": "0", "end": "100000", "step": "1"}, "step"),
     ({"start": "0", "end": "10", "step": "1"}, "query"),
+    ({"query": 'up{job="a\x00b"}'}, "query"),
 ])
 async def test_bad_parameters_are_bad_data(api: Any, tenant: Tenant, params: dict[str, str],
                                            field: str) -> None:

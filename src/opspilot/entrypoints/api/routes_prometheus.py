@@ -23,6 +23,7 @@ from multidict import MultiDict, MultiDictProxy
 from opspilot.application.promql.queries import PrometheusQueries
 from opspilot.domain import errors
 from opspilot.domain.labels import millis
+from opspilot.domain.storable import check_text
 from opspilot.entrypoints.api.guards import query_project
 from opspilot.entrypoints.api.state import services
 
@@ -198,7 +199,7 @@ async def label_names(request: web.Request, params: MultiDict[str], project_id: 
 
 async def label_values(request: web.Request, params: MultiDict[str], project_id: str) -> Any:
     start, end = _span(request, params)
-    name = request.match_info["name"]
+    name = check_text(request.match_info["name"], "name")
     return await _queries(request).label_values(project_id, name, params.getall("match[]", []),
                                                 start, end)
 
