@@ -1,6 +1,8 @@
 """Browser tests: Debian's Chromium (/usr/bin/chromium) driven by Playwright for Python,
-against an `opspilot serve` this session starts (embedded default, `opspilot demo` data,
-the alert scheduler ticking every 2 s so the demo's rule opens its incident quickly).
+against an `opspilot serve` this session starts (embedded default, or the real services:
+tests/browser/backends.py), with `opspilot demo` data, a second rule notifying a webhook
+receiver of this session's own, and the alert scheduler ticking every 2 s so that both
+rules open their incidents quickly.
 
 Never `playwright install`: the system Chromium is the browser. Without it (or without
 Playwright) the tests skip, unless CI or OPSPILOT_REQUIRE_SERVICES=1 is set: then they fail.
@@ -16,14 +18,18 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import pytest
+
+from tests.browser import backends
 
 CHROMIUM = os.environ.get("OPSPILOT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -58,21 +64,51 @@ class Demo:
     token: str
 
 
-def _clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSPILOT_")}
-    return env | {"OPSPILOT_ALERT_INTERVAL_SECONDS": "2"}
+class _Receiver(BaseHTTPRequestHandler):
+    """The webhook channel's target: answers 200 and counts what it got."""
+
+    received: ClassVar[list[bytes]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.received.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        return None
 
 
 @pytest.fixture(scope="session")
-def demo() -> Iterator[Demo]:
+def receiver() -> Iterator[str]:
+    server = HTTPServer(("127.0.0.1", _port()), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+    server.server_close()
+
+
+def _call(base: str, path: str, body: Any, headers: dict[str, str]) -> Any:
+    request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", **headers})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="session")
+def demo(receiver: str) -> Iterator[Demo]:
     port = _port()
     base = f"http://127.0.0.1:{port}"
     log = (OUTPUT / "serve.log")
     OUTPUT.mkdir(parents=True, exist_ok=True)
     for stale in OUTPUT.glob("*.png"):
         stale.unlink()
+    try:
+        env = backends.serve_env()
+    except RuntimeError as exc:
+        _missing(str(exc))
     with log.open("w") as out:
-        proc = subprocess.Popen([str(BIN), "serve", "--port", str(port)], env=_clean_env(),
+        proc = subprocess.Popen([str(BIN), "serve", "--port", str(port)], env=env,
                                 stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120  # a loaded 2-core machine imports slowly
@@ -86,10 +122,16 @@ def demo() -> Iterator[Demo]:
                 time.sleep(0.2)
         else:
             pytest.fail(f"serve did not start: {log.read_text()}")
-        made = subprocess.run([str(BIN), "demo", "--server", base], env=_clean_env(),
+        made = subprocess.run([str(BIN), "demo", "--server", base], env=env,
                               capture_output=True, text=True, timeout=120, check=True)
         creds = json.loads(next(line for line in made.stdout.splitlines()
                                 if line.startswith("{")))
+        query = {"Authorization": f"Bearer {creds['token']}", "X-Project-ID": creds["project_id"]}
+        hook = _call(base, "/api/channels", {"name": "on-call hook", "type": "webhook",
+                                             "target": receiver}, query)
+        _call(base, "/api/rules", {"name": "checkout errors above 5", "metric_name": "error_rate",
+                                   "service_name": "checkout", "threshold": 5.0, "window": "5m",
+                                   "channels": [hook["id"]]}, query)
         yield Demo(base, creds["project_id"], creds["name"], creds["token"])
     finally:
         proc.terminate()
@@ -97,6 +139,7 @@ def demo() -> Iterator[Demo]:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        backends.tear_down(env)
 
 
 @pytest.fixture(scope="session")

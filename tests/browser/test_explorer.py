@@ -161,16 +161,30 @@ def test_open_a_pattern(tab: Page) -> None:
     tab.shot("pattern-logs")
 
 
-def test_acknowledge_an_incident_and_toggle_its_rule(tab: Page) -> None:
+def test_acknowledge_an_incident_and_toggle_its_rule(tab: Page, receiver: str) -> None:
     page = tab.page
     tab.sign_in("?view=incidents")
+    latency = '#incidents .incident-link:has-text("checkout latency")'
+    errors = '#incidents .incident-link:has-text("checkout errors")'
     deadline = time.monotonic() + 60  # the scheduler ticks every 2 s in this session
-    while not page.query_selector("#incidents .incident-link"):
-        assert time.monotonic() < deadline, "the demo rule opened no incident"
+    while not (page.query_selector(latency) and page.query_selector(errors)):
+        assert time.monotonic() < deadline, "the rules opened no incident"
         page.wait_for_timeout(1000)
         page.reload()
         page.wait_for_selector("#incident-list table, #incident-list .empty")
-    page.click("#incidents .incident-link")
+    # the rule with a webhook channel: its delivery is in the detail
+    page.click(errors)
+    page.wait_for_selector("#incident .facts")
+    while not page.query_selector("#incident table"):  # delivered after the page loaded it
+        assert time.monotonic() < deadline + 30, "no delivery to the webhook"
+        page.wait_for_timeout(1000)
+        page.reload()
+        page.wait_for_selector("#incident .facts")
+    delivery = page.inner_text("#incident table tbody tr:first-child")
+    assert "fired" in delivery and "ok:" in delivery, delivery
+    tab.shot("incident-delivered")
+    page.click("#close-incident")
+    page.click(latency)
     page.wait_for_selector("#acknowledge:enabled")
     assert page.inner_text("#incident-state") == "open"
     assert "fired" in page.inner_text("#incident .timeline")
@@ -191,10 +205,19 @@ def test_acknowledge_an_incident_and_toggle_its_rule(tab: Page) -> None:
     page.click("#close-incident")
     page.wait_for_selector("#incident", state="detached")
     assert "incident" not in tab.params()
-    page.click("#rule-table .toggle")
-    page.wait_for_function("() => document.querySelector('#rule-table .toggle')?.getAttribute('aria-pressed') === 'false'")
-    page.click("#rule-table .toggle")
-    page.wait_for_function("() => document.querySelector('#rule-table .toggle')?.getAttribute('aria-pressed') === 'true'")
+    # resolve: the incident closes and its timeline says so
+    page.click(latency)
+    page.wait_for_selector("#resolve:enabled")
+    page.click("#resolve")
+    page.wait_for_function("() => document.querySelector('#incident-state')?.textContent === 'resolved'")
+    assert "resolved" in page.inner_text("#incident .timeline")
+    page.click("#close-incident")
+    page.wait_for_selector("#incident", state="detached")
+    toggle = '#rule-table tr:has-text("checkout latency") .toggle'
+    page.click(toggle)
+    page.wait_for_selector(f'{toggle}[aria-pressed="false"]')
+    page.click(toggle)
+    page.wait_for_selector(f'{toggle}[aria-pressed="true"]')
 
 
 def test_a_deep_link_opens_the_same_view(tab: Page, demo: Demo) -> None:
