@@ -145,6 +145,48 @@ def test_open_a_logs_context_and_follow_its_trace(tab: Page) -> None:
     tab.shot("trace")
 
 
+def test_click_a_volume_bar_to_narrow_the_range(tab: Page) -> None:
+    page = tab.page
+    tab.sign_in("?view=logs&range=1h")
+    page.wait_for_selector("#volume .uplot")
+    box = page.locator("#volume .u-over").bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] * 0.9, box["y"] + box["height"] * 0.8
+    page.mouse.move(x - 5, y)
+    page.mouse.move(x, y)  # the chart's cursor follows the mouse: the bar under it is picked
+    page.mouse.click(x, y)
+    page.wait_for_function("() => new URLSearchParams(location.search).has('from')")
+    params = tab.params()
+    assert _ts(params["to"][0]) - _ts(params["from"][0]) == 60  # one 1-minute bar
+    page.wait_for_selector("#log-list .logrow, #log-summary:has-text('No logs')")
+    times = page.eval_on_selector_all("#log-list time", "els => els.map(e => e.dateTime)")
+    assert all(params["from"][0][:16] <= t.replace("+00:00", "Z")[:16] for t in times), times
+    tab.shot("narrowed")
+
+
+def test_the_keyboard_reaches_the_controls_and_the_rows(tab: Page) -> None:
+    page = tab.page
+    tab.sign_in("?view=logs")
+    page.wait_for_selector("#log-list .logrow")
+    page.focus("#search")
+    reached = []
+    for _ in range(60):
+        page.keyboard.press("Tab")
+        focused = page.evaluate("document.activeElement.id || document.activeElement.className")
+        reached.append(focused)
+        if str(focused).startswith("log-") and focused not in ("log-service", "log-tz", "log-list"):
+            break
+    for wanted in ("level-ERROR", "log-service", "trace", "run-search", "logs-from", "mode-patterns",
+                   "log-tz"):
+        assert wanted in reached, (wanted, reached)
+    assert reached[-1] == "log-0", reached  # the newest row's message, reached by Tab
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#context .logrow.anchor")
+    assert page.evaluate("document.activeElement.id") == "close-context"
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#context", state="detached")
+
+
 def test_open_a_pattern(tab: Page) -> None:
     page = tab.page
     tab.sign_in("?view=logs&mode=patterns")

@@ -87,12 +87,34 @@ async def test_context_is_exact_at_equal_timestamps(api: Any, tenant: Any, conta
     narrow = await api.get(f"/api/logs/{anchor}/context?before=2&after=1",
                            headers=tenant.query_headers)
     assert len((await narrow.json())["before"]) == 2
+    # scope=project: the other service's log (id 30, after every "same" one) is a neighbour
+    last = f"{batch}-00029"
+    wide = await (await api.get(f"/api/logs/{last}/context?scope=project",
+                                headers=tenant.query_headers)).json()
+    assert [e["service_name"] for e in wide["after"]] == ["other"]
+    alone = await (await api.get(f"/api/logs/{last}/context", headers=tenant.query_headers)).json()
+    assert alone["after"] == []
+    bad = await api.get(f"/api/logs/{last}/context?scope=everything", headers=tenant.query_headers)
+    assert bad.status == 400 and (await bad.json())["error"]["details"]["field"] == "scope"
 
 
 async def test_unknown_log_is_404(api: Any, tenant: Any) -> None:
     response = await api.get("/api/logs/nope-00001/context", headers=tenant.query_headers)
     assert response.status == 404
     assert (await response.json())["error"]["details"]["field"] == "log_id"
+
+
+async def test_volume_follows_the_search_and_the_trace(api: Any, tenant: Any,
+                                                        container: Any) -> None:
+    await _ingest(api, tenant, container, [_log(5, message="disk full", trace_id="t-7"),
+                                           _log(6), _log(70, message="disk full")])
+    url = ("/api/logs/volume?start_time=2024-03-01T11:00:00Z&end_time=2024-03-01T11:02:00Z"
+           "&time_bucket=1m")
+    counts = [b["count"] for b in (await (await api.get(f"{url}&search=disk",
+                                                          headers=tenant.query_headers)).json())["buckets"]]
+    assert counts == [1, 1]
+    traced = await (await api.get(f"{url}&trace_id=t-7", headers=tenant.query_headers)).json()
+    assert traced["total"] == 1
 
 
 async def test_volume_has_zero_buckets(api: Any, tenant: Any, container: Any) -> None:
