@@ -50,7 +50,13 @@ from opspilot.domain.alerts import (
     advance,
     condition_breached,
 )
-from opspilot.domain.analysis import Analyzer, AnomalyMethod, AnomalyRequest, DataPoint
+from opspilot.domain.analysis import (
+    DEFAULT_ANOMALY_THRESHOLD,
+    Analyzer,
+    AnomalyMethod,
+    AnomalyRequest,
+    DataPoint,
+)
 from opspilot.domain.errors import (
     Conflict,
     DeliveryFailed,
@@ -86,7 +92,6 @@ Sleep = Callable[[float], Awaitable[None]]
 _INCIDENT_NAMESPACE = uuid.UUID("5b0c8f5e-54a4-4f7e-9a55-2f1f3c0e6a11")
 _EMAIL = re.compile(r"^[^@\s,]+@[^@\s,]+$")
 MAX_CHANNELS_PER_RULE = 10
-DEFAULT_ANOMALY_SIGMAS = 3.0
 
 
 # -- ports of the alert engine (declared beside the code that needs them) ------------------
@@ -306,10 +311,12 @@ class AlertRules:
             return spec.threshold or 0.0
         if self._analyzer is None:
             raise ValidationError("kind", "anomaly rules need the analyzer; none is configured")
-        sigmas = DEFAULT_ANOMALY_SIGMAS if spec.threshold is None else spec.threshold
-        if not 0 < sigmas <= 100:
-            raise ValidationError("threshold", "for anomaly rules: sigmas, >0 and ≤100")
-        return sigmas
+        # The analyzer's calibrated score (ADR 0012): one threshold means the same on
+        # every series, and the API's /api/metrics/anomalies uses the same one.
+        score = DEFAULT_ANOMALY_THRESHOLD if spec.threshold is None else spec.threshold
+        if not 0 < score <= 1:
+            raise ValidationError("threshold", "for anomaly rules: a score, >0 and ≤1")
+        return score
 
     async def _channel_ids(self, project_id: str, wanted: Sequence[str]) -> tuple[str, ...]:
         ids = tuple(dict.fromkeys(wanted))
@@ -575,7 +582,9 @@ class _Tried:
 
 @attrs.frozen
 class EvaluationSettings:
-    anomaly_buckets: int = 60  # lookback of an anomaly rule, in windows
+    # Lookback of an anomaly rule, in windows: the score compares the last bucket with the
+    # long-run errors before it, and the seasonal model needs a day (288 five-minute ones).
+    anomaly_buckets: int = 720
     anomaly_method: AnomalyMethod = AnomalyMethod.ROBUST
     analyzer_concurrency: int = 8
     store_concurrency: int = 16
@@ -609,7 +618,8 @@ def describe_condition(rule: AlertRule) -> str:
     if rule.kind is RuleKind.NO_DATA:
         return f"no data for {_series_label(rule)} {over}"
     if rule.kind is RuleKind.ANOMALY:
-        return f"{series} per {format_duration(rule.window)} is anomalous (>{rule.threshold:g}σ)"
+        return (f"{series} per {format_duration(rule.window)} is anomalous "
+                f"(score ≥ {rule.threshold:g})")
     symbol = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[rule.comparator.value]
     return f"{series} {symbol} {rule.threshold:g} {over}"
 
@@ -782,14 +792,15 @@ class RuleEvaluator:
         request = AnomalyRequest(rule.metric_name, points, self._settings.anomaly_method,
                                  rule.threshold)
         try:
-            anomalies = await self._analyzer.detect_anomalies(request)
+            report = await self._analyzer.detect_anomalies(request)
         except ValidationError as exc:
             return Observation(now, points[-1].value, False, f"cannot judge yet: {exc.message}")
         except ServiceUnavailable as exc:
             log.warning("analyzer unavailable, rule %s skipped: %s", rule.id, exc.message)
             return None
-        hit = next((a for a in anomalies if a.timestamp == last_start), None)
-        detail = (f"deviation {hit.deviation:+.2f}σ (expected {hit.expected!r})"
+        hit = next((a for a in report.anomalies if a.timestamp == last_start), None)
+        detail = (f"score {hit.score:.2f}, deviation {hit.deviation:+.2f} (expected "
+                  f"{hit.expected!r})"
                   if hit else "last bucket within the expected range")
         return Observation(now, points[-1].value, hit is not None, detail)
 

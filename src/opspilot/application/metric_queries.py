@@ -121,13 +121,14 @@ class MetricQueries:
     ) -> dict[str, Any]:
         """Bucket the series (avg per bucket), then ask the analyzer which buckets stand out."""
         self._window(window, bucketing)
-        if not 0 < threshold <= 100:
-            raise ValidationError("threshold", "sigmas, greater than 0 and at most 100")
+        if not 0 < threshold <= 1:
+            raise ValidationError("threshold", "a score, greater than 0 and at most 1")
         query = MetricQuery(project_id, series, window, Aggregation.AVG, bucketing)
         (found,) = await self._store.query([query])
         points = [DataPoint(p.bucket, p.value) for p in found.points]
         request = AnomalyRequest(series.name, points, method, threshold)
-        anomalies = await self._analyzer.detect_anomalies(request) if points else []
+        report = await self._analyzer.detect_anomalies(request) if points else None
+        anomalies = report.anomalies if report is not None else ()
         return {
             "metric_name": series.name,
             "service_name": series.service,

@@ -104,6 +104,7 @@ def anomaly_doc(anomaly: Anomaly) -> dict[str, Any]:
     return {
         "timestamp": anomaly.timestamp.isoformat(),
         "value": anomaly.value,
+        "score": round(anomaly.score, 4),
         "deviation": round(anomaly.deviation, 4),
         "expected": anomaly.expected,
     }

@@ -15,9 +15,15 @@ import attrs
 
 
 class AnomalyMethod(enum.StrEnum):
-    ZSCORE = "z-score"
-    ROBUST = "robust"  # rolling median/MAD, seasonality-aware
-    ISOLATION_FOREST = "isolation_forest"
+    # Seasonality-aware rolling-median prediction, its errors calibrated into an anomaly
+    # likelihood (ADR 0012). The z-score and isolation forest were removed: on NAB they
+    # scored below a windowed Gaussian.
+    ROBUST = "robust"
+
+
+# A score is −log10(p)/10 of the tail probability p of the recent prediction errors
+# (0.75 ⇔ p ≈ 3e-8), the same on every series. Chosen on the NAB sweep (docs/benchmarks-ai.md).
+DEFAULT_ANOMALY_THRESHOLD = 0.75
 
 
 @attrs.frozen
@@ -30,16 +36,29 @@ class DataPoint:
 class Anomaly:
     timestamp: datetime
     value: float
-    deviation: float  # signed, in robust sigmas from the expected value
+    score: float  # calibrated, in [0, 1]: the same threshold means the same on any series
+    deviation: float  # signed, in long-run error scales from the expected value
     expected: float | None = None
 
 
 @attrs.frozen
 class AnomalyRequest:
+    """Points in time order; points sharing a timestamp are one observation, their mean."""
+
     metric_name: str
     points: Sequence[DataPoint]
     method: AnomalyMethod = AnomalyMethod.ROBUST
-    threshold: float = 3.0
+    threshold: float = DEFAULT_ANOMALY_THRESHOLD  # a score in (0, 1]
+    include_scores: bool = False
+
+
+@attrs.frozen
+class AnomalyReport:
+    """The points scoring at least the threshold (one per distinct timestamp, input order)
+    and, when asked, every input point's score in input order (0 while warming up)."""
+
+    anomalies: tuple[Anomaly, ...]
+    scores: tuple[float, ...] | None = None
 
 
 @attrs.frozen
@@ -61,11 +80,11 @@ class Analyzer(Protocol):
     """Anomaly detection and log pattern mining.
 
     Raises `opspilot.domain.errors.ValidationError` for input the method cannot use (too few
-    points, unsorted or duplicate timestamps, non-finite values) and
+    distinct timestamps, unsorted timestamps, non-finite values) and
     `opspilot.domain.errors.ServiceUnavailable` when a remote analyzer cannot answer.
     """
 
-    async def detect_anomalies(self, request: AnomalyRequest) -> list[Anomaly]: ...
+    async def detect_anomalies(self, request: AnomalyRequest) -> AnomalyReport: ...
 
     async def cluster_logs(
         self, lines: Sequence[LogLine], include_members: bool = False

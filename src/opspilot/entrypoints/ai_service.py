@@ -1,8 +1,14 @@
 """`opspilot ai`: the Analyzer port over HTTP.
 
-    POST /ai/anomaly  {metric_name, data_points: [{timestamp, value}], method, threshold}
-                      → {"anomalies": [{timestamp, value, deviation, expected}], "method",
-                         "count"}
+    POST /ai/anomaly  {metric_name, data_points: [{timestamp, value}], method?, threshold?,
+                       include_scores?}
+                      → {"anomalies": [{timestamp, value, score, deviation, expected}],
+                         "method", "threshold", "count", "scores"?}
+
+`threshold` is a score in (0, 1] (default 0.75, see ADR 0012); `method` omitted is the
+default detector. Points must be in time order; points sharing a timestamp are averaged
+into one observation (one anomaly at most per timestamp). With `"include_scores": true`,
+`scores` holds one score per input point, in input order (0 while the detector warms up).
     POST /ai/cluster  {logs: [{message, level?}], include_members}
                       → {"clusters": [{pattern, count, levels, samples, members?}]}
     GET  /healthz, GET /metrics (Prometheus, its own registry)
@@ -38,9 +44,11 @@ from prometheus_client import (
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict
 
 from opspilot.domain.analysis import (
+    DEFAULT_ANOMALY_THRESHOLD,
     Analyzer,
     Anomaly,
     AnomalyMethod,
+    AnomalyReport,
     AnomalyRequest,
     DataPoint,
     LogCluster,
@@ -79,8 +87,10 @@ class PointIn(_Strict):
 class AnomalyBody(_Strict):
     metric_name: str = Field(min_length=1, max_length=512)
     data_points: list[PointIn] = Field(max_length=MAX_POINTS)
-    method: Literal["z-score", "robust", "isolation_forest"] = "robust"
-    threshold: Annotated[float, Strict()] = Field(default=3.0, gt=0, le=100, allow_inf_nan=False)
+    method: Literal["robust"] = "robust"
+    threshold: Annotated[float, Strict()] = Field(default=DEFAULT_ANOMALY_THRESHOLD, gt=0, le=1,
+                                                  allow_inf_nan=False)
+    include_scores: Annotated[bool, Strict()] = False
 
 
 class LogIn(_Strict):
@@ -138,9 +148,8 @@ def _parse(model: type[M], raw: bytes, convert: Callable[[M], T]) -> T:
 
 async def anomaly(request: web.Request) -> web.Response:
     query = await parse(request, body_models(request.app[LIMITS])[0], anomaly_request)
-    found = await request.app[ANALYZER].detect_anomalies(query)
-    return _json({"anomalies": [anomaly_doc(a) for a in found], "method": query.method.value,
-                  "count": len(found)})
+    report = await request.app[ANALYZER].detect_anomalies(query)
+    return _json(report_doc(query, report))
 
 
 async def cluster(request: web.Request) -> web.Response:
@@ -151,7 +160,8 @@ async def cluster(request: web.Request) -> web.Response:
 
 def anomaly_request(body: AnomalyBody) -> AnomalyRequest:
     points = [DataPoint(p.timestamp, p.value) for p in body.data_points]
-    return AnomalyRequest(body.metric_name, points, AnomalyMethod(body.method), body.threshold)
+    return AnomalyRequest(body.metric_name, points, AnomalyMethod(body.method), body.threshold,
+                          body.include_scores)
 
 
 def log_lines(body: ClusterBody) -> tuple[list[LogLine], bool]:
@@ -168,9 +178,18 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
+def report_doc(query: AnomalyRequest, report: AnomalyReport) -> dict[str, Any]:
+    doc: dict[str, Any] = {"anomalies": [anomaly_doc(a) for a in report.anomalies],
+                           "method": query.method.value, "threshold": query.threshold,
+                           "count": len(report.anomalies)}
+    if report.scores is not None:
+        doc["scores"] = report.scores
+    return doc
+
+
 def anomaly_doc(found: Anomaly) -> dict[str, Any]:
     return {"timestamp": found.timestamp.isoformat(), "value": found.value,
-            "deviation": found.deviation, "expected": found.expected}
+            "score": found.score, "deviation": found.deviation, "expected": found.expected}
 
 
 def cluster_doc(found: LogCluster) -> dict[str, Any]:

@@ -35,22 +35,46 @@ async def client(aiohttp_client: Any, registry: CollectorRegistry) -> Any:
     return await aiohttp_client(create_ai_app(InProcessAnalyzer(), registry, LIMITS))
 
 
-@pytest.mark.parametrize("method", ["z-score", "robust", "isolation_forest"])
-async def test_anomaly_flags_the_spike(client: Any, method: str) -> None:
+@pytest.mark.parametrize("method", [{"method": "robust"}, {}])
+async def test_anomaly_flags_the_spike(client: Any, method: dict[str, str]) -> None:
     response = await client.post("/ai/anomaly", json={
-        "metric_name": "latency", "data_points": series(), "method": method})
+        "metric_name": "latency", "data_points": series(), **method})
     assert response.status == 200
     body = await response.json()
-    assert body["method"] == method and body["count"] == len(body["anomalies"])
-    (hit,) = [a for a in body["anomalies"] if a["value"] == 400.0]
+    assert body["method"] == "robust" and body["count"] == len(body["anomalies"]) == 1
+    (hit,) = body["anomalies"]
     assert hit["timestamp"] == (START + timedelta(minutes=100)).isoformat()
+    assert hit["value"] == 400.0 and body["threshold"] <= hit["score"] <= 1
     assert hit["deviation"] > 3 and 49 < hit["expected"] < 55
+    assert "scores" not in body
 
 
-async def test_anomaly_defaults_to_robust_at_three_sigmas(client: Any) -> None:
+async def test_anomaly_defaults_to_robust_at_the_calibrated_threshold(client: Any) -> None:
     body = await (await client.post("/ai/anomaly", json={
         "metric_name": "latency", "data_points": series(spike_at=None)})).json()
-    assert body == {"anomalies": [], "method": "robust", "count": 0}
+    assert body == {"anomalies": [], "method": "robust", "threshold": 0.75, "count": 0}
+
+
+async def test_scores_come_one_per_input_point_in_input_order(client: Any) -> None:
+    body = await (await client.post("/ai/anomaly", json={
+        "metric_name": "latency", "data_points": series(), "include_scores": True,
+        "threshold": 0.2})).json()
+    scores = body["scores"]
+    assert len(scores) == 120 and all(0 <= s <= 1 for s in scores)
+    assert not any(scores[:20])  # warming up
+    assert max(range(120), key=scores.__getitem__) == 100
+    assert [a["score"] for a in body["anomalies"]] == [s for s in scores if s >= 0.2]
+
+
+async def test_duplicate_timestamps_are_averaged(client: Any) -> None:
+    points = series()
+    twice = {**points[100], "value": 50.0}  # the same minute again: (400 + 50) / 2
+    body = await (await client.post("/ai/anomaly", json={
+        "metric_name": "latency", "data_points": [*points[:101], twice, *points[101:]],
+        "include_scores": True})).json()
+    (hit,) = body["anomalies"]
+    assert hit["timestamp"] == points[100]["timestamp"] and hit["value"] == 225.0
+    assert len(body["scores"]) == 121 and body["scores"][100] == body["scores"][101] > 0
 
 
 async def test_cluster_groups_and_reports_levels_samples_members(client: Any) -> None:
@@ -111,15 +135,18 @@ BAD_ANOMALY = [
     (with_point(extra=1), 400, "data_points[3].extra"),
     ({**with_point(), "method": "median"}, 400, "method"),
     ({**with_point(), "threshold": 0}, 400, "threshold"),
-    ({**with_point(), "threshold": 101}, 400, "threshold"),
-    ({**with_point(), "threshold": "3"}, 400, "threshold"),
+    ({**with_point(), "threshold": 1.5}, 400, "threshold"),
+    ({**with_point(), "threshold": "0.5"}, 400, "threshold"),
+    ({**with_point(), "method": "z-score"}, 400, "method"),
+    ({**with_point(), "method": "isolation_forest"}, 400, "method"),
+    ({**with_point(), "include_scores": "yes"}, 400, "include_scores"),
     ({"metric_name": "m", "data_points": series(5, None)}, 400, "data_points"),
     ({"metric_name": "m", "data_points": series(20, None)[::-1]}, 400, "data_points"),
     ({"metric_name": "m", "data_points": series(20, None) + series(1, None)}, 400,
      "data_points"),
     ({"metric_name": "m", "data_points": series(501, None)}, 400, "data_points"),
-    ({"metric_name": "m", "data_points": series(40, None), "method": "isolation_forest",
-      "pad": "x" * 300_000}, 413, "body"),
+    ({"metric_name": "m", "data_points": series(40, None), "pad": "x" * 300_000}, 413,
+     "body"),
 ]
 
 

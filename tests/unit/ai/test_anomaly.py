@@ -1,10 +1,11 @@
-"""Anomaly detectors: validation, what each one catches, causality, and the NAB samples."""
+"""The anomaly detector: validation, what it catches and what it leaves alone, causality,
+the failure modes of the old detectors (flat and quantised series, recurring bursts), and
+two NAB samples."""
 
 from __future__ import annotations
 
 import csv
 import json
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,14 +14,13 @@ import pytest
 
 from opspilot.adapters.ai import anomaly
 from opspilot.adapters.ai.anomaly import (
-    expanding_zscore,
+    detect,
     flagged,
-    isolation_forest,
-    robust,
+    merge_duplicates,
     trailing_rank,
     validate,
-    zscore,
 )
+from opspilot.domain.analysis import DEFAULT_ANOMALY_THRESHOLD as DEFAULT
 from opspilot.domain.errors import LimitExceeded, ValidationError
 
 NAB = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "nab"
@@ -35,21 +35,26 @@ def noise(n: int, seed: int = 1, level: float = 50.0, sigma: float = 1.0) -> np.
     return np.random.default_rng(seed).normal(level, sigma, n)
 
 
+def events(hits: np.ndarray) -> int:
+    """Runs of consecutive flagged points."""
+    return int(np.sum(np.diff(hits, prepend=-2) > 1))
+
+
 # validation -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("stamps", "values", "method", "threshold", "field"), [
-    (minutes(0), np.array([]), "robust", 3.0, "data_points"),
-    (minutes(5), noise(5), "z-score", 3.0, "data_points"),
-    (minutes(29), noise(29), "isolation_forest", 3.0, "data_points"),
-    (minutes(20)[::-1].copy(), noise(20), "robust", 3.0, "data_points"),
-    (np.concatenate([minutes(10), minutes(10)[-1:]]), noise(11), "robust", 3.0, "data_points"),
-    (minutes(20), np.where(np.arange(20) == 3, np.nan, 1.0), "robust", 3.0, "data_points"),
-    (minutes(20), np.where(np.arange(20) == 3, np.inf, 1.0), "z-score", 3.0, "data_points"),
-    (minutes(20), noise(20), "median", 3.0, "method"),
+    (minutes(0), np.array([]), "robust", DEFAULT, "data_points"),
+    (minutes(10), noise(10), "robust", DEFAULT, "data_points"),
+    (np.repeat(minutes(10), 2), noise(20), "robust", DEFAULT, "data_points"),  # 10 distinct
+    (minutes(20)[::-1].copy(), noise(20), "robust", DEFAULT, "data_points"),
+    (minutes(20), np.where(np.arange(20) == 3, np.nan, 1.0), "robust", DEFAULT, "data_points"),
+    (minutes(20), np.where(np.arange(20) == 3, np.inf, 1.0), "robust", DEFAULT, "data_points"),
+    (minutes(20), noise(20), "z-score", DEFAULT, "method"),
+    (minutes(20), noise(20), "isolation_forest", DEFAULT, "method"),
     (minutes(20), noise(20), "robust", 0.0, "threshold"),
     (minutes(20), noise(20), "robust", float("nan"), "threshold"),
-    (minutes(20), noise(20), "robust", 101.0, "threshold"),
+    (minutes(20), noise(20), "robust", 3.0, "threshold"),  # sigmas are not scores
 ])
 def test_unusable_input_names_the_field(
     stamps: np.ndarray, values: np.ndarray, method: str, threshold: float, field: str
@@ -62,47 +67,21 @@ def test_unusable_input_names_the_field(
 def test_oversized_series_is_refused_before_work() -> None:
     n = anomaly.MAX_POINTS + 1
     with pytest.raises(LimitExceeded) as caught:
-        validate(np.zeros(n), np.zeros(n), "robust", 3.0)
+        validate(np.zeros(n), np.zeros(n), "robust", DEFAULT)
     assert caught.value.field == "data_points"
-    n = anomaly.MAX_FOREST_POINTS + 1
-    with pytest.raises(LimitExceeded):
-        validate(np.zeros(n), np.zeros(n), "isolation_forest", 3.0)
 
 
-@pytest.mark.parametrize("method", sorted(anomaly.MIN_POINTS))
-def test_at_the_minimum_length_the_newest_point_is_judged(method: str) -> None:
-    n = anomaly.MIN_POINTS[method]
-    values = 50.0 + np.arange(n) % 5
-    values[-1] = 400.0  # what an alert rule asks about: the last bucket
-    validate(minutes(n), values, method, 3.0)
-    assert flagged(anomaly.detect(method, minutes(n), values), 3.0)[-1] == n - 1
+def test_duplicate_timestamps_are_one_observation_their_mean() -> None:
+    stamps = np.array([0.0, 60.0, 60.0, 120.0, 180.0, 180.0, 180.0])
+    values = np.array([1.0, 2.0, 4.0, 5.0, 6.0, 9.0, 0.0])
+    validate(np.concatenate([stamps, minutes(20) + 240]), np.zeros(27), "robust", DEFAULT)
+    distinct, means, merged = merge_duplicates(stamps, values)
+    np.testing.assert_array_equal(distinct, [0.0, 60.0, 120.0, 180.0])
+    np.testing.assert_array_equal(means, [1.0, 3.0, 5.0, 5.0])
+    np.testing.assert_array_equal(merged, [0, 1, 1, 2, 3, 3, 3])
 
 
-# z-score ----------------------------------------------------------------------------------
-
-
-def test_zscore_flags_an_injected_spike_and_not_plain_noise() -> None:
-    values = noise(500)
-    assert list(flagged(zscore(values), 4.0)) == []
-    values[321] += 12
-    assert list(flagged(zscore(values), 4.0)) == [321]
-    assert zscore(values).deviation[321] > 0
-
-
-def test_zscore_of_a_constant_series_flags_nothing() -> None:
-    scores = zscore(np.full(50, 7.0))
-    assert not flagged(scores, 3.0).size and scores.expected[0] == 7.0
-
-
-def test_expanding_zscore_only_looks_back() -> None:
-    values = noise(300)
-    changed = values.copy()
-    changed[200:] += 100  # the future changes; the past's scores must not
-    a, b = expanding_zscore(values), expanding_zscore(changed)
-    np.testing.assert_array_equal(a.deviation[:200], b.deviation[:200])
-
-
-# robust -----------------------------------------------------------------------------------
+# the prediction ---------------------------------------------------------------------------
 
 
 def test_trailing_rank_is_the_median_of_the_points_before() -> None:
@@ -112,93 +91,97 @@ def test_trailing_rank_is_the_median_of_the_points_before() -> None:
     np.testing.assert_allclose(got, want)
 
 
-@pytest.mark.parametrize("seasonal", [False, True])
-def test_robust_is_causal(seasonal: bool) -> None:
-    stamps = np.arange(0, 4 * 86_400, 300.0)
-    values = noise(len(stamps), seed=3)
-    if seasonal:  # a daily switch the seasonal model learns (and is chosen for)
-        values += np.where((stamps % 86_400) < 43_200, 0.0, 30.0)
-    full = robust(stamps, values)
-    for cut in (100, 250, 400, 600, 1000):  # before, inside and after the first two days
-        prefix = robust(stamps[:cut], values[:cut])
-        np.testing.assert_allclose(prefix.deviation, full.deviation[:cut], equal_nan=True)
-        np.testing.assert_allclose(prefix.expected, full.expected[:cut], equal_nan=True)
-
-
-def test_robust_flags_a_spike_and_rarely_noise() -> None:
-    values = noise(5000, seed=5)
-    assert flagged(robust(minutes(5000), values), 3.0).size < 0.01 * 5000
-    values[4000] -= 10
-    scores = robust(minutes(5000), values)
-    assert 4000 in flagged(scores, 3.0) and scores.deviation[4000] < -3
-
-
-def test_robust_alarms_at_a_level_shift_then_adapts() -> None:
-    values = np.concatenate([noise(300, seed=6, level=10), noise(300, seed=7, level=20)])
-    hits = flagged(robust(minutes(600), values), 3.0)
-    assert 300 in hits
-    assert not [i for i in hits if i > 300 + 61]  # within one window the shift is normal
-
-
-def test_robust_copes_with_a_trend() -> None:
-    values = np.linspace(0, 500, 2000) + noise(2000, seed=8, level=0)
-    assert flagged(robust(minutes(2000), values), 3.0).size < 0.01 * 2000
-
-
-def test_robust_uses_the_daily_season() -> None:
+def test_the_daily_season_predicts_a_quiet_hour() -> None:
     stamps = np.arange(0, 10 * 86_400, 300.0)
     daily = 100 + 40 * np.sin(2 * np.pi * stamps / 86_400)
     values = daily + noise(len(stamps), seed=9, level=0, sigma=2)
     trough = int(np.argmin(daily[2500:2788])) + 2500  # a quiet hour on day 9
-    values[trough] += 30  # still well inside the day's range: only the season says it's odd
-    assert trough not in flagged(zscore(values), 3.0)
-    scores = robust(stamps, values)
-    assert trough in flagged(scores, 3.0)
+    values[trough] += 30  # well inside the day's range: only the season says it is odd
+    scores = detect("robust", stamps, values)
     assert abs(scores.expected[trough] - daily[trough]) < 5
-    late = flagged(scores, 3.0)
-    assert len(late[late > 2 * 288]) < 0.01 * len(stamps)
+    hits = flagged(scores, DEFAULT)
+    # The likelihood averages the last three errors: a lone spike may cross a point late.
+    assert hits[0] in range(trough, trough + 3) and events(hits) == 1
 
 
-def test_robust_on_a_flat_series_flags_any_change() -> None:
-    values = np.full(100, 5.0)
-    values[70] = 5.1
-    assert list(flagged(robust(minutes(100), values), 3.0)) == [70]
+# the calibrated score ---------------------------------------------------------------------
 
 
-def test_robust_on_a_million_points_is_fast() -> None:
-    values = noise(1_000_000, seed=10)
-    started = time.perf_counter()
-    zscore(values)
-    assert time.perf_counter() - started < 1.0
-    started = time.perf_counter()
-    robust(np.arange(1_000_000) * 86_400.0 * 30, values)  # no season: the rolling core
-    assert time.perf_counter() - started < 5.0  # ~0.2 s here; generous for a noisy CI box
+@pytest.mark.parametrize("seasonal", [False, True])
+def test_scores_are_causal(seasonal: bool) -> None:
+    stamps = np.arange(0, 4 * 86_400, 300.0)
+    values = noise(len(stamps), seed=3)
+    if seasonal:  # a daily switch the seasonal model learns (and is chosen for)
+        values += np.where((stamps % 86_400) < 43_200, 0.0, 30.0)
+    full = detect("robust", stamps, values)
+    for cut in (100, 250, 400, 600, 1000):  # before, inside and after the first two days
+        prefix = detect("robust", stamps[:cut], values[:cut])
+        for got, want in zip(prefix, full, strict=True):
+            np.testing.assert_allclose(got, want[:cut], equal_nan=True)
 
 
-# isolation forest -------------------------------------------------------------------------
+def test_scores_are_probability_like_and_zero_while_warming_up() -> None:
+    scores = detect("robust", minutes(3000), noise(3000, seed=2))
+    assert ((scores.score >= 0) & (scores.score <= 1)).all()
+    assert not scores.score[: anomaly.DEFAULT_CALIBRATION.warm_up].any()
 
 
-def test_isolation_forest_flags_spikes_with_their_sign() -> None:
-    values = noise(1500, seed=11)
-    values[1200] += 15
-    values[1300] -= 15
-    scores = isolation_forest(minutes(1500), values)
-    hits = flagged(scores, 3.0)
-    assert {1200, 1300} <= set(hits)
-    assert scores.deviation[1200] > 0 > scores.deviation[1300]
-    assert len(hits) < 0.02 * 1500
+@pytest.mark.parametrize("sign", [1, -1])
+def test_a_spike_in_noise_is_flagged_once_with_its_sign(sign: int) -> None:
+    values = noise(5000, seed=5)
+    values[4000] += sign * 20
+    scores = detect("robust", minutes(5000), values)
+    assert list(flagged(scores, DEFAULT)) == [4000]
+    assert np.sign(scores.deviation[4000]) == sign
 
 
-def test_isolation_forest_scores_forward_only() -> None:
-    values = noise(1200, seed=12)
-    full = isolation_forest(minutes(1200), values)
-    changed = values.copy()
-    changed[1000:] += 50
-    np.testing.assert_allclose(isolation_forest(minutes(1200), changed).deviation[:1000],
-                               full.deviation[:1000], equal_nan=True)
-    for cut in (60, 300, 700):
-        np.testing.assert_allclose(isolation_forest(minutes(cut), values[:cut]).deviation,
-                                   full.deviation[:cut], equal_nan=True)
+@pytest.mark.parametrize("seed", range(5))
+def test_plain_noise_raises_next_to_no_alarm(seed: int) -> None:
+    # The goal: at most one false-alarm event per 1,000 points at the default threshold.
+    for values in (noise(5000, seed), np.random.default_rng(seed).poisson(3, 5000) * 1.0,
+                   np.random.default_rng(seed).laplace(50, 1, 5000)):
+        assert events(flagged(detect("robust", minutes(5000), values), DEFAULT)) <= 5
+
+
+def test_a_level_shift_alarms_where_it_happens_then_is_normal() -> None:
+    values = np.concatenate([noise(1000, seed=6, level=10), noise(1000, seed=7, level=20)])
+    hits = flagged(detect("robust", minutes(2000), values), DEFAULT)
+    assert len(hits) and 1000 <= hits[0] <= 1005
+    assert not [i for i in hits if i > 1061]
+
+
+def test_a_trend_is_not_an_anomaly() -> None:
+    values = np.linspace(0, 500, 3000) + noise(3000, seed=8, level=0)
+    assert events(flagged(detect("robust", minutes(3000), values), DEFAULT)) <= 1
+
+
+def test_a_flat_series_gives_finite_deviations_and_flags_a_real_change() -> None:
+    # The old detector's scale fell to 1e-9 here, so any change scored ~1e9 sigmas.
+    values = np.full(2000, 5.0)
+    values[1500] = 5.1
+    scores = detect("robust", minutes(2000), values)
+    assert np.nanmax(np.abs(scores.deviation)) < 1e9
+    assert list(flagged(scores, DEFAULT)) == [1500]
+
+
+def test_quantised_counts_do_not_alarm_on_every_tick() -> None:
+    # 75 % zeros and the odd one-count (a disk-write series, a quiet Twitter feed).
+    rng = np.random.default_rng(13)
+    values = np.where(rng.random(6000) < 0.25, rng.integers(1, 3, 6000), 0).astype(float)
+    scores = detect("robust", minutes(6000), values)
+    assert np.nanmax(np.abs(scores.deviation)) < 100
+    assert events(flagged(scores, DEFAULT)) <= 3
+
+
+def test_a_recurring_burst_stops_being_news() -> None:
+    # Idle CPU at 0.1 % bursting to 97 % every 200 points: the first burst is news, the
+    # series' own history of bursts makes the later ones ordinary. (Rarer bursts, 1 % of
+    # the points, still alarm each time: docs/benchmarks-ai.md.)
+    rng = np.random.default_rng(14)
+    values = 0.1 + rng.random(10_000) * 0.05
+    for start in range(1000, 10_000, 200):
+        values[start : start + 5] = 97.0
+    assert list(flagged(detect("robust", minutes(10_000), values), DEFAULT)) == [1000]
 
 
 # NAB ----------------------------------------------------------------------------------------
@@ -222,7 +205,7 @@ needs_nab = pytest.mark.skipif(not NAB.is_dir(), reason=f"NAB samples not at {NA
 @needs_nab
 def test_nab_jump_is_caught_inside_its_window() -> None:
     stamps, values, ((start, end),) = nab_series("artificialWithAnomaly/art_daily_jumpsup.csv")
-    hits = stamps[flagged(robust(stamps, values), 3.0)]
+    hits = stamps[flagged(detect("robust", stamps, values), DEFAULT)]
     assert ((hits >= start) & (hits <= end)).any()
 
 
@@ -230,4 +213,4 @@ def test_nab_jump_is_caught_inside_its_window() -> None:
 def test_nab_pure_noise_raises_no_alarm() -> None:
     stamps, values, windows = nab_series("artificialNoAnomaly/art_noisy.csv")
     assert windows == []
-    assert flagged(robust(stamps, values), 3.0).size == 0
+    assert flagged(detect("robust", stamps, values), DEFAULT).size == 0

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import attrs
 import pytest
 from aiohttp import web
 
@@ -69,14 +70,15 @@ async def ai_url(aiohttp_server: Any) -> str:
     return await serve(aiohttp_server)
 
 
-async def test_anomalies_round_trip_like_in_process(ai_url: str) -> None:
-    request = spike_request()
+@pytest.mark.parametrize("include_scores", [False, True])
+async def test_anomalies_round_trip_like_in_process(ai_url: str, include_scores: bool) -> None:
+    request = attrs.evolve(spike_request(), include_scores=include_scores)
     async with HttpAnalyzer(ai_url) as remote:
         got = await remote.detect_anomalies(request)
     want = await InProcessAnalyzer().detect_anomalies(request)
-    assert [a.timestamp for a in got] == [a.timestamp for a in want]
-    assert got[0].timestamp == START + timedelta(minutes=100)  # equal as aware datetimes
-    assert [a.deviation for a in got] == pytest.approx([a.deviation for a in want])
+    assert got == want  # scores, deviations and expectations survive JSON exactly
+    assert got.anomalies[0].timestamp == START + timedelta(minutes=100)  # aware datetimes
+    assert (got.scores is not None) == include_scores
 
 
 async def test_clusters_round_trip(ai_url: str) -> None:

@@ -12,7 +12,7 @@ from dependency_injector import providers
 
 from opspilot.adapters.memory.notify import RecordingNotifier
 from opspilot.application.alerting import AlertRules, NotificationDispatcher, RuleEvaluator
-from opspilot.domain.analysis import AnomalyRequest, LogCluster, LogLine
+from opspilot.domain.analysis import AnomalyReport, AnomalyRequest, LogCluster, LogLine
 from opspilot.domain.errors import ServiceUnavailable
 from opspilot.domain.ingest import MetricBatch
 from opspilot.domain.metrics import MetricPoint
@@ -23,7 +23,7 @@ from tests.unit.conftest import NOW, Tenant
 class _NoAnalyzer:
     """Stands in until adapters/ai/in_process.py exists (the metrics routes need one)."""
 
-    async def detect_anomalies(self, request: AnomalyRequest) -> list[Any]:
+    async def detect_anomalies(self, request: AnomalyRequest) -> AnomalyReport:
         raise ServiceUnavailable("no analyzer in this test")
 
     async def cluster_logs(self, lines: Sequence[LogLine], include_members: bool = False

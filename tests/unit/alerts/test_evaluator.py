@@ -19,6 +19,7 @@ from opspilot.domain.alerts import (
     RuleKind,
     RuleStatus,
 )
+from opspilot.domain.analysis import DEFAULT_ANOMALY_THRESHOLD
 from opspilot.domain.errors import DeliveryFailed, ValidationError
 from tests.unit.alerts.harness import MINUTE, T0, Engine
 
@@ -292,7 +293,7 @@ async def test_anomaly_rule_fires_on_a_spike() -> None:
     rule = await engine.alerts.create_rule(P, RuleSpec(
         name="latency anomaly", metric_name="latency", service_name="api",
         kind=RuleKind.ANOMALY, window=MINUTE))
-    assert rule.threshold == 3.0
+    assert rule.threshold == DEFAULT_ANOMALY_THRESHOLD
     await _minutes(engine, 90, 100)
     assert await engine.incidents.list_incidents(P) == []
     await engine.evaluate_at(T0 + 101 * MINUTE)  # minute 100 is now the last full bucket

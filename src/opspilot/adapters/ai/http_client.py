@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from opspilot.domain.analysis import Anomaly, AnomalyRequest, LogCluster, LogLine
+from opspilot.domain.analysis import Anomaly, AnomalyReport, AnomalyRequest, LogCluster, LogLine
 from opspilot.domain.errors import LimitExceeded, ServiceUnavailable, ValidationError
 
 
@@ -108,16 +108,19 @@ class HttpAnalyzer:
 
     # the port -------------------------------------------------------------------------------
 
-    async def detect_anomalies(self, request: AnomalyRequest) -> list[Anomaly]:
+    async def detect_anomalies(self, request: AnomalyRequest) -> AnomalyReport:
         body = {
             "metric_name": request.metric_name,
             "data_points": [{"timestamp": p.timestamp.isoformat(), "value": p.value}
                             for p in request.points],
             "method": str(request.method),
             "threshold": request.threshold,
+            "include_scores": request.include_scores,
         }
         doc = await self._call("/ai/anomaly", body)
-        return [_anomaly(item) for item in doc["anomalies"]]
+        scores = doc.get("scores")
+        return AnomalyReport(tuple(_anomaly(item) for item in doc["anomalies"]),
+                             tuple(float(s) for s in scores) if scores is not None else None)
 
     async def cluster_logs(
         self, lines: Sequence[LogLine], include_members: bool = False
@@ -198,7 +201,7 @@ def _client_error(status: int, doc: Any) -> ValidationError:
 
 def _anomaly(item: dict[str, Any]) -> Anomaly:
     return Anomaly(datetime.fromisoformat(item["timestamp"]), float(item["value"]),
-                   float(item["deviation"]), item.get("expected"))
+                   float(item["score"]), float(item["deviation"]), item.get("expected"))
 
 
 def _cluster(item: dict[str, Any]) -> LogCluster:

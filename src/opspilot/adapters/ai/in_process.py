@@ -20,6 +20,7 @@ from opspilot.adapters.ai import anomaly, logmining
 from opspilot.domain.analysis import (
     Anomaly,
     AnomalyMethod,
+    AnomalyReport,
     AnomalyRequest,
     DataPoint,
     LogCluster,
@@ -30,7 +31,7 @@ from opspilot.domain.errors import LimitExceeded, ValidationError
 MAX_POINTS = anomaly.MAX_POINTS
 MAX_LOGS = 100_000
 SAMPLES = 5
-INLINE_POINTS = 2_000  # below this a z-score or robust run takes ~1 ms: no thread hop
+INLINE_POINTS = 2_000  # below this a run takes ~1 ms: no thread hop
 INLINE_LOGS = 1_000
 
 T = TypeVar("T")
@@ -41,9 +42,8 @@ class InProcessAnalyzer:
         self._parallel = max_parallel or os.cpu_count() or 2
         self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
 
-    async def detect_anomalies(self, request: AnomalyRequest) -> list[Anomaly]:
-        heavy = (request.method == AnomalyMethod.ISOLATION_FOREST
-                 or len(request.points) > INLINE_POINTS)
+    async def detect_anomalies(self, request: AnomalyRequest) -> AnomalyReport:
+        heavy = len(request.points) > INLINE_POINTS
         return await self._run(heavy, detect_anomalies_sync, request)
 
     async def cluster_logs(
@@ -67,20 +67,26 @@ class InProcessAnalyzer:
         return self._slots[1]
 
 
-def detect_anomalies_sync(request: AnomalyRequest) -> list[Anomaly]:
-    """Validate, score, and return the points beyond the threshold (in input order)."""
+def detect_anomalies_sync(request: AnomalyRequest) -> AnomalyReport:
+    """Validate, score, and return the points reaching the threshold (in input order; one
+    per timestamp, with the mean of the points sharing it) and, if asked, every score."""
     method = _method(request.method)
     points = request.points
     if len(points) > MAX_POINTS:  # before building arrays for an oversized payload
         raise LimitExceeded("data_points", f"at most {MAX_POINTS} points", limit=MAX_POINTS)
     stamps, values = _arrays(points)
     anomaly.validate(stamps, values, method, request.threshold)
-    scores = anomaly.detect(method, stamps, values)
-    return [
-        Anomaly(points[i].timestamp, float(values[i]), float(scores.deviation[i]),
-                _finite_or_none(scores.expected[i]))
+    distinct, means, merged = anomaly.merge_duplicates(stamps, values)
+    scores = anomaly.detect(method, distinct, means)
+    first_of = np.full(len(distinct), len(points))
+    np.minimum.at(first_of, merged, np.arange(len(points)))
+    found = tuple(
+        Anomaly(points[first_of[i]].timestamp, float(means[i]), float(scores.score[i]),
+                float(scores.deviation[i]), _finite_or_none(scores.expected[i]))
         for i in anomaly.flagged(scores, request.threshold)
-    ]
+    )
+    every = tuple(scores.score[merged].tolist()) if request.include_scores else None
+    return AnomalyReport(found, every)
 
 
 def _method(method: str) -> str:

@@ -168,7 +168,10 @@ class MetricHistogram(Closed):
 class AnomalyPoint(Closed):
     timestamp: Instant
     value: float = Field(description="the bucket's average")
-    deviation: float = Field(description="signed, in sigmas from the expected value")
+    score: float = Field(ge=0, le=1, description="calibrated anomaly score, at least the "
+                                                 "threshold (ADR 0012)")
+    deviation: float = Field(description="signed, in long-run error scales from the expected "
+                                         "value")
     expected: float | None = Field(description="null where the detector has too little history")
 
 

@@ -65,7 +65,7 @@ Tags = dict[TagKey, TagValue]
 
 class RuleBody(Strict):
     """A whole rule (POST /api/rules, PUT /api/rules/{id}). `threshold` is the limit of a
-    threshold rule, or the deviation in sigmas of an anomaly rule (default 3)."""
+    threshold rule, or the anomaly score in (0, 1] of an anomaly rule (default 0.75, ADR 0012)."""
 
     name: Text
     metric_name: Name

@@ -19,6 +19,7 @@ from pydantic import (
 )
 from pydantic_core import core_schema
 
+from opspilot.domain.analysis import DEFAULT_ANOMALY_THRESHOLD
 from opspilot.domain.ingest import MAX_BATCH_ITEMS
 from opspilot.domain.logs import LEVEL_ALIASES, MAX_MESSAGE_LENGTH, LogLevel
 from opspilot.domain.metrics import MAX_ABS_VALUE, MAX_TAGS, Aggregation
@@ -168,9 +169,10 @@ class HistogramParams(Window):
 class AnomalyParams(Window):
     metric_name: Name
     service_name: ServiceName | None = None
-    threshold: float = Field(default=3.0, gt=0, le=100, allow_inf_nan=False)
+    threshold: float = Field(default=DEFAULT_ANOMALY_THRESHOLD, gt=0, le=1, allow_inf_nan=False,
+                             description="a calibrated score in (0, 1] (ADR 0012)")
     time_bucket: Duration = "1m"
-    method: Literal["z-score", "robust", "isolation_forest"] = "robust"
+    method: Literal["robust"] = "robust"
     tags: TagFilter | None = None
 
 
