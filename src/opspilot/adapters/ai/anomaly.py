@@ -183,9 +183,9 @@ def resolution(values: np.ndarray) -> np.ndarray:
 def _running_mean(series: np.ndarray, span: int) -> np.ndarray:
     """Exponential moving average, bias-corrected at the start (no made-up first value)."""
     alpha = 2.0 / (span + 1.0)
-    raw = lfilter([alpha], [1.0, alpha - 1.0], series)
-    weight = 1.0 - (1.0 - alpha) ** np.arange(1, len(series) + 1)
-    averaged: np.ndarray = raw / weight
+    averaged: np.ndarray = lfilter([alpha], [1.0, alpha - 1.0], series)
+    start = min(len(series), 50 * span)  # beyond this the correction is below 1e-40
+    averaged[:start] /= 1.0 - (1.0 - alpha) ** np.arange(1, start + 1)
     return averaged
 
 
@@ -297,10 +297,30 @@ def seasonal_baseline(stamps: np.ndarray, values: np.ndarray, period: float, lag
 
 def _median_of_lags(stamps: np.ndarray, series: np.ndarray, period: float, lags: int
                     ) -> np.ndarray:
-    lagged = np.column_stack([_lagged(stamps, series, k * period) for k in range(1, lags + 1)])
+    columns = [_lagged(stamps, series, k * period) for k in range(1, lags + 1)]
+    if lags == 4:
+        return _median_of_four(*columns)
+    return _median_of_columns(np.column_stack(columns))
+
+
+def _median_of_four(a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray
+                    ) -> np.ndarray:
+    """Row-wise median of four columns; elementwise min/max where all four exist (most
+    rows: 5× faster than sorting), the general path for the rows with gaps."""
+    low = np.maximum(np.minimum(a, b), np.minimum(c, d))  # NaN anywhere → the gap path
+    high = np.minimum(np.maximum(a, b), np.maximum(c, d))
+    out: np.ndarray = (low + high) / 2
+    gaps = np.flatnonzero(~np.isfinite(out))
+    if len(gaps):
+        out[gaps] = _median_of_columns(np.column_stack([a[gaps], b[gaps], c[gaps], d[gaps]]))
+    return out
+
+
+def _median_of_columns(lagged: np.ndarray) -> np.ndarray:
+    """Row-wise median of the finite entries (NaN where there are none)."""
     lagged.sort(axis=1)  # NaN sorts last
     count = np.isfinite(lagged).sum(axis=1)
-    rows = np.arange(len(series))
+    rows = np.arange(len(lagged))
     low = lagged[rows, np.maximum(count - 1, 0) // 2]
     high = lagged[rows, np.maximum(count, 1) // 2]
     return np.where(count >= 1, (low + high) / 2, np.nan)
