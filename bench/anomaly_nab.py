@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/anomaly_nab.py                      # ~1 min with the speed runs
     .venv/bin/python bench/anomaly_nab.py --published ../NAB/results --no-speed
+    .venv/bin/python bench/anomaly_nab.py --sensitivity --no-speed  # ~2 min
 
 Data: `../shared/data/nab` beside the repository (NAB series and
 `labels/combined_windows.json`; a sample of NAB's 58 series, so every figure here is an
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import functools
 import json
 import statistics
@@ -200,6 +202,57 @@ def run_nab(published_dir: Path | None) -> None:
     print_per_series(corpus, ours, DEFAULT_ANOMALY_THRESHOLD)
 
 
+# sensitivity and hold-out -----------------------------------------------------------------
+
+VARIANTS = {
+    "sharpness": (4.0, 16.0),
+    "short": (1, 5),
+    "error_span": (150, 600),
+    "history": (1000, 10_000),
+    "spread_floor": (0.003, 0.03),
+    "quiet": (1, 100, 1000),
+}
+
+
+def run_sensitivity() -> None:
+    """Each setting changed alone from the shipped one; then a hold-out: pick the best of
+    a small grid on half the series, score the other half with it and with the shipped
+    setting."""
+    corpus = load_corpus()
+    expected = [anomaly.robust(c.stamps, c.values) for c in corpus]
+
+    def scores(settings: anomaly.CalibrationSettings, part: list[int]) -> list[Swept]:
+        pairs = [(anomaly.calibrate(corpus[i].values, expected[i], settings).score,
+                  corpus[i].labels) for i in part]
+        return [sweep(pairs, p) for p in PROFILES]
+
+    everything = list(range(len(corpus)))
+    shipped = anomaly.CalibrationSettings()
+    print("\n### One setting changed at a time (swept; standard · low FP · low FN)\n")
+    print("| setting | value | standard | low FP | low FN |")
+    print("|---|---:|---:|---:|---:|")
+    print("| shipped | — | " + " | ".join(f"{s.score:.1f}" for s in scores(shipped,
+                                                                           everything)) + " |")
+    for name, values in VARIANTS.items():
+        for value in values:
+            varied = dataclasses.replace(shipped, **{name: value})
+            got = scores(varied, everything)
+            print(f"| {name} | {value:g} | " + " | ".join(f"{s.score:.1f}" for s in got) + " |")
+    grid = [dataclasses.replace(shipped, sharpness=c, short=k, error_span=e)
+            for c in (4.0, 8.0, 16.0) for k in (1, 3, 5) for e in (150, 300, 600)]
+    halves = (everything[0::2], everything[1::2])
+    print("\n### Hold-out: tuned on one half (27 settings), scored on the other (standard)\n")
+    print("| tuned on | picked (sharpness, short, error_span) | its score there | "
+          "held-out score | shipped on the held-out half |")
+    print("|---|---|---:|---:|---:|")
+    for tune, test in (halves, halves[::-1]):
+        best = max(grid, key=lambda g: scores(g, tune)[0].score)
+        names = ", ".join(corpus[i].name.split("/")[-1].removesuffix(".csv") for i in tune)
+        print(f"| {names} | {best.sharpness:g}, {best.short}, {best.error_span} | "
+              f"{scores(best, tune)[0].score:.1f} | {scores(best, test)[0].score:.1f} | "
+              f"{scores(shipped, test)[0].score:.1f} |")
+
+
 # speed ------------------------------------------------------------------------------------
 
 
@@ -235,11 +288,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="a NAB checkout's results/ folder, to score published detectors")
     parser.add_argument("--speed-runs", type=int, default=5)
     parser.add_argument("--no-speed", action="store_true")
+    parser.add_argument("--sensitivity", action="store_true",
+                        help="settings changed one at a time, and a hold-out check")
     args = parser.parse_args(argv)
     if not NAB.is_dir():
         print(f"NAB data not found at {NAB}", file=sys.stderr)
         return 1
     run_nab(args.published)
+    if args.sensitivity:
+        run_sensitivity()
     if not args.no_speed:
         run_speed(args.speed_runs)
     return 0

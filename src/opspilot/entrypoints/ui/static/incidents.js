@@ -84,7 +84,7 @@ function condition(rule) {
   const where = [rule.service_name && `service=${rule.service_name}`,
     ...Object.entries(rule.tags).map(([k, v]) => `${k}=${v}`)].filter(Boolean);
   const series = `${rule.aggregation}(${rule.metric_name}${where.length ? `{${where.join(",")}}` : ""}) over ${rule.window}`;
-  if (rule.kind === "anomaly") return `${series} deviates > ${rule.threshold}σ`;
+  if (rule.kind === "anomaly") return `${series} is anomalous (score ≥ ${rule.threshold})`;
   if (rule.kind === "no_data") return `${series} has no data`;
   const cmp = { gt: ">", gte: "≥", lt: "<", lte: "≤", eq: "=", ne: "≠" }[rule.comparator] || rule.comparator;
   return `${series} ${cmp} ${formatNumber(rule.threshold)}${rule.for_duration !== "0" ? ` for ${rule.for_duration}` : ""}`;

@@ -129,7 +129,7 @@ export function renderMetrics(ctx) {
     h("div", { class: "field check" },
       h("input", { type: "checkbox", id: "anomalies", checked: showAnomalies,
         onchange: (e) => update((p) => p.set("anomalies", e.target.checked ? "1" : "0"), false) }),
-      h("label", { for: "anomalies" }, "Mark anomalies (robust z-score, 3σ)")));
+      h("label", { for: "anomalies" }, "Mark anomalies (anomaly score ≥ 0.75)")));
 
   const unit = series.length ? unitOf(series[0].name) : "";
   const mixed = new Set(series.map((s) => unitOf(s.name))).size > 1;
