@@ -25,16 +25,17 @@ from opspilot.adapters.memory.metrics import InMemoryMetricStore
 from opspilot.adapters.memory.queue import InMemoryQueue
 from opspilot.adapters.memory.tenancy import InMemoryTenancyStore
 from opspilot.adapters.notify.dispatch import channel_notifier_resource
+from opspilot.adapters.secrets import principal_seal_secret
 from opspilot.adapters.system import SystemClock, UuidGenerator
 from opspilot.adapters.telemetry import ApiTelemetry, WorkerTelemetry
-from opspilot.application.auth import Authenticator
+from opspilot.application.accounts import Accounts
+from opspilot.application.auth import Authenticator, PrincipalSeal
 from opspilot.application.caching import DataVersions, QueryCache
 from opspilot.application.ingest import IngestService
 from opspilot.application.limits import QueryLimits
 from opspilot.application.log_queries import LogQueries
 from opspilot.application.metric_queries import MetricQueries
 from opspilot.application.promql.queries import PrometheusQueries, PromqlLimits
-from opspilot.application.provisioning import ProjectProvisioner
 from opspilot.application.retention import RetentionPolicy
 from opspilot.application.worker import WorkerSettings
 from opspilot.settings import Settings
@@ -236,8 +237,12 @@ class Container(containers.DeclarativeContainer):
         on_lookup=providers.Callable(lambda t: t.cache_lookup, api_telemetry),
         versions=data_versions,
     )
-    authenticator = providers.Singleton(Authenticator, tenancy, cache)
-    provisioner = providers.Singleton(ProjectProvisioner, tenancy, clock, ids)
+    principal_seal = providers.Singleton(
+        PrincipalSeal, providers.Callable(principal_seal_secret, config.secret_key)
+    )
+    authenticator = providers.Singleton(Authenticator, tenancy, cache, clock, principal_seal)
+    accounts = providers.Singleton(Accounts, tenancy, authenticator, clock, ids)
+    provisioner = accounts  # the name tests and benches create projects through
     ingest = providers.Singleton(IngestService, queue, clock, ids, retention_policy)
     metric_queries = providers.Singleton(
         MetricQueries, metric_store, analyzer, query_cache, query_limits

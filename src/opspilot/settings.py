@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,6 +21,27 @@ class Settings(BaseSettings):
     index_prefix: str = "opspilot-"
     queue_prefix: str = ""
     cache_prefix: str = "opspilot:"
+
+    # Accounts and secrets (docs/security.md).
+    admin_token: str | None = Field(
+        None, description="enables /api/admin/* for callers presenting it (opspilot api)"
+    )
+    secret_key: str | None = Field(
+        None, description="comma-separated Fernet keys, the first current: seals cached "
+        "principals and encrypts channel secrets",
+    )
+
+    state_dir: str | None = Field(
+        None, description="where `serve` leaves its generated admin token "
+        "(default $XDG_STATE_HOME/opspilot or ~/.local/state/opspilot)",
+    )
+
+    @field_validator("admin_token")
+    @classmethod
+    def long_enough(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 24:
+            raise ValueError("OPSPILOT_ADMIN_TOKEN must be at least 24 characters")
+        return value or None
 
     # Limits (documented in the README).
     max_query_range_days: int = 90

@@ -196,4 +196,8 @@ async def test_migrate_is_idempotent_and_matches_schema_py() -> None:
             version = await conn.fetchval(f'SELECT version_num FROM "{db.schema}".alembic_version')
         finally:
             await conn.close()
-        assert version == "0001"
+        from alembic.script import ScriptDirectory
+
+        from opspilot.adapters.postgres.migrate import alembic_config
+
+        assert version == ScriptDirectory.from_config(alembic_config()).get_current_head()

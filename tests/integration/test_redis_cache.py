@@ -23,8 +23,9 @@ from opspilot.adapters.memory.tenancy import InMemoryTenancyStore
 from opspilot.adapters.redis.cache import RedisCache
 from opspilot.adapters.redis.connection import connect_redis
 from opspilot.adapters.redis.limiter import RedisRateLimiter
+from opspilot.adapters.secrets import principal_seal_secret
 from opspilot.adapters.system import FixedClock, UuidGenerator
-from opspilot.application.auth import Authenticator
+from opspilot.application.auth import Authenticator, PrincipalSeal
 from opspilot.application.caching import (
     PAST_TTL,
     RECENT_TTL,
@@ -35,7 +36,7 @@ from opspilot.application.caching import (
 from opspilot.domain.errors import ServiceUnavailable, Unauthenticated
 from opspilot.domain.ingest import MetricBatch
 from opspilot.domain.metrics import MetricPoint
-from opspilot.domain.tenancy import Project, Token, User, digest
+from opspilot.domain.tenancy import Principal, Project, Role, Token, User, digest
 from opspilot.domain.timewindow import TimeRange
 from tests.contract.redis_fixtures import drop_keys, redis_for_test, unique_prefix
 
@@ -333,16 +334,40 @@ async def test_a_revoked_token_is_refused_at_once_by_every_process(
     await tenancy.add_membership("u1", "p1")
     secret = "opt_" + "s" * 40
     await tenancy.add_token(Token("t1", "u1", digest(secret), NOW))
-    api_a = Authenticator(tenancy, RedisCache(client, prefix))
-    api_b = Authenticator(tenancy, RedisCache(other_client, prefix))
+    clock = FixedClock(NOW)
+    seal = PrincipalSeal(principal_seal_secret("shared-secret-key"))
+    api_a = Authenticator(tenancy, RedisCache(client, prefix), clock, seal)
+    api_b = Authenticator(tenancy, RedisCache(other_client, prefix), clock, seal)
 
     assert (await api_a.principal(secret)).project_ids == {"p1"}
     await tenancy.add_membership("u1", "p2")
     assert (await api_b.principal(secret)).project_ids == {"p1"}  # served from the cache
     assert 0 < await client.pttl(f"{prefix}cache:principal:{digest(secret)}") <= 30_000
 
+    await api_a.forget_user("u1")  # what a membership change does
+    assert (await api_b.principal(secret)).project_ids == {"p1", "p2"}
+
     assert await api_a.revoke("t1")
     with pytest.raises(Unauthenticated):
         await api_b.principal(secret)
     with pytest.raises(Unauthenticated):
         await api_a.principal(secret)
+
+
+async def test_a_principal_written_into_redis_without_the_secret_is_refused(
+    client: Redis, prefix: str
+) -> None:
+    auth = Authenticator(InMemoryTenancyStore(), RedisCache(client, prefix), FixedClock(NOW),
+                         PrincipalSeal(principal_seal_secret("the-servers-key")))
+    forged_secret = "opt_" + "f" * 40
+    key = f"{prefix}cache:principal:{digest(forged_secret)}"
+    # As someone with Redis write access would: a well-formed entry sealed with another key.
+    other_seal = PrincipalSeal(principal_seal_secret("a-guessed-key"))
+    entry = other_seal.seal(digest(forged_secret), Principal("u-evil", {"p-b": Role.OWNER}),
+                            NOW + timedelta(minutes=5))
+    await client.set(key, entry, px=30_000)
+    with pytest.raises(Unauthenticated):
+        await auth.principal(forged_secret)
+    await client.set(key, b'{"u":"u-evil","r":{"p-b":"owner"}}', px=30_000)
+    with pytest.raises(Unauthenticated):
+        await auth.principal(forged_secret)

@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.unit.conftest import ADMIN_HEADERS, ADMIN_TOKEN
 from tests.unit.test_cli_embedded import _free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,6 +98,7 @@ class Processes:
 def _serve_env(stack: list[Any]) -> tuple[dict[str, str], set[str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSPILOT_")}
     env["OPSPILOT_RATE_LIMITS_ENABLED"] = "false"
+    env["OPSPILOT_ADMIN_TOKEN"] = ADMIN_TOKEN
     stores: set[str] = set()
     database_url = os.environ.get("OPSPILOT_DATABASE_URL")
     if database_url:
@@ -138,7 +140,7 @@ def _clean_up(stack: list[Any]) -> None:
 
 
 def _traffic(base: str, ai: str | None) -> None:
-    project = _call(f"{base}/api/admin/projects", {"name": "self-monitoring"})
+    project = _call(f"{base}/api/admin/projects", {"name": "self-monitoring"}, ADMIN_HEADERS)
     key = {"X-API-Key": project["api_key"]}
     auth = {"Authorization": f"Bearer {project['token']}", "X-Project-ID": project["project_id"]}
     now = datetime.now(UTC).replace(second=0, microsecond=0)

@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 
 from tests.contract.conftest import database_url_or_skip
+from tests.unit.conftest import ADMIN_HEADERS, ADMIN_TOKEN
 from tests.unit.test_cli_embedded import _free_port
 
 BIN = Path(sys.executable).parent / "opspilot"
@@ -28,7 +29,8 @@ async def schema_env() -> Iterator[dict[str, str]]:  # type: ignore[misc]
     url = await database_url_or_skip()
     schema = f"t_serve_{uuid.uuid4().hex[:10]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSPILOT_")}
-    env.update(OPSPILOT_DATABASE_URL=url, OPSPILOT_DATABASE_SCHEMA=schema)
+    env.update(OPSPILOT_DATABASE_URL=url, OPSPILOT_DATABASE_SCHEMA=schema,
+               OPSPILOT_ADMIN_TOKEN=ADMIN_TOKEN)
     yield env
     conn = await asyncpg.connect(url)
     try:
@@ -71,7 +73,7 @@ def test_projects_and_metrics_survive_a_restart(schema_env: dict[str, str]) -> N
     base = f"http://127.0.0.1:{port}"
     proc = _start(schema_env, port)
     try:
-        project = _call(f"{base}/api/admin/projects", {}, {"name": "persisted"})
+        project = _call(f"{base}/api/admin/projects", ADMIN_HEADERS, {"name": "persisted"})
         # Within retention: yesterday's 10:00 hour (UTC), whole hour bucket in the past.
         hour = (datetime.now(UTC) - timedelta(days=1)).replace(hour=10, minute=0, second=0,
                                                                microsecond=0)

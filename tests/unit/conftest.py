@@ -18,6 +18,8 @@ from opspilot.entrypoints.assembly import api_services, ingest_worker
 from opspilot.settings import Settings
 
 NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture
@@ -30,6 +32,7 @@ async def container(clock: FixedClock) -> AsyncIterator[Container]:
     settings = Settings(
         _env_file=None, database_url=None, opensearch_url=None, amqp_url=None, redis_url=None,
         ai_url=None, rate_limits_enabled=False, webhook_allowlist="127.0.0.1",
+        admin_token=ADMIN_TOKEN,
     )
     built = build_container(settings)
     built.clock.override(clock)

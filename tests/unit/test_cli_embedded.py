@@ -8,7 +8,9 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,8 +26,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# where `serve` leaves its admin token for the commands after it (never the user's own)
+STATE_DIR = tempfile.mkdtemp(prefix="opspilot-state-")
+
+
 def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("OPSPILOT_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSPILOT_")}
+    env["OPSPILOT_STATE_DIR"] = STATE_DIR
+    return env
 
 
 @pytest.fixture
@@ -54,6 +62,8 @@ def server() -> Iterator[str]:
         output, _ = proc.communicate(timeout=20)
         assert proc.returncode == 0, output
         assert "data lives in memory" in output
+        assert f"admin token: in {STATE_DIR}" in output
+        assert not (Path(STATE_DIR) / f"admin-token-{port}").exists(), "left after stop"
 
 
 def _get(url: str, headers: dict[str, str]) -> dict:  # type: ignore[type-arg]
@@ -97,3 +107,28 @@ def test_serve_create_project_and_demo(server: str) -> None:
     assert f"Explorer: {server}/ui/" in demo.stdout
     with urllib.request.urlopen(server + "/", timeout=10) as page:  # follows the redirect
         assert page.url == server + "/ui/" and b"OpsPilot Explorer" in page.read()
+
+
+def test_serve_admin_surface_takes_only_the_token_it_wrote(server: str) -> None:
+    port = server.rsplit(":", 1)[1]
+    token_file = Path(STATE_DIR) / f"admin-token-{port}"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    request = urllib.request.Request(
+        f"{server}/api/admin/projects", data=b'{"name": "sneaky"}',
+        headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 401
+    made = subprocess.run(
+        [str(BIN), "create-project", "keys-test", "--json", "--server", server],
+        env=_clean_env(), capture_output=True, text=True, check=True,
+    )
+    project = json.loads(made.stdout)
+    listed = subprocess.run(
+        [str(BIN), "keys", "list", "--project", project["project_id"], "--server", server,
+         "--token", project["token"]],
+        env=_clean_env(), capture_output=True, text=True, check=True,
+    )
+    keys = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [k["name"] for k in keys] == ["default"]
+    assert project["api_key"].startswith(keys[0]["prefix"])

@@ -1,50 +1,120 @@
-"""Who is asking: API keys for ingestion, bearer tokens (cached briefly) for queries."""
+"""Who is asking: API keys for ingestion, bearer tokens (their principal cached briefly) for
+everything else.
+
+The principal cache is shared by the API replicas (Redis) but is not an authority: each entry
+carries an HMAC-SHA256, under a server secret, of the token hash it is stored for and of its
+content. An entry that does not verify (written by someone who can write the cache but does
+not hold the secret, or moved to another token's key) is ignored and the store is asked.
+Revoking a token, and any change to a user's memberships, deletes the cached principals of
+the user's tokens in the shared cache, so every replica sees it on its next request.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
+from datetime import datetime, timedelta
+from typing import Any
 
-from opspilot.domain.errors import ServiceUnavailable, Unauthenticated
-from opspilot.domain.ports import Cache, TenancyStore
-from opspilot.domain.tenancy import IngestIdentity, Principal, Project, digest
+from opspilot.domain.errors import Forbidden, ServiceUnavailable, Unauthenticated
+from opspilot.domain.ports import Cache, Clock, TenancyStore
+from opspilot.domain.tenancy import (
+    ApiKey,
+    IngestIdentity,
+    KeyScope,
+    Principal,
+    Project,
+    Role,
+    Token,
+    digest,
+)
 
 PRINCIPAL_TTL_SECONDS = 30.0
+# A key's last use is written at most this often per key and process: one UPDATE a minute
+# instead of one per ingest request.
+TOUCH_EVERY = timedelta(minutes=1)
 
 
 def _principal_key(token_hash: str) -> str:
     return f"principal:{token_hash}"
 
 
+class PrincipalSeal:
+    """Signs and checks cached principals with a server secret."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def seal(self, token_hash: str, principal: Principal, until: datetime) -> bytes:
+        body = json.dumps({
+            "u": principal.user_id, "t": principal.token_id, "a": principal.admin,
+            "r": {p: r.value for p, r in sorted(principal.roles.items())},
+            "x": until.timestamp(),
+        }, separators=(",", ":"))
+        return self._mac(token_hash, body.encode()) + b"." + body.encode()
+
+    def open(self, token_hash: str, entry: bytes, now: datetime) -> Principal | None:
+        """The principal if the entry verifies and has not expired, else None."""
+        mac, _, body = entry.partition(b".")
+        if not hmac.compare_digest(mac, self._mac(token_hash, body)):
+            return None
+        doc: dict[str, Any] = json.loads(body)
+        if now.timestamp() >= doc["x"]:
+            return None
+        roles = {p: Role(r) for p, r in doc["r"].items()}
+        return Principal(doc["u"], roles, bool(doc["a"]), doc["t"])
+
+    def _mac(self, token_hash: str, body: bytes) -> bytes:
+        material = token_hash.encode() + b"\n" + body
+        return hmac.new(self._secret, material, hashlib.sha256).hexdigest().encode()
+
+
 class Authenticator:
-    def __init__(self, tenancy: TenancyStore, cache: Cache) -> None:
+    def __init__(
+        self, tenancy: TenancyStore, cache: Cache, clock: Clock, seal: PrincipalSeal
+    ) -> None:
         self._tenancy = tenancy
         self._cache = cache
+        self._clock = clock
+        self._seal = seal
+        self._touched: dict[str, datetime] = {}
 
     async def ingest_identity(self, api_key: str | None) -> IngestIdentity:
         if not api_key:
             raise Unauthenticated("missing X-API-Key header", {"field": "X-API-Key"})
         key = await self._tenancy.find_api_key(digest(api_key))
-        if key is None:
-            raise Unauthenticated("unknown or revoked API key", {"field": "X-API-Key"})
+        now = self._clock.now()
+        if key is None or not key.usable_at(now):
+            raise Unauthenticated("unknown, expired or revoked API key", {"field": "X-API-Key"})
+        if key.scope is not KeyScope.INGEST:
+            raise Forbidden(f"this key's scope is {key.scope}", {"field": "X-API-Key"})
+        await self._touch(key, now)
         return IngestIdentity(key.project_id, key.id)
+
+    async def _touch(self, key: ApiKey, now: datetime) -> None:
+        last = self._touched.get(key.id)
+        if last is not None and now - last < TOUCH_EVERY:
+            return
+        self._touched[key.id] = now
+        await self._tenancy.touch_api_key(key.id, now)
 
     async def principal(self, bearer: str | None) -> Principal:
         if not bearer:
             raise Unauthenticated("missing bearer token", {"field": "Authorization"})
         token_hash = digest(bearer)
-        cached = await self._cached(token_hash)
+        now = self._clock.now()
+        cached = await self._cached(token_hash, now)
         if cached is not None:
-            user_id, projects = json.loads(cached)
-            return Principal(user_id, frozenset(projects))
+            return cached
         token = await self._tenancy.find_token(token_hash)
-        if token is None:
-            raise Unauthenticated("unknown or revoked token", {"field": "Authorization"})
-        principal = Principal(token.user_id, await self._tenancy.projects_of(token.user_id))
-        body = json.dumps([principal.user_id, sorted(principal.project_ids)]).encode()
-        # A cache outage costs a store lookup per request, never a refusal.
-        with contextlib.suppress(ServiceUnavailable):
-            await self._cache.set(_principal_key(token_hash), body, PRINCIPAL_TTL_SECONDS)
+        if token is None or not token.usable_at(now):
+            raise Unauthenticated("unknown, expired or revoked token", {"field": "Authorization"})
+        user = await self._tenancy.get_user(token.user_id)
+        roles = await self._tenancy.roles_of(token.user_id)
+        principal = Principal(token.user_id, roles, user.admin if user else False, token.id)
+        await self._remember(token, principal, now)
         return principal
 
     async def projects(self, principal: Principal) -> list[Project]:
@@ -52,18 +122,39 @@ class Authenticator:
         found = [await self._tenancy.get_project(pid) for pid in sorted(principal.project_ids)]
         return sorted((p for p in found if p is not None), key=lambda p: (p.name, p.id))
 
-    async def _cached(self, token_hash: str) -> bytes | None:
+    async def _cached(self, token_hash: str, now: datetime) -> Principal | None:
         try:
-            return await self._cache.get(_principal_key(token_hash))
+            entry = await self._cache.get(_principal_key(token_hash))
         except ServiceUnavailable:
             return None
+        return self._seal.open(token_hash, entry, now) if entry is not None else None
 
-    async def revoke(self, token_id: str) -> bool:
+    async def _remember(self, token: Token, principal: Principal, now: datetime) -> None:
+        until = now + timedelta(seconds=PRINCIPAL_TTL_SECONDS)
+        if token.expires_at is not None:
+            until = min(until, token.expires_at)
+        ttl = (until - now).total_seconds()
+        if ttl <= 0:
+            return
+        # A cache outage costs a store lookup per request, never a refusal.
+        with contextlib.suppress(ServiceUnavailable):
+            await self._cache.set(
+                _principal_key(token.token_hash), self._seal.seal(token.token_hash, principal, until),
+                ttl,
+            )
+
+    async def forget_user(self, user_id: str) -> None:
+        """Drop the cached principals of every token of the user (their roles changed).
+
+        Strict: if the cache cannot be reached the caller must know, since a principal left
+        there would live on for up to PRINCIPAL_TTL_SECONDS."""
+        for token in await self._tenancy.list_tokens(user_id):
+            await self._cache.delete(_principal_key(token.token_hash))
+
+    async def revoke(self, token_id: str) -> Token | None:
         """Revoke at once: the token row and its cached principal both go."""
         token = await self._tenancy.revoke_token(token_id)
         if token is None:
-            return False
-        # Strict: if the cached principal cannot be dropped, the caller must know (it would
-        # live on for up to PRINCIPAL_TTL_SECONDS).
+            return None
         await self._cache.delete(_principal_key(token.token_hash))
-        return True
+        return token

@@ -55,6 +55,10 @@ class Conflict(OpsPilotError):
     code = "conflict"
 
 
+class UnsupportedMediaType(OpsPilotError):
+    code = "unsupported_media_type"
+
+
 class RateLimited(OpsPilotError):
     code = "rate_limited"
 

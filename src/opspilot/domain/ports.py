@@ -42,7 +42,15 @@ from opspilot.domain.metrics import (
     Series,
     SeriesSelector,
 )
-from opspilot.domain.tenancy import ApiKey, Project, Token, User
+from opspilot.domain.tenancy import (
+    ApiKey,
+    AuditEvent,
+    Membership,
+    Project,
+    Role,
+    Token,
+    User,
+)
 from opspilot.domain.timewindow import TimeRange
 
 
@@ -192,25 +200,73 @@ class LogMetadataStore(Protocol):
 
 
 class TenancyStore(Protocol):
+    """Projects, users, memberships, API keys, tokens (hashes only) and the audit log.
+
+    `add_*` of a key or token with a hash already stored replaces it (revoking and rotating
+    are saves of the changed object). Raises Conflict for a duplicate project name or user
+    e-mail, TransientStoreError when the store cannot answer."""
+
     async def add_project(self, project: Project) -> None: ...
 
     async def get_project(self, project_id: str) -> Project | None: ...
 
     async def add_user(self, user: User) -> None: ...
 
-    async def add_membership(self, user_id: str, project_id: str) -> None: ...
+    async def get_user(self, user_id: str) -> User | None: ...
+
+    async def find_user(self, name: str) -> User | None:
+        """The user with this e-mail address (exact match)."""
+        ...
+
+    async def add_membership(
+        self, user_id: str, project_id: str, role: Role = Role.OWNER
+    ) -> None:
+        """Adds the user to the project, or changes their role there."""
+        ...
+
+    async def remove_membership(self, user_id: str, project_id: str) -> bool: ...
+
+    async def roles_of(self, user_id: str) -> dict[str, Role]:
+        """Project id -> the user's role there."""
+        ...
 
     async def projects_of(self, user_id: str) -> frozenset[str]: ...
 
+    async def members(self, project_id: str) -> list[Membership]:
+        """Ordered by user id."""
+        ...
+
     async def add_api_key(self, key: ApiKey) -> None: ...
 
-    async def find_api_key(self, key_hash: str) -> ApiKey | None: ...
+    async def find_api_key(self, key_hash: str) -> ApiKey | None:
+        """The key with this hash unless revoked (expiry is the caller's to check)."""
+        ...
+
+    async def list_api_keys(self, project_id: str) -> list[ApiKey]:
+        """Every key of the project, revoked ones too, oldest first."""
+        ...
+
+    async def touch_api_key(self, key_id: str, at: datetime) -> None:
+        """Record a use; never moves `last_used_at` backwards."""
+        ...
 
     async def add_token(self, token: Token) -> None: ...
 
-    async def find_token(self, token_hash: str) -> Token | None: ...
+    async def find_token(self, token_hash: str) -> Token | None:
+        """The token with this hash unless revoked (expiry is the caller's to check)."""
+        ...
+
+    async def list_tokens(self, user_id: str) -> list[Token]:
+        """Every token of the user, revoked ones too, oldest first."""
+        ...
 
     async def revoke_token(self, token_id: str) -> Token | None: ...
+
+    async def add_audit(self, event: AuditEvent) -> None: ...
+
+    async def list_audit(self, project_id: str, limit: int = 100) -> list[AuditEvent]:
+        """The project's events, newest first (in the order written when `at` ties)."""
+        ...
 
 
 # -- alerting ------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ def api_services(container: Container) -> ApiServices:
     config = container.config
     return ApiServices(
         auth=container.authenticator(),
-        provisioner=container.provisioner(),
+        accounts=container.accounts(),
         ingest=container.ingest(),
         metrics=container.metric_queries(),
         logs=container.log_queries(),
@@ -41,6 +41,7 @@ def api_services(container: Container) -> ApiServices:
         ),
         readiness=readiness_checks(container),
         max_body_bytes=config.max_body_bytes(),
+        admin_token=config.admin_token(),
         extra_routes=[alert_routes(alert_rules_service(container))],
     )
 

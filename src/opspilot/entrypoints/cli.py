@@ -1,4 +1,4 @@
-"""`opspilot` command line: serve, api, worker, alerts, ai, migrate, projects, demo, dlq."""
+"""`opspilot` command line: serve, api, worker, alerts, ai, migrate, accounts, demo, dlq."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from opspilot.entrypoints import cli_accounts
+from opspilot.entrypoints.cli_accounts import CliError
 from opspilot.settings import Settings
 
 log = logging.getLogger("opspilot")
@@ -30,10 +32,6 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"opspilot: {exc}", file=sys.stderr)
         return 2
-
-
-class CliError(Exception):
-    pass
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,13 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="evaluate one tick and exit")
     _metrics_address(p, 9102)
     p = command("migrate", _migrate, "bring the PostgreSQL schema to the latest version")
-    p = command("create-project", _create_project, "create a project; prints its API key and token")
-    p.add_argument("name")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--server", help="ask a running server (loopback admin endpoint)")
+    cli_accounts.add_commands(command)
     p = command("demo", _demo, "create a demo project and ingest an hour of data")
     p.add_argument("--server", default=DEFAULT_SERVER)
     p.add_argument("--name", default=None)
+    p.add_argument("--admin-token", help="else OPSPILOT_ADMIN_TOKEN, else the file `serve` wrote")
     p = command("dlq", _dlq, "inspect or replay dead-lettered ingest messages")
     p.add_argument("action", choices=["list", "replay"])
     p.add_argument("--limit", type=int, default=100)
@@ -111,6 +107,10 @@ async def _serve(args: Any) -> int:
         from opspilot.adapters.postgres.migrate import migrate
 
         await migrate(settings.database_url, settings.database_schema)
+    token_file = None
+    if settings.admin_token is None:  # see ADR 0019: a fresh admin token per start
+        token, token_file = cli_accounts.write_admin_token(settings, args.port)
+        settings = settings.model_copy(update={"admin_token": token})
     container = build_container(settings)
     await start_container(container)
     monitoring = None
@@ -132,7 +132,7 @@ async def _serve(args: Any) -> int:
             name="alert-scheduler",
         )
         runner = await _start_site(app, args.host, args.port)
-        _banner(args.host, args.port, container.config.backends())
+        _banner(args.host, args.port, container.config.backends(), token_file)
         await _until_signalled()
         log.info("stopping: draining the worker")
         alerts_stop.set()
@@ -143,6 +143,8 @@ async def _serve(args: Any) -> int:
         if monitoring is not None:
             await monitoring.stop()
         await stop_container(container)
+        if token_file is not None:
+            token_file.unlink(missing_ok=True)
     return 0
 
 
@@ -156,7 +158,7 @@ def _consumer(container: Any, settings: Settings) -> Any:
     )
 
 
-def _banner(host: str, port: int, backends: dict[str, str]) -> None:
+def _banner(host: str, port: int, backends: dict[str, str], token_file: Any) -> None:
     base = f"http://{host}:{port}"
     in_memory = [port for port, kind in backends.items() if kind in ("memory",)]
     print(f"OpsPilot listening on {base}  (OpenAPI: {base}/api/openapi.json)", flush=True)
@@ -167,11 +169,14 @@ def _banner(host: str, port: int, backends: dict[str, str]) -> None:
             "process stops. Set OPSPILOT_*_URL to persist (see README).",
             flush=True,
         )
+    where = (f"in {token_file} (readable by you only; new at each start)" if token_file
+             else "OPSPILOT_ADMIN_TOKEN")
     print(
+        f"admin token: {where}\n"
         "Try it:\n"
         f"  opspilot demo --server {base}\n"
-        f"  curl -s -X POST {base}/api/admin/projects -H 'Content-Type: application/json' "
-        "-d '{\"name\":\"my-project\"}'",
+        f"  opspilot create-project my-project --server {base}\n"
+        f"  opspilot admin create-user you@example.com --admin --server {base}",
         flush=True,
     )
 
@@ -272,73 +277,24 @@ async def _migrate(args: Any) -> int:
     return 0
 
 
-# -- projects and demo data --------------------------------------------------------------
-
-
-async def _create_project(args: Any) -> int:
-    doc = await _new_project(args.name, args.server)
-    if args.json:
-        print(json.dumps(doc))
-        return 0
-    print(f"project  {doc['name']}  id {doc['project_id']}")
-    print(f"API key  {doc['api_key']}   (ingestion: X-API-Key)")
-    print(f"token    {doc['token']}   (queries: Authorization: Bearer …, X-Project-ID)")
-    print("Both secrets are shown once; only their hashes are stored.")
-    return 0
-
-
-async def _new_project(name: str, server: str | None) -> dict[str, str]:
-    if server:
-        created: dict[str, str] = await _post(server, "/api/admin/projects", {"name": name}, {})
-        return created
-    settings = Settings()
-    if not settings.database_url:
-        raise CliError(
-            "no store configured: pass --server URL of a running `opspilot serve`, "
-            "or set OPSPILOT_DATABASE_URL"
-        )
-    from opspilot.container import build_container, start_container, stop_container
-
-    container = build_container(settings)
-    await start_container(container)
-    try:
-        made = await container.provisioner().create_project(name)
-    finally:
-        await stop_container(container)
-    return {"project_id": made.project_id, "name": made.project_name,
-            "api_key": made.api_key, "token": made.token}
-
-
-async def _post(server: str, path: str, body: Any, headers: dict[str, str]) -> Any:
-    import aiohttp
-
-    try:
-        async with aiohttp.ClientSession() as session, session.post(
-            server.rstrip("/") + path, json=body, headers=headers
-        ) as response:
-            doc = await response.json(content_type=None)
-            if response.status >= 400:
-                raise CliError(f"{path}: HTTP {response.status}: {doc}")
-            return doc
-    except aiohttp.ClientError as exc:
-        raise CliError(f"cannot reach {server}: {exc}") from None
+# -- demo data ------------------------------------------------------------------------------
 
 
 async def _demo(args: Any) -> int:
     from opspilot.entrypoints import demo
 
     name = args.name or f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    project = await _new_project(name, args.server)
+    project = await cli_accounts.new_project(name, args.server, admin_token=args.admin_token)
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     key = {"X-API-Key": project["api_key"]}
     points = list(demo.metric_points(now))
     logs = list(demo.log_records(now))
     for chunk in demo.chunks(points):
-        await _post(args.server, "/api/ingest/metrics", {"metrics": chunk}, key)
+        await cli_accounts.call(args.server, "POST", "/api/ingest/metrics", {"metrics": chunk}, key)
     for chunk in demo.chunks(logs):
-        await _post(args.server, "/api/ingest/logs", {"logs": chunk}, key)
+        await cli_accounts.call(args.server, "POST", "/api/ingest/logs", {"logs": chunk}, key)
     query = {"Authorization": f"Bearer {project['token']}", "X-Project-ID": project["project_id"]}
-    await _post(args.server, "/api/rules", demo.RULE, query)
+    await cli_accounts.call(args.server, "POST", "/api/rules", demo.RULE, query)
     base = args.server.rstrip("/")
     auth = f"-H 'Authorization: Bearer {project['token']}' -H 'X-Project-ID: {project['project_id']}'"
     print(f"demo project {name}: {len(points)} metric points and {len(logs)} logs ingested,"

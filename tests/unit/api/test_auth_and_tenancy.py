@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.conftest import drain
+from tests.unit.conftest import ADMIN_HEADERS, drain
 
 QUERY_ENDPOINTS = [
     ("GET", "/api/metrics/query?metric_name=latency&start_time=2024-03-01T11:00:00Z", None),
@@ -87,12 +87,13 @@ async def test_revoked_token_is_refused_at_once(api: Any, tenant: Any, container
 
 
 async def test_admin_endpoint_creates_a_working_project(api: Any) -> None:
-    response = await api.post("/api/admin/projects", json={"name": "gamma"})
+    response = await api.post("/api/admin/projects", json={"name": "gamma"}, headers=ADMIN_HEADERS)
     assert response.status == 201
     made = await response.json()
     point = {"name": "x", "value": 1.0, "timestamp": "2024-03-01T11:30:00Z"}
     sent = await api.post("/api/ingest/metrics", json={"metrics": [point]},
                           headers={"X-API-Key": made["api_key"]})
     assert sent.status == 202
-    duplicate = await api.post("/api/admin/projects", json={"name": "gamma"})
+    duplicate = await api.post("/api/admin/projects", json={"name": "gamma"},
+                               headers=ADMIN_HEADERS)
     assert duplicate.status == 409

@@ -37,7 +37,7 @@ from opspilot.entrypoints.api.app import create_app
 from opspilot.entrypoints.api.openapi import build_document
 from opspilot.entrypoints.assembly import api_services  # (adds the alert routes)
 from opspilot.settings import Settings
-from tests.unit.conftest import NOW, Tenant, new_tenant
+from tests.unit.conftest import ADMIN_TOKEN, NOW, Tenant, new_tenant
 
 MAX_EXAMPLES = 25  # per operation and phase; 31 operations run in ~20 s on this machine
 
@@ -67,7 +67,7 @@ class EmbeddedServer:
         settings_ = Settings(
             _env_file=None, database_url=None, opensearch_url=None, amqp_url=None,
             redis_url=None, ai_url=None, rate_limits_enabled=False,
-            webhook_allowlist="127.0.0.1",
+            webhook_allowlist="127.0.0.1", admin_token=ADMIN_TOKEN,
         )
         self.container = build_container(settings_)
         self.container.clock.override(FixedClock(NOW))

@@ -25,7 +25,7 @@ from opspilot.domain.metrics import MetricPoint
 from opspilot.entrypoints.api.openapi import build_document
 from opspilot.entrypoints.api.state import SERVICES
 from tests.unit.alerts.harness import app_with_alert_service
-from tests.unit.conftest import NOW, Tenant, drain
+from tests.unit.conftest import ADMIN_HEADERS, NOW, Tenant, drain
 
 DOCUMENT = build_document()
 START = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
@@ -135,8 +135,38 @@ async def run_scenario(client: Any, tenant: Tenant, container: Any,
     rec = Recorder(client)
     q = tenant.query_headers
 
+    # -- accounts
+    admin = ADMIN_HEADERS
+    await rec.call("post", "/api/admin/projects", status=201, json={"name": "gamma"},
+                   headers=admin)
+    made = await rec.call("post", "/api/admin/users", status=201, headers=admin,
+                          json={"email": "root@example.com", "admin": True})
+    root = {"Authorization": f"Bearer {made['token']}"}
+    await rec.call("post", "/api/projects", status=201, json={"name": "delta"}, headers=root)
+    members = f"/api/projects/{tenant.project_id}/members"
+    t = "/api/projects/{project_id}/members"
+    invited = await rec.call("post", t, members, status=201, headers=q,
+                             json={"email": "viewer@example.com", "role": "viewer"})
+    await rec.call("get", t, members, headers=q)
+    await rec.call("patch", t + "/{user_id}", f"{members}/{invited['user_id']}", headers=q,
+                   json={"role": "member"})
+    await rec.call("delete", t + "/{user_id}", f"{members}/{invited['user_id']}", status=204,
+                   headers=q)
+    token = await rec.call("post", "/api/tokens", status=201, headers=q,
+                           json={"name": "ci", "ttl": "1d"})
+    await rec.call("get", "/api/tokens", headers=q)
+    await rec.call("delete", "/api/tokens/{token_id}", f"/api/tokens/{token['id']}", status=204,
+                   headers=q)
+    key = await rec.call("post", "/api/keys", status=201, headers=q, json={"name": "spare"})
+    await rec.call("get", "/api/keys", headers=q)
+    rotated = await rec.call("post", "/api/keys/{key_id}/rotate", f"/api/keys/{key['id']}/rotate",
+                             status=201, headers=q, json={"grace": "1h"})
+    await rec.call("delete", "/api/keys/{key_id}", f"/api/keys/{rotated['id']}", status=204,
+                   headers=q)
+    await rec.call("get", "/api/projects/{project_id}/audit",
+                   f"/api/projects/{tenant.project_id}/audit?limit=50", headers=q)
+
     # -- system
-    await rec.call("post", "/api/admin/projects", status=201, json={"name": "gamma"})
     await rec.call("get", "/healthz")
     await rec.call("get", "/readyz")
 

@@ -33,14 +33,18 @@ projects = sa.Table(
 users = sa.Table(
     "users", metadata,
     sa.Column("id", sa.Text, primary_key=True),
-    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),  # the e-mail address
     sa.Column("created_at", TS, nullable=False),
+    sa.Column("admin", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index("ux_users_name", "name", unique=True),
 )
 
 memberships = sa.Table(
     "memberships", metadata,
     sa.Column("user_id", sa.Text, primary_key=True),
     sa.Column("project_id", sa.Text, primary_key=True),
+    sa.Column("role", sa.Text, nullable=False, server_default="owner"),
+    sa.Index("ix_memberships_project_id", "project_id"),
 )
 
 api_keys = sa.Table(
@@ -50,6 +54,11 @@ api_keys = sa.Table(
     sa.Column("key_hash", sa.Text, nullable=False, unique=True),  # SHA-256 hex only
     sa.Column("created_at", TS, nullable=False),
     sa.Column("revoked", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("name", sa.Text, nullable=False, server_default="default"),
+    sa.Column("scope", sa.Text, nullable=False, server_default="ingest"),
+    sa.Column("prefix", sa.Text, nullable=False, server_default=""),
+    sa.Column("expires_at", TS),  # a rotated key's end of grace
+    sa.Column("last_used_at", TS),
 )
 
 tokens = sa.Table(
@@ -59,6 +68,22 @@ tokens = sa.Table(
     sa.Column("token_hash", sa.Text, nullable=False, unique=True),  # SHA-256 hex only
     sa.Column("created_at", TS, nullable=False),
     sa.Column("revoked", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("name", sa.Text, nullable=False, server_default="default"),
+    sa.Column("prefix", sa.Text, nullable=False, server_default=""),
+    sa.Column("expires_at", TS),
+)
+
+audit_log = sa.Table(
+    "audit_log", metadata,
+    sa.Column("seq", sa.BigInteger, sa.Identity(always=True), nullable=False),  # ties in `at`
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("at", TS, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("project_id", sa.Text),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("details", pg.JSONB, nullable=False, server_default=sa.text("'{}'")),
+    sa.Index("ix_audit_log_project_at", "project_id", sa.text("at DESC"), sa.text("seq DESC")),
 )
 
 metrics = sa.Table(

@@ -1,24 +1,57 @@
-"""PostgresTenancyStore: projects, users, memberships, API keys and tokens (hashes only)."""
+"""PostgresTenancyStore: projects, users, memberships, API keys, tokens (hashes only) and the
+audit log."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from asyncpg import exceptions as pgx
 
 from opspilot.domain.errors import Conflict
-from opspilot.domain.tenancy import ApiKey, Project, Token, User
+from opspilot.domain.tenancy import (
+    ApiKey,
+    AuditEvent,
+    KeyScope,
+    Membership,
+    Project,
+    Role,
+    Token,
+    User,
+)
 
 if TYPE_CHECKING:
     from opspilot.adapters.postgres.database import PostgresDatabase
 
+TOKEN_COLUMNS = "id, user_id, token_hash, created_at, revoked, name, prefix, expires_at"
+KEY_COLUMNS = (
+    "id, project_id, key_hash, created_at, revoked, name, scope, prefix, expires_at, last_used_at"
+)
+
 
 def _token(row: Any) -> Token:
-    return Token(row["id"], row["user_id"], row["token_hash"], row["created_at"], row["revoked"])
+    return Token(row["id"], row["user_id"], row["token_hash"], row["created_at"], row["revoked"],
+                 row["name"], row["prefix"], row["expires_at"])
+
+
+def _key(row: Any) -> ApiKey:
+    return ApiKey(row["id"], row["project_id"], row["key_hash"], row["created_at"],
+                  row["revoked"], row["name"], KeyScope(row["scope"]), row["prefix"],
+                  row["expires_at"], row["last_used_at"])
+
+
+def _user(row: Any) -> User:
+    return User(row["id"], row["name"], row["created_at"], row["admin"])
+
+
+def _event(row: Any) -> AuditEvent:
+    return AuditEvent(row["id"], row["at"], row["actor"], row["action"], row["project_id"],
+                      row["target"], orjson.loads(row["details"]))
 
 
 class PostgresTenancyStore:
-    """Implements TenancyStore. Raises Conflict for a duplicate project name,
+    """Implements TenancyStore. Raises Conflict for a duplicate project name or user e-mail,
     TransientStoreError when PostgreSQL cannot answer."""
 
     def __init__(self, db: PostgresDatabase) -> None:
@@ -42,75 +75,157 @@ class PostgresTenancyStore:
         return Project(row["id"], row["name"], row["created_at"]) if row else None
 
     async def add_user(self, user: User) -> None:
+        try:
+            async with self._db.connection() as conn:
+                await conn.execute(
+                    "INSERT INTO users (id, name, created_at, admin) VALUES ($1, $2, $3, $4)"
+                    " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,"
+                    " created_at = EXCLUDED.created_at, admin = EXCLUDED.admin",
+                    user.id, user.name, user.created_at, user.admin,
+                )
+        except pgx.UniqueViolationError:
+            raise Conflict("a user with this e-mail exists", {"field": "email"}) from None
+
+    async def get_user(self, user_id: str) -> User | None:
+        return await self._one_user("id", user_id)
+
+    async def find_user(self, name: str) -> User | None:
+        return await self._one_user("name", name)
+
+    async def _one_user(self, column: str, value: str) -> User | None:
+        async with self._db.connection() as conn:
+            row = await conn.fetchrow(
+                f"SELECT id, name, created_at, admin FROM users WHERE {column} = $1", value
+            )
+        return _user(row) if row else None
+
+    async def add_membership(self, user_id: str, project_id: str, role: Role = Role.OWNER) -> None:
         async with self._db.connection() as conn:
             await conn.execute(
-                "INSERT INTO users (id, name, created_at) VALUES ($1, $2, $3)"
-                " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,"
-                " created_at = EXCLUDED.created_at",
-                user.id, user.name, user.created_at,
+                "INSERT INTO memberships (user_id, project_id, role) VALUES ($1, $2, $3)"
+                " ON CONFLICT (user_id, project_id) DO UPDATE SET role = EXCLUDED.role",
+                user_id, project_id, role.value,
             )
 
-    async def add_membership(self, user_id: str, project_id: str) -> None:
+    async def remove_membership(self, user_id: str, project_id: str) -> bool:
         async with self._db.connection() as conn:
-            await conn.execute(
-                "INSERT INTO memberships (user_id, project_id) VALUES ($1, $2)"
-                " ON CONFLICT DO NOTHING",
+            gone = await conn.fetchval(
+                "DELETE FROM memberships WHERE user_id = $1 AND project_id = $2"
+                " RETURNING user_id",
                 user_id, project_id,
             )
+        return gone is not None
 
-    async def projects_of(self, user_id: str) -> frozenset[str]:
+    async def roles_of(self, user_id: str) -> dict[str, Role]:
         async with self._db.connection() as conn:
             rows = await conn.fetch(
-                "SELECT project_id FROM memberships WHERE user_id = $1", user_id
+                "SELECT project_id, role FROM memberships WHERE user_id = $1", user_id
             )
-        return frozenset(r["project_id"] for r in rows)
+        return {r["project_id"]: Role(r["role"]) for r in rows}
+
+    async def projects_of(self, user_id: str) -> frozenset[str]:
+        return frozenset(await self.roles_of(user_id))
+
+    async def members(self, project_id: str) -> list[Membership]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT user_id, project_id, role FROM memberships WHERE project_id = $1"
+                ' ORDER BY user_id COLLATE "C"',
+                project_id,
+            )
+        return [Membership(r["user_id"], r["project_id"], Role(r["role"])) for r in rows]
 
     async def add_api_key(self, key: ApiKey) -> None:
         async with self._db.connection() as conn:
             await conn.execute(
-                "INSERT INTO api_keys (id, project_id, key_hash, created_at, revoked)"
-                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key_hash) DO UPDATE SET"
-                " id = EXCLUDED.id, project_id = EXCLUDED.project_id,"
-                " created_at = EXCLUDED.created_at, revoked = EXCLUDED.revoked",
-                key.id, key.project_id, key.key_hash, key.created_at, key.revoked,
+                f"INSERT INTO api_keys ({KEY_COLUMNS})"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (key_hash)"
+                " DO UPDATE SET id = EXCLUDED.id, project_id = EXCLUDED.project_id,"
+                " created_at = EXCLUDED.created_at, revoked = EXCLUDED.revoked,"
+                " name = EXCLUDED.name, scope = EXCLUDED.scope, prefix = EXCLUDED.prefix,"
+                " expires_at = EXCLUDED.expires_at, last_used_at = EXCLUDED.last_used_at",
+                key.id, key.project_id, key.key_hash, key.created_at, key.revoked, key.name,
+                key.scope.value, key.prefix, key.expires_at, key.last_used_at,
             )
 
     async def find_api_key(self, key_hash: str) -> ApiKey | None:
         async with self._db.connection() as conn:
             row = await conn.fetchrow(
-                "SELECT id, project_id, key_hash, created_at, revoked FROM api_keys"
-                " WHERE key_hash = $1 AND NOT revoked",
+                f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1 AND NOT revoked",
                 key_hash,
             )
-        if row is None:
-            return None
-        return ApiKey(row["id"], row["project_id"], row["key_hash"], row["created_at"],
-                      row["revoked"])
+        return _key(row) if row else None
+
+    async def list_api_keys(self, project_id: str) -> list[ApiKey]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {KEY_COLUMNS} FROM api_keys WHERE project_id = $1"
+                ' ORDER BY created_at, id COLLATE "C"',
+                project_id,
+            )
+        return [_key(r) for r in rows]
+
+    async def touch_api_key(self, key_id: str, at: datetime) -> None:
+        async with self._db.connection() as conn:
+            await conn.execute(
+                "UPDATE api_keys SET last_used_at = $2 WHERE id = $1"
+                " AND (last_used_at IS NULL OR last_used_at < $2)",
+                key_id, at,
+            )
 
     async def add_token(self, token: Token) -> None:
         async with self._db.connection() as conn:
             await conn.execute(
-                "INSERT INTO tokens (id, user_id, token_hash, created_at, revoked)"
-                " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token_hash) DO UPDATE SET"
+                f"INSERT INTO tokens ({TOKEN_COLUMNS})"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (token_hash) DO UPDATE SET"
                 " id = EXCLUDED.id, user_id = EXCLUDED.user_id,"
-                " created_at = EXCLUDED.created_at, revoked = EXCLUDED.revoked",
+                " created_at = EXCLUDED.created_at, revoked = EXCLUDED.revoked,"
+                " name = EXCLUDED.name, prefix = EXCLUDED.prefix,"
+                " expires_at = EXCLUDED.expires_at",
                 token.id, token.user_id, token.token_hash, token.created_at, token.revoked,
+                token.name, token.prefix, token.expires_at,
             )
 
     async def find_token(self, token_hash: str) -> Token | None:
         async with self._db.connection() as conn:
             row = await conn.fetchrow(
-                "SELECT id, user_id, token_hash, created_at, revoked FROM tokens"
-                " WHERE token_hash = $1 AND NOT revoked",
+                f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_hash = $1 AND NOT revoked",
                 token_hash,
             )
         return _token(row) if row else None
 
+    async def list_tokens(self, user_id: str) -> list[Token]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE user_id = $1"
+                ' ORDER BY created_at, id COLLATE "C"',
+                user_id,
+            )
+        return [_token(r) for r in rows]
+
     async def revoke_token(self, token_id: str) -> Token | None:
         async with self._db.connection() as conn:
             row = await conn.fetchrow(
-                "UPDATE tokens SET revoked = true WHERE id = $1"
-                " RETURNING id, user_id, token_hash, created_at, revoked",
+                f"UPDATE tokens SET revoked = true WHERE id = $1 RETURNING {TOKEN_COLUMNS}",
                 token_id,
             )
         return _token(row) if row else None
+
+    async def add_audit(self, event: AuditEvent) -> None:
+        async with self._db.connection() as conn:
+            await conn.execute(
+                "INSERT INTO audit_log (id, at, actor, action, project_id, target, details)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb)",
+                event.id, event.at, event.actor, event.action, event.project_id, event.target,
+                orjson.dumps(dict(event.details)).decode(),
+            )
+
+    async def list_audit(self, project_id: str, limit: int = 100) -> list[AuditEvent]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT id, at, actor, action, project_id, target, details::text AS details"
+                " FROM audit_log WHERE project_id = $1"
+                " ORDER BY at DESC, seq DESC LIMIT $2",
+                project_id, limit,
+            )
+        return [_event(r) for r in rows]

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from opspilot.entrypoints.api import (
     openapi,
+    routes_accounts,
     routes_ingest,
     routes_logs,
     routes_metrics,
@@ -52,6 +53,7 @@ def create_app(svc: ApiServices) -> web.Application:
         routes_metrics.register,
         routes_prometheus.register,
         routes_logs.register,
+        routes_accounts.register,
         openapi.register,
         routes_ui.register,
         *svc.extra_routes,

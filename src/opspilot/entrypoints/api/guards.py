@@ -1,22 +1,26 @@
-"""Authentication, project scoping and rate limits for handlers."""
+"""Authentication, project scoping, roles and rate limits for handlers."""
 
 from __future__ import annotations
 
-import ipaddress
+import hmac
 import logging
 
 from aiohttp import web
 
 from opspilot.domain.errors import (
-    Forbidden,
     RateLimited,
     ServiceUnavailable,
     Unauthenticated,
+    UnsupportedMediaType,
     ValidationError,
 )
 from opspilot.domain.storable import check_text, problem
-from opspilot.domain.tenancy import IngestIdentity, Principal
+from opspilot.domain.tenancy import OPERATOR, IngestIdentity, Principal, Role
 from opspilot.entrypoints.api.state import services
+
+# The admin surface answers a handful of operator calls; this bounds guessing its token.
+ADMIN_RATE = 1.0
+ADMIN_BURST = 20
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +34,20 @@ async def ingest_identity(request: web.Request) -> IngestIdentity:
 
 
 async def query_project(
-    request: web.Request, headers: tuple[str, ...] = ("X-Project-ID",)
+    request: web.Request, headers: tuple[str, ...] = ("X-Project-ID",),
+    role: Role = Role.VIEWER,
 ) -> str:
-    """The project a query acts on: a bearer token whose user is a member of the project the
-    first of `headers` present names (all of them, when several are sent, must agree)."""
-    svc = services(request)
-    principal = await svc.auth.principal(bearer_token(request))
+    """The project a request acts on: a bearer token whose user has at least `role` in the
+    project the first of `headers` present names (all of them, when several are sent, must
+    agree)."""
+    principal, project_id = await project_principal(request, role, headers)
+    return project_id
+
+
+async def project_principal(
+    request: web.Request, role: Role = Role.VIEWER, headers: tuple[str, ...] = ("X-Project-ID",)
+) -> tuple[Principal, str]:
+    principal = await query_principal(request)
     named = {h: v for h in headers if (v := request.headers.get(h, "").strip())}
     if not named:
         raise ValidationError(headers[0], "header is required")
@@ -44,21 +56,43 @@ async def query_project(
     project_id = next(iter(named.values()))
     if any(v != project_id for v in named.values()):
         raise ValidationError(" / ".join(named), "the project headers name different projects")
-    principal.require_member(project_id)
-    await _query_limit(request, principal)
-    return project_id
+    principal.require(project_id, role)
+    return principal, project_id
 
 
 async def query_principal(request: web.Request) -> Principal:
-    """Who a bearer token is, for the calls that span its projects (rate limited alike)."""
-    principal = await services(request).auth.principal(bearer_token(request))
-    await _query_limit(request, principal)
+    """Who a bearer token is (the admin token's is the operator), rate-limited per user; for
+    the calls that span projects, and under every project-scoped one."""
+    svc = services(request)
+    bearer = bearer_token(request)
+    if bearer is not None and _is_admin_token(request, bearer):
+        principal = OPERATOR
+    else:
+        principal = await svc.auth.principal(bearer)
+    limits = svc.rate_limits
+    await _limit(request, "query", f"query:{principal.user_id}", limits.query_rate, limits.query_burst)
     return principal
 
 
-async def _query_limit(request: web.Request, principal: Principal) -> None:
-    limits = services(request).rate_limits
-    await _limit(request, "query", f"query:{principal.user_id}", limits.query_rate, limits.query_burst)
+async def admin_caller(request: web.Request) -> Principal:
+    """The admin surface: absent (404) unless OPSPILOT_ADMIN_TOKEN is set, then only for a
+    caller presenting it, with a JSON body, at a bounded rate per client address."""
+    svc = services(request)
+    if not svc.admin_token:
+        raise web.HTTPNotFound()
+    await _limit(request, "admin", f"admin:{request.remote}", ADMIN_RATE, ADMIN_BURST)
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("the admin endpoints take application/json only",
+                                   {"field": "Content-Type"})
+    bearer = bearer_token(request)
+    if bearer is None or not _is_admin_token(request, bearer):
+        raise Unauthenticated("the admin endpoints need the admin token", {"field": "Authorization"})
+    return OPERATOR
+
+
+def _is_admin_token(request: web.Request, bearer: str) -> bool:
+    expected = services(request).admin_token
+    return expected is not None and hmac.compare_digest(bearer.encode(), expected.encode())
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -96,18 +130,9 @@ async def _limit(request: web.Request, scope: str, key: str, rate: float, burst:
         svc.telemetry.rate_limited.labels(scope).inc()
         raise RateLimited(
             f"{scope} rate limit of {rate:g}/s (burst {burst}) exceeded",
-            retry_after=decision.retry_after, field="X-API-Key" if scope == "ingest" else "Authorization",
+            retry_after=decision.retry_after,
+            field="X-API-Key" if scope == "ingest" else "Authorization",
         )
-
-
-def require_loopback(request: web.Request) -> None:
-    remote = request.remote or ""
-    try:
-        loopback = ipaddress.ip_address(remote.split("%")[0]).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise Forbidden("admin endpoints answer loopback callers only", {"field": "remote"})
 
 
 async def add_rate_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -18,7 +18,8 @@ class Operation:
     method: str
     path: str
     summary: str
-    # "apiKey" | "bearer" (token + X-Project-ID) | "token" (bearer alone) | None
+    # "apiKey"; "bearer" (a user's token and X-Project-ID); "token" (a user's token alone);
+    # "admin" (the admin token); None
     auth: str | None
     query: type[BaseModel] | None = None
     body: type[BaseModel] | None = None
@@ -59,9 +60,6 @@ OPERATIONS = (
               "bearer", query=s.SpikeParams, response=r.ErrorSpikes),
     Operation("get", "/api/logs/patterns", "Templates of the matching logs", "bearer",
               query=s.PatternParams, response=r.LogPatterns),
-    Operation("post", "/api/admin/projects", "Create a project (loopback callers only)", None,
-              body=s.CreateProjectBody, success=201, conflict="a project with this name exists",
-              response=r.ProjectCredentials),
     Operation("get", "/healthz", "Liveness", None, response=r.Health),
     Operation("get", "/readyz", "Readiness of every configured adapter", None,
               response=r.Readiness),
@@ -91,6 +89,7 @@ ERROR_SCHEMA = {
 
 
 REF_TEMPLATE = "#/components/schemas/{model}"
+SCHEMES = {"token": "bearer", "admin": "adminToken"}
 ID_SCHEMA = {"type": "string", "minLength": 1, "maxLength": 100}
 
 
@@ -146,6 +145,8 @@ def build_document() -> dict[str, Any]:
             "securitySchemes": {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "bearer": {"type": "http", "scheme": "bearer"},
+                "adminToken": {"type": "http", "scheme": "bearer",
+                               "description": "OPSPILOT_ADMIN_TOKEN"},
             },
         },
     }
@@ -164,12 +165,15 @@ def _responses(op: Operation) -> dict[str, Any]:
     }
     if op.auth:
         responses["401"] = {"description": "no or bad credentials", **error}
-    if op.auth == "bearer":
-        responses["403"] = {"description": "not a member of the project", **error}
-    elif op.path.startswith("/api/admin/"):
-        responses["403"] = {"description": "not a loopback caller", **error}
+    if op.auth in ("bearer", "token", "apiKey"):
+        responses["403"] = {"description": "not a member of the project, or a role too low",
+                            **error}
     if _path_names(op.path):
         responses["404"] = {"description": "no such resource in this project", **error}
+    if op.auth == "admin":
+        responses["404"] = {"description": "the admin surface is off (no admin token set)",
+                            **error}
+        responses["415"] = {"description": "not application/json", **error}
     if op.conflict:
         responses["409"] = {"description": op.conflict, **error}
     if op.body is not None:
@@ -195,7 +199,7 @@ def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
         "responses": _responses(op),
     }
     if op.auth:
-        doc["security"] = [{"bearer" if op.auth == "token" else op.auth: []}]
+        doc["security"] = [{SCHEMES.get(op.auth, op.auth): []}]
     if op.body is not None:
         doc["requestBody"] = {"required": True, "content": {"application/json": {
             "schema": {"$ref": f"#/components/schemas/{op.body.__name__}"}}}}

@@ -34,6 +34,7 @@ from opspilot.domain.alerts import (
 from opspilot.domain.analysis import AnomalyMethod
 from opspilot.domain.logs import LogLevel
 from opspilot.domain.metrics import Aggregation
+from opspilot.domain.tenancy import KeyScope, Role
 
 Instant = AwareDatetime  # {"type": "string", "format": "date-time"}
 # A float that an overflow may have made non-finite, which the encoder writes as null.
@@ -91,7 +92,80 @@ class ProjectCredentials(Closed):
     project_id: str
     name: str
     api_key: str = Field(description="for X-API-Key on ingest")
-    token: str = Field(description="for Authorization: Bearer on queries")
+    token: str | None = Field(description="the owner's bearer token for queries (null when "
+                              "the owner is the caller, who has one)")
+    owner_id: str
+
+
+class UserCreated(Closed):
+    id: str
+    email: str
+    admin: bool
+    token: str = Field(description="the user's first bearer token, shown once")
+
+
+class Member(Closed):
+    user_id: str
+    email: str
+    role: Role
+
+
+class MemberList(Closed):
+    members: list[Member]
+
+
+class MemberInvited(Member):
+    token: str | None = Field(description="a first bearer token when the invitation created "
+                              "the user (shown once), else null")
+
+
+class TokenInfo(Closed):
+    id: str
+    name: str
+    prefix: str = Field(description="the secret's first characters, to tell tokens apart")
+    created_at: Instant
+    expires_at: Instant | None
+    status: Literal["active", "expired", "revoked"]
+
+
+class TokenList(Closed):
+    tokens: list[TokenInfo]
+
+
+class TokenCreated(TokenInfo):
+    token: str = Field(description="the secret, shown once")
+
+
+class KeyInfo(Closed):
+    id: str
+    name: str
+    scope: KeyScope
+    prefix: str = Field(description="the secret's first characters, to tell keys apart")
+    created_at: Instant
+    expires_at: Instant | None = Field(description="set on a rotated key: its grace ends then")
+    last_used_at: Instant | None = Field(description="to the minute")
+    status: Literal["active", "grace", "expired", "revoked"]
+
+
+class KeyList(Closed):
+    keys: list[KeyInfo]
+
+
+class KeyCreated(KeyInfo):
+    api_key: str = Field(description="the secret, shown once")
+
+
+class AuditEntry(Closed):
+    id: str
+    at: Instant
+    actor: str = Field(description="a user id, or `operator` (admin token or CLI)")
+    action: str
+    target: str
+    details: dict[str, str]
+
+
+class AuditLog(Closed):
+    events: list[AuditEntry] = Field(description="newest first")
 
 
 # -- metrics -------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Alert rules, notification channels and incidents: /api/rules, /api/channels, /api/incidents.
 
-Every route acts on the project of `X-Project-ID` after the bearer token's membership check;
+Every route acts on the project of `X-Project-ID` after the bearer token's membership check
+(viewers read; members and above change rules, channels and incidents);
 an id of another project answers 404, exactly like an id that does not exist. Channel
 secrets are write-only, and a channel's target is shown without credentials, query string
 or (for Slack) the token segment of its URL.
@@ -32,10 +33,11 @@ from opspilot.domain.alerts import (
 from opspilot.domain.errors import ValidationError
 from opspilot.domain.metrics import MAX_TAGS, Aggregation
 from opspilot.domain.storable import check_text
+from opspilot.domain.tenancy import Role
 from opspilot.domain.timewindow import format_duration, parse_duration
 from opspilot.entrypoints.api import openapi
 from opspilot.entrypoints.api import responses as r
-from opspilot.entrypoints.api.guards import bearer_token, query_project
+from opspilot.entrypoints.api.guards import project_principal, query_project
 from opspilot.entrypoints.api.parsing import json_body, query_params
 from opspilot.entrypoints.api.responses import json_answer
 from opspilot.entrypoints.api.schemas import (
@@ -47,7 +49,6 @@ from opspilot.entrypoints.api.schemas import (
     TagValue,
     storable,
 )
-from opspilot.entrypoints.api.state import services
 
 ALERTS = web.AppKey("alert_rules", AlertRules)
 
@@ -242,13 +243,8 @@ def _alerts(request: web.Request) -> AlertRules:
     return request.app[ALERTS]
 
 
-async def _user(request: web.Request) -> str:
-    principal = await services(request).auth.principal(bearer_token(request))
-    return principal.user_id
-
-
 async def create_rule(request: web.Request) -> web.Response:
-    project_id = await query_project(request)
+    project_id = await query_project(request, role=Role.MEMBER)
     body = await json_body(request, RuleBody)
     rule = await _alerts(request).create_rule(project_id, _spec(body))
     return json_answer(rule_doc(rule), 201)
@@ -267,28 +263,28 @@ async def get_rule(request: web.Request) -> web.Response:
 
 
 async def replace_rule(request: web.Request) -> web.Response:
-    project_id = await query_project(request)
+    project_id = await query_project(request, role=Role.MEMBER)
     body = await json_body(request, RuleBody)
     rule = await _alerts(request).replace_rule(project_id, _id(request, "rule_id"), _spec(body))
     return json_answer(rule_doc(rule))
 
 
 async def patch_rule(request: web.Request) -> web.Response:
-    project_id = await query_project(request)
+    project_id = await query_project(request, role=Role.MEMBER)
     changes = _changes(await json_body(request, RulePatch))
     rule = await _alerts(request).update_rule(project_id, _id(request, "rule_id"), changes)
     return json_answer(rule_doc(rule))
 
 
 async def delete_rule(request: web.Request) -> web.Response:
-    project_id = await query_project(request)
+    project_id = await query_project(request, role=Role.MEMBER)
     await _alerts(request).delete_rule(project_id, _id(request, "rule_id"))
     return web.Response(status=204)
 
 
 def _toggle(enabled: bool) -> Callable[[web.Request], Any]:
     async def handler(request: web.Request) -> web.Response:
-        project_id = await query_project(request)
+        project_id = await query_project(request, role=Role.MEMBER)
         rule = await _alerts(request).set_enabled(project_id, _id(request, "rule_id"), enabled)
         return json_answer(rule_doc(rule))
 
@@ -296,7 +292,7 @@ def _toggle(enabled: bool) -> Callable[[web.Request], Any]:
 
 
 async def create_channel(request: web.Request) -> web.Response:
-    project_id = await query_project(request)
+    project_id = await query_project(request, role=Role.MEMBER)
     body = await json_body(request, ChannelBody)
     channel = await _alerts(request).create_channel(
         project_id, body.name, body.type, body.target, body.secret
@@ -317,13 +313,13 @@ async def get_channel(request: web.Request) -> web.Response:
 
 
 async def delete_channel(request: web.Request) -> web.Response:
-    project_id = await query_project(request)
+    project_id = await query_project(request, role=Role.MEMBER)
     await _alerts(request).delete_channel(project_id, _id(request, "channel_id"))
     return web.Response(status=204)
 
 
 async def test_channel(request: web.Request) -> web.Response:
-    project_id = await query_project(request)
+    project_id = await query_project(request, role=Role.MEMBER)
     attempt = await _alerts(request).test_channel(project_id, _id(request, "channel_id"))
     return json_answer({"ok": attempt.ok, "detail": attempt.detail, "at": attempt.at})
 
@@ -346,18 +342,14 @@ async def get_incident(request: web.Request) -> web.Response:
 
 
 async def acknowledge_incident(request: web.Request) -> web.Response:
-    project_id = await query_project(request)
-    incident = await _alerts(request).acknowledge(
-        project_id, _id(request, "incident_id"), await _user(request)
-    )
+    actor, project_id = await project_principal(request, Role.MEMBER)
+    incident = await _alerts(request).acknowledge(project_id, _id(request, "incident_id"), actor.user_id)
     return json_answer(incident_doc(incident))
 
 
 async def resolve_incident(request: web.Request) -> web.Response:
-    project_id = await query_project(request)
-    incident = await _alerts(request).resolve(
-        project_id, _id(request, "incident_id"), await _user(request)
-    )
+    actor, project_id = await project_principal(request, Role.MEMBER)
+    incident = await _alerts(request).resolve(project_id, _id(request, "incident_id"), actor.user_id)
     return json_answer(incident_doc(incident))
 
 

@@ -1,4 +1,4 @@
-"""Health, readiness, Prometheus metrics, the loopback-only admin endpoint."""
+"""Health, readiness, Prometheus metrics, and who a token is (/api/me)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import asyncio
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from opspilot.entrypoints.api.guards import query_principal, require_loopback
-from opspilot.entrypoints.api.parsing import json_body
+from opspilot.entrypoints.api.guards import query_principal
 from opspilot.entrypoints.api.responses import json_answer
-from opspilot.entrypoints.api.schemas import CreateProjectBody
 from opspilot.entrypoints.api.state import services
 
 READINESS_TIMEOUT = 3.0
@@ -45,23 +43,6 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
-async def create_project(request: web.Request) -> web.Response:
-    """Credentials for a new project; loopback callers only (how `opspilot create-project
-    --server` gets keys from an embedded server)."""
-    require_loopback(request)
-    body = await json_body(request, CreateProjectBody)
-    credentials = await services(request).provisioner.create_project(body.name)
-    return json_answer(
-        {
-            "project_id": credentials.project_id,
-            "name": credentials.project_name,
-            "api_key": credentials.api_key,
-            "token": credentials.token,
-        },
-        status=201,
-    )
-
-
 async def me(request: web.Request) -> web.Response:
     """The token's user and projects: how a client (the explorer) offers a project picker."""
     svc = services(request)
@@ -76,4 +57,3 @@ def register(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_post("/api/admin/projects", create_project)

@@ -227,8 +227,15 @@ class SpikeParams(Window):
     service_name: ServiceName | None = None
 
 
+Email = Annotated[str, StringConstraints(min_length=3, max_length=254,
+                                         pattern=r"^[^@\s]+@[^@\s]+$")]
+
+
 class CreateProjectBody(Strict):
     name: Annotated[str, storable(1, 100, strip=True)]
+    owner: Email | None = Field(
+        default=None, description="the first owner's e-mail (created when new); by default "
+        "the caller, or for the admin token a new user owner@<name>")
 
     @field_validator("name")
     @classmethod

@@ -8,12 +8,12 @@ import attrs
 from aiohttp import web
 
 from opspilot.adapters.telemetry import ApiTelemetry
+from opspilot.application.accounts import Accounts
 from opspilot.application.auth import Authenticator
 from opspilot.application.ingest import IngestService
 from opspilot.application.log_queries import LogQueries
 from opspilot.application.metric_queries import MetricQueries
 from opspilot.application.promql.queries import PrometheusQueries
-from opspilot.application.provisioning import ProjectProvisioner
 from opspilot.domain.ports import Clock, RateLimiter
 
 
@@ -34,7 +34,7 @@ ReadinessCheck = Callable[[], Awaitable[None]]
 @attrs.define
 class ApiServices:
     auth: Authenticator
-    provisioner: ProjectProvisioner
+    accounts: Accounts
     ingest: IngestService
     metrics: MetricQueries
     logs: LogQueries
@@ -46,6 +46,7 @@ class ApiServices:
     readiness: dict[str, ReadinessCheck] = attrs.Factory(dict)
     extra_routes: list[Callable[[web.Application], None]] = attrs.Factory(list)
     max_body_bytes: int = 10 * 1024 * 1024
+    admin_token: str | None = None  # None: no /api/admin/* at all
 
 
 SERVICES = web.AppKey("services", ApiServices)

@@ -1,0 +1,295 @@
+"""Accounts: /api/admin/* (admin token), /api/projects, members, personal tokens, API keys and
+the audit log. Roles are checked by the use cases (application/accounts.py); see
+docs/security.md for the table."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from aiohttp import web
+from pydantic import Field, StringConstraints
+
+from opspilot.application.accounts import Credentials
+from opspilot.domain.errors import ValidationError
+from opspilot.domain.tenancy import ApiKey, AuditEvent, KeyScope, Membership, Role, Token, User
+from opspilot.domain.timewindow import parse_duration
+from opspilot.entrypoints.api import openapi
+from opspilot.entrypoints.api import responses as r
+from opspilot.entrypoints.api.guards import admin_caller, query_principal, project_principal
+from opspilot.entrypoints.api.parsing import json_body, query_params
+from opspilot.entrypoints.api.responses import json_answer
+from opspilot.entrypoints.api.schemas import CreateProjectBody, Email, Flag, Strict
+from opspilot.entrypoints.api.state import services
+
+Label = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
+Duration = Annotated[str, StringConstraints(pattern=r"^[1-9]\d{0,5}[smhd]$")]
+MaybeZeroDuration = Annotated[str, StringConstraints(pattern=r"^(0|[1-9]\d{0,5}[smhd])$")]
+
+
+class CreateUserBody(Strict):
+    email: Email
+    admin: Flag = Field(default=False, description="may create users and projects")
+
+
+class InviteBody(Strict):
+    email: Email
+    role: Role = Role.VIEWER
+
+
+class RoleBody(Strict):
+    role: Role
+
+
+class TokenBody(Strict):
+    name: Label
+    ttl: Duration = Field(default="90d", description="e.g. 1h, 30d; 5 minutes to 366 days")
+
+
+class KeyBody(Strict):
+    name: Label
+    scope: KeyScope = KeyScope.INGEST
+
+
+class RotateBody(Strict):
+    grace: MaybeZeroDuration = Field(
+        default="24h", description="how long the old key keeps working (0 to 7d)")
+
+
+class AuditParams(Strict):
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def credentials_doc(made: Credentials) -> dict[str, Any]:
+    return {"project_id": made.project_id, "name": made.project_name, "api_key": made.api_key,
+            "token": made.token, "owner_id": made.user_id}
+
+
+def member_doc(membership: Membership, user: User) -> dict[str, Any]:
+    return {"user_id": user.id, "email": user.name, "role": membership.role.value}
+
+
+def token_doc(token: Token, now: datetime) -> dict[str, Any]:
+    status = "revoked" if token.revoked else "active" if token.usable_at(now) else "expired"
+    return {"id": token.id, "name": token.name, "prefix": token.prefix,
+            "created_at": token.created_at, "expires_at": token.expires_at, "status": status}
+
+
+def key_doc(key: ApiKey, now: datetime) -> dict[str, Any]:
+    if key.revoked:
+        status = "revoked"
+    elif not key.usable_at(now):
+        status = "expired"
+    else:
+        status = "active" if key.expires_at is None else "grace"
+    return {"id": key.id, "name": key.name, "scope": key.scope.value, "prefix": key.prefix,
+            "created_at": key.created_at, "expires_at": key.expires_at,
+            "last_used_at": key.last_used_at, "status": status}
+
+
+def audit_doc(event: AuditEvent) -> dict[str, Any]:
+    return {"id": event.id, "at": event.at, "actor": event.actor, "action": event.action,
+            "target": event.target, "details": dict(event.details)}
+
+
+def _now(request: web.Request) -> datetime:
+    return services(request).clock.now()
+
+
+def _path(request: web.Request, name: str) -> str:
+    value = request.match_info[name]
+    if not 1 <= len(value) <= 100:
+        raise ValidationError(name, "1-100 characters")
+    return value
+
+
+def _duration(text: str, field: str) -> timedelta:
+    return timedelta(0) if text == "0" else parse_duration(text, field)
+
+
+# -- admin surface and projects ----------------------------------------------------------------
+
+
+async def admin_create_project(request: web.Request) -> web.Response:
+    actor = await admin_caller(request)
+    body = await json_body(request, CreateProjectBody)
+    made = await services(request).accounts.create_project(body.name, body.owner, actor)
+    return json_answer(credentials_doc(made), 201)
+
+
+async def admin_create_user(request: web.Request) -> web.Response:
+    actor = await admin_caller(request)
+    body = await json_body(request, CreateUserBody)
+    user, token = await services(request).accounts.create_user(body.email, body.admin, actor)
+    return json_answer({"id": user.id, "email": user.name, "admin": user.admin,
+                        "token": token.secret}, 201)
+
+
+async def create_project(request: web.Request) -> web.Response:
+    actor = await query_principal(request)
+    body = await json_body(request, CreateProjectBody)
+    made = await services(request).accounts.create_project(body.name, body.owner, actor)
+    return json_answer(credentials_doc(made), 201)
+
+
+# -- members -------------------------------------------------------------------------------------
+
+
+async def list_members(request: web.Request) -> web.Response:
+    actor = await query_principal(request)
+    found = await services(request).accounts.members(actor, _path(request, "project_id"))
+    return json_answer({"members": [member_doc(m, u) for m, u in found]})
+
+
+async def invite_member(request: web.Request) -> web.Response:
+    actor = await query_principal(request)
+    body = await json_body(request, InviteBody)
+    made = await services(request).accounts.invite(
+        actor, _path(request, "project_id"), body.email, body.role)
+    doc = member_doc(made.membership, made.user)
+    doc["token"] = made.token.secret if made.token else None
+    return json_answer(doc, 201)
+
+
+async def change_member(request: web.Request) -> web.Response:
+    actor = await query_principal(request)
+    body = await json_body(request, RoleBody)
+    accounts = services(request).accounts
+    project_id, user_id = _path(request, "project_id"), _path(request, "user_id")
+    await accounts.change_role(actor, project_id, user_id, body.role)
+    found = await accounts.members(actor, project_id)
+    membership, user = next((m, u) for m, u in found if u.id == user_id)
+    return json_answer(member_doc(membership, user))
+
+
+async def remove_member(request: web.Request) -> web.Response:
+    actor = await query_principal(request)
+    await services(request).accounts.remove_member(
+        actor, _path(request, "project_id"), _path(request, "user_id"))
+    return web.Response(status=204)
+
+
+async def audit_log(request: web.Request) -> web.Response:
+    actor = await query_principal(request)
+    params = query_params(request, AuditParams)
+    events = await services(request).accounts.audit_log(
+        actor, _path(request, "project_id"), params.limit)
+    return json_answer({"events": [audit_doc(e) for e in events]})
+
+
+# -- personal tokens -----------------------------------------------------------------------------
+
+
+async def create_token(request: web.Request) -> web.Response:
+    actor = await query_principal(request)
+    body = await json_body(request, TokenBody)
+    made = await services(request).accounts.create_token(
+        actor, body.name, _duration(body.ttl, "ttl"))
+    return json_answer({**token_doc(made.token, _now(request)), "token": made.secret}, 201)
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    actor = await query_principal(request)
+    tokens = await services(request).accounts.list_tokens(actor)
+    now = _now(request)
+    return json_answer({"tokens": [token_doc(t, now) for t in tokens]})
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    actor = await query_principal(request)
+    await services(request).accounts.revoke_token(actor, _path(request, "token_id"))
+    return web.Response(status=204)
+
+
+# -- API keys ------------------------------------------------------------------------------------
+
+
+async def create_key(request: web.Request) -> web.Response:
+    actor, project_id = await project_principal(request, Role.ADMIN)
+    body = await json_body(request, KeyBody)
+    made = await services(request).accounts.create_key(actor, project_id, body.name, body.scope)
+    return json_answer({**key_doc(made.key, _now(request)), "api_key": made.secret}, 201)
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    actor, project_id = await project_principal(request, Role.ADMIN)
+    keys = await services(request).accounts.list_keys(actor, project_id)
+    now = _now(request)
+    return json_answer({"keys": [key_doc(k, now) for k in keys]})
+
+
+async def rotate_key(request: web.Request) -> web.Response:
+    actor, project_id = await project_principal(request, Role.ADMIN)
+    body = await json_body(request, RotateBody)
+    made = await services(request).accounts.rotate_key(
+        actor, project_id, _path(request, "key_id"), _duration(body.grace, "grace"))
+    return json_answer({**key_doc(made.key, _now(request)), "api_key": made.secret}, 201)
+
+
+async def revoke_key(request: web.Request) -> web.Response:
+    actor, project_id = await project_principal(request, Role.ADMIN)
+    await services(request).accounts.revoke_key(actor, project_id, _path(request, "key_id"))
+    return web.Response(status=204)
+
+
+def register(app: web.Application) -> None:
+    add = app.router.add_route
+    add("POST", "/api/admin/projects", admin_create_project)
+    add("POST", "/api/admin/users", admin_create_user)
+    add("POST", "/api/projects", create_project)
+    add("GET", "/api/projects/{project_id}/members", list_members)
+    add("POST", "/api/projects/{project_id}/members", invite_member)
+    add("PATCH", "/api/projects/{project_id}/members/{user_id}", change_member)
+    add("DELETE", "/api/projects/{project_id}/members/{user_id}", remove_member)
+    add("GET", "/api/projects/{project_id}/audit", audit_log)
+    add("POST", "/api/tokens", create_token)
+    add("GET", "/api/tokens", list_tokens)
+    add("DELETE", "/api/tokens/{token_id}", revoke_token)
+    add("POST", "/api/keys", create_key)
+    add("GET", "/api/keys", list_keys)
+    add("POST", "/api/keys/{key_id}/rotate", rotate_key)
+    add("DELETE", "/api/keys/{key_id}", revoke_key)
+
+
+_Op = openapi.Operation
+_MEMBERS = "/api/projects/{project_id}/members"
+OPERATIONS = (
+    _Op("post", "/api/admin/projects", "Create a project (admin token)", "admin",
+        body=CreateProjectBody, success=201, conflict="a project with this name exists",
+        response=r.ProjectCredentials),
+    _Op("post", "/api/admin/users", "Create a user (admin token)", "admin",
+        body=CreateUserBody, success=201, conflict="a user with this e-mail exists",
+        response=r.UserCreated),
+    _Op("post", "/api/projects", "Create a project (administrators)", "token",
+        body=CreateProjectBody, success=201, conflict="a project with this name exists",
+        response=r.ProjectCredentials),
+    _Op("get", _MEMBERS, "The project's members and roles (viewer+)", "token",
+        response=r.MemberList),
+    _Op("post", _MEMBERS, "Add a user to the project (admin+; owner to add an owner)", "token",
+        body=InviteBody, success=201, conflict="the user is a member already",
+        response=r.MemberInvited),
+    _Op("patch", _MEMBERS + "/{user_id}", "Change a member's role (admin+; owner for owners)",
+        "token", body=RoleBody, conflict="the project would have no owner", response=r.Member),
+    _Op("delete", _MEMBERS + "/{user_id}", "Remove a member (admin+; anyone may leave)", "token",
+        success=204, conflict="the project would have no owner"),
+    _Op("get", "/api/projects/{project_id}/audit", "Credential and membership changes (owner)",
+        "token", query=AuditParams, response=r.AuditLog),
+    _Op("post", "/api/tokens", "Create a personal token (secret shown once)", "token",
+        body=TokenBody, success=201, response=r.TokenCreated),
+    _Op("get", "/api/tokens", "Your tokens, without secrets", "token", response=r.TokenList),
+    _Op("delete", "/api/tokens/{token_id}", "Revoke one of your tokens, at once", "token",
+        success=204),
+    _Op("post", "/api/keys", "Create an API key (admin+; secret shown once)", "bearer",
+        body=KeyBody, success=201, response=r.KeyCreated),
+    _Op("get", "/api/keys", "The project's API keys: prefix, last use, status (admin+)",
+        "bearer", response=r.KeyList),
+    _Op("post", "/api/keys/{key_id}/rotate", "Replace a key; the old one works for `grace`",
+        "bearer", body=RotateBody, success=201, response=r.KeyCreated),
+    _Op("delete", "/api/keys/{key_id}", "Revoke an API key, at once (admin+)", "bearer",
+        success=204),
+)
+if not any(op.path == "/api/keys" for op in openapi.EXTRA_OPERATIONS):
+    openapi.EXTRA_OPERATIONS.extend(OPERATIONS)

@@ -1,0 +1,177 @@
+"""Accounts on the real services, through real processes: two `opspilot api` replicas sharing
+PostgreSQL and Redis, and the CLI straight on the database.
+
+- a revoked token, a removed member and a revoked key are refused at once by the *other*
+  replica (whose principal cache had them), not after the cache's 30 s;
+- a rotated key keeps working on both replicas during its grace;
+- a principal written into the shared Redis by hand (no server secret) is refused;
+- `opspilot admin create-user`, `create-project --owner`, `keys …` and `tokens …` work on the
+  database and against a server.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import pytest
+
+from opspilot.domain.tenancy import digest
+from tests.integration.test_pipeline_e2e import Stack, run, stack  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.integration
+
+ADMIN_TOKEN = "e2e-admin-token-" + uuid.uuid4().hex
+SECRET_KEY = "e2e-secret-key-" + uuid.uuid4().hex
+
+
+def _configure(stack: Stack) -> None:
+    import os
+
+    redis_url = os.environ.get("OPSPILOT_REDIS_URL")
+    if not redis_url:
+        pytest.fail("these tests need the shared Redis: OPSPILOT_REDIS_URL")
+    stack.urls["redis"] = redis_url
+    stack.extra_env.update(OPSPILOT_ADMIN_TOKEN=ADMIN_TOKEN, OPSPILOT_SECRET_KEY=SECRET_KEY)
+
+
+async def _call(session: aiohttp.ClientSession, method: str, url: str, token: str | None = None,
+                project: str | None = None, body: Any = None, api_key: str | None = None,
+                ) -> tuple[int, Any]:
+    headers = {}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if project:
+        headers["X-Project-ID"] = project
+    if api_key:
+        headers["X-API-Key"] = api_key
+    async with session.request(method, url, json=body, headers=headers) as response:
+        raw = await response.read()
+        return response.status, (json.loads(raw) if raw else None)
+
+
+def _json_lines(output: str) -> list[Any]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+async def test_two_replicas_see_every_revocation_at_once(stack: Stack) -> None:
+    _configure(stack)
+    owner = json.loads(stack.run("create-project", f"acc-{uuid.uuid4().hex[:8]}", "--json"))
+    pid, token, key = owner["project_id"], owner["token"], owner["api_key"]
+    _, a = await stack.start_api()
+    _, b = await stack.start_api()
+    point = {"metrics": [{"name": "x", "value": 1.0, "timestamp": datetime.now(UTC).isoformat()}]}
+    async with aiohttp.ClientSession() as s:
+        # -- a personal token, cached by both replicas, revoked through A
+        status, made = await _call(s, "POST", f"{a}/api/tokens", token, body={"name": "ci"})
+        assert status == 201
+        for api in (a, b):
+            assert (await _call(s, "GET", f"{api}/api/rules", made["token"], pid))[0] == 200
+        assert (await _call(s, "DELETE", f"{a}/api/tokens/{made['id']}", token))[0] == 204
+        assert (await _call(s, "GET", f"{b}/api/rules", made["token"], pid))[0] == 401
+        assert (await _call(s, "GET", f"{a}/api/rules", made["token"], pid))[0] == 401
+
+        # -- a member, cached by B with the member role, demoted then removed through A
+        status, member = await _call(s, "POST", f"{a}/api/projects/{pid}/members", token,
+                                     body={"email": "m@e2e.io", "role": "member"})
+        assert status == 201
+        rule = {"name": "r", "metric_name": "x", "threshold": 1}
+        assert (await _call(s, "GET", f"{b}/api/rules", member["token"], pid))[0] == 200
+        path = f"{a}/api/projects/{pid}/members/{member['user_id']}"
+        assert (await _call(s, "PATCH", path, token, body={"role": "viewer"}))[0] == 200
+        assert (await _call(s, "POST", f"{b}/api/rules", member["token"], pid, rule))[0] == 403
+        assert (await _call(s, "DELETE", path, token))[0] == 204
+        assert (await _call(s, "GET", f"{b}/api/rules", member["token"], pid))[0] == 403
+
+        # -- an API key: rotated with a grace (both keys work on both), then revoked
+        _, keys = await _call(s, "GET", f"{b}/api/keys", token, pid)
+        old_id = keys["keys"][0]["id"]
+        status, new = await _call(s, "POST", f"{a}/api/keys/{old_id}/rotate", token, pid,
+                                  {"grace": "1h"})
+        assert status == 201
+        for api in (a, b):
+            for secret in (key, new["api_key"]):
+                status, _ = await _call(s, "POST", f"{api}/api/ingest/metrics", body=point,
+                                        api_key=secret)
+                assert status == 202, status
+        assert (await _call(s, "DELETE", f"{a}/api/keys/{old_id}", token, pid))[0] == 204
+        status, _ = await _call(s, "POST", f"{b}/api/ingest/metrics", body=point, api_key=key)
+        assert status == 401
+        _, listed = await _call(s, "GET", f"{b}/api/keys", token, pid)
+        statuses = {k["id"]: k["status"] for k in listed["keys"]}
+        assert statuses == {old_id: "revoked", new["id"]: "active"}
+
+        # -- the audit log saw all of it, in order
+        _, audit = await _call(s, "GET", f"{b}/api/projects/{pid}/audit", token)
+        actions = [e["action"] for e in audit["events"]]
+        assert actions[:5] == ["key.revoke", "key.rotate", "key.create", "member.remove",
+                               "member.role"]
+
+
+async def test_a_principal_forged_in_the_shared_redis_is_refused(stack: Stack) -> None:
+    from redis.asyncio import Redis
+
+    _configure(stack)
+    owner = json.loads(stack.run("create-project", f"acc-{uuid.uuid4().hex[:8]}", "--json"))
+    _, api = await stack.start_api()
+    forged = "opt_" + uuid.uuid4().hex
+    body = json.dumps({"u": "evil", "t": "t", "a": True, "r": {owner["project_id"]: "owner"},
+                       "x": 9e12}, separators=(",", ":")).encode()
+    client = Redis.from_url(stack.urls["redis"])
+    try:
+        key = f"{stack.cache_prefix}cache:principal:{digest(forged)}"
+        await client.set(key, b"0" * 64 + b"." + body, px=60_000)
+        async with aiohttp.ClientSession() as s:
+            status, doc = await _call(s, "GET", f"{api}/api/logs/query", forged,
+                                      owner["project_id"])
+        assert status == 401, doc
+        # the genuine entry of a real token, copied under the forged token's key, fails too
+        async with aiohttp.ClientSession() as s:
+            assert (await _call(s, "GET", f"{api}/api/rules", owner["token"],
+                                owner["project_id"]))[0] == 200
+        genuine = await client.get(f"{stack.cache_prefix}cache:principal:{digest(owner['token'])}")
+        assert genuine is not None
+        await client.set(key, genuine, px=60_000)
+        async with aiohttp.ClientSession() as s:
+            status, _ = await _call(s, "GET", f"{api}/api/rules", forged, owner["project_id"])
+        assert status == 401
+    finally:
+        await client.aclose()
+
+
+async def test_the_cli_manages_users_keys_and_tokens(stack: Stack) -> None:
+    _configure(stack)
+    email = f"ann-{uuid.uuid4().hex[:6]}@e2e.io"
+    user = json.loads(stack.run("admin", "create-user", email, "--admin"))
+    assert user["admin"] is True and user["token"].startswith("opt_")
+    project = json.loads(stack.run("create-project", f"cli-{uuid.uuid4().hex[:8]}",
+                                   "--owner", email, "--json"))
+    pid = project["project_id"]
+    # on the database
+    created = _json_lines(stack.run("keys", "create", "--project", pid, "--name", "edge"))[0]
+    assert created["api_key"].startswith(created["prefix"])
+    listed = _json_lines(stack.run("keys", "list", "--project", pid))
+    assert {k["name"] for k in listed} == {"default", "edge"}
+    assert all("api_key" not in k for k in listed)
+    rotated = _json_lines(stack.run("keys", "rotate", "--project", pid, "--key", created["id"],
+                                    "--grace", "0"))[0]
+    assert rotated["name"] == "edge"
+    tokens = _json_lines(stack.run("tokens", "list", "--user", email))
+    assert len(tokens) == 2 and all("token" not in t for t in tokens)
+    made = _json_lines(stack.run("tokens", "create", "--user", email, "--name", "laptop",
+                                 "--ttl", "1h"))[0]
+    # against a server, as that user, then as the operator (admin token)
+    _, api = await stack.start_api()
+    mine = stack.run("tokens", "list", "--server", api, "--token", made["token"])
+    assert {t["name"] for t in _json_lines(mine)} >= {"laptop", "first token"}
+    stack.run("tokens", "revoke", "--server", api, "--token", made["token"], "--id", made["id"])
+    async with aiohttp.ClientSession() as s:
+        assert (await _call(s, "GET", f"{api}/api/tokens", made["token"]))[0] == 401
+    over_http = _json_lines(stack.run("keys", "list", "--project", pid, "--server", api))
+    assert {k["status"] for k in over_http} == {"active", "revoked"}
+    revoked = stack.run("keys", "revoke", "--project", pid, "--key", rotated["id"],
+                        "--server", api)
+    assert "revoked" in revoked
