@@ -20,7 +20,12 @@ import aiohttp
 import pytest
 
 from opspilot.domain.tenancy import digest
-from tests.integration.test_pipeline_e2e import Stack, run, stack  # noqa: F401  (fixtures)
+from tests.integration import test_pipeline_e2e as pipeline
+from tests.integration.test_pipeline_e2e import Stack
+
+# The pipeline tests' fixtures: `run` (a migrated schema, prefixes), and `deployment`, its
+# `stack` (an isolated set of processes on them).
+run, deployment = pipeline.run, pipeline.stack
 
 pytestmark = pytest.mark.integration
 
@@ -28,14 +33,14 @@ ADMIN_TOKEN = "e2e-admin-token-" + uuid.uuid4().hex
 SECRET_KEY = "e2e-secret-key-" + uuid.uuid4().hex
 
 
-def _configure(stack: Stack) -> None:
+def _configure(deployment: Stack) -> None:
     import os
 
     redis_url = os.environ.get("OPSPILOT_REDIS_URL")
     if not redis_url:
         pytest.fail("these tests need the shared Redis: OPSPILOT_REDIS_URL")
-    stack.urls["redis"] = redis_url
-    stack.extra_env.update(OPSPILOT_ADMIN_TOKEN=ADMIN_TOKEN, OPSPILOT_SECRET_KEY=SECRET_KEY)
+    deployment.urls["redis"] = redis_url
+    deployment.extra_env.update(OPSPILOT_ADMIN_TOKEN=ADMIN_TOKEN, OPSPILOT_SECRET_KEY=SECRET_KEY)
 
 
 async def _call(session: aiohttp.ClientSession, method: str, url: str, token: str | None = None,
@@ -57,12 +62,12 @@ def _json_lines(output: str) -> list[Any]:
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
 
-async def test_two_replicas_see_every_revocation_at_once(stack: Stack) -> None:
-    _configure(stack)
-    owner = json.loads(stack.run("create-project", f"acc-{uuid.uuid4().hex[:8]}", "--json"))
+async def test_two_replicas_see_every_revocation_at_once(deployment: Stack) -> None:
+    _configure(deployment)
+    owner = json.loads(deployment.run("create-project", f"acc-{uuid.uuid4().hex[:8]}", "--json"))
     pid, token, key = owner["project_id"], owner["token"], owner["api_key"]
-    _, a = await stack.start_api()
-    _, b = await stack.start_api()
+    _, a = await deployment.start_api()
+    _, b = await deployment.start_api()
     point = {"metrics": [{"name": "x", "value": 1.0, "timestamp": datetime.now(UTC).isoformat()}]}
     async with aiohttp.ClientSession() as s:
         # -- a personal token, cached by both replicas, revoked through A
@@ -111,18 +116,18 @@ async def test_two_replicas_see_every_revocation_at_once(stack: Stack) -> None:
                                "member.role"]
 
 
-async def test_a_principal_forged_in_the_shared_redis_is_refused(stack: Stack) -> None:
+async def test_a_principal_forged_in_the_shared_redis_is_refused(deployment: Stack) -> None:
     from redis.asyncio import Redis
 
-    _configure(stack)
-    owner = json.loads(stack.run("create-project", f"acc-{uuid.uuid4().hex[:8]}", "--json"))
-    _, api = await stack.start_api()
+    _configure(deployment)
+    owner = json.loads(deployment.run("create-project", f"acc-{uuid.uuid4().hex[:8]}", "--json"))
+    _, api = await deployment.start_api()
     forged = "opt_" + uuid.uuid4().hex
     body = json.dumps({"u": "evil", "t": "t", "a": True, "r": {owner["project_id"]: "owner"},
                        "x": 9e12}, separators=(",", ":")).encode()
-    client = Redis.from_url(stack.urls["redis"])
+    client = Redis.from_url(deployment.urls["redis"])
     try:
-        key = f"{stack.cache_prefix}cache:principal:{digest(forged)}"
+        key = f"{deployment.cache_prefix}cache:principal:{digest(forged)}"
         await client.set(key, b"0" * 64 + b"." + body, px=60_000)
         async with aiohttp.ClientSession() as s:
             status, doc = await _call(s, "GET", f"{api}/api/logs/query", forged,
@@ -132,7 +137,7 @@ async def test_a_principal_forged_in_the_shared_redis_is_refused(stack: Stack) -
         async with aiohttp.ClientSession() as s:
             assert (await _call(s, "GET", f"{api}/api/rules", owner["token"],
                                 owner["project_id"]))[0] == 200
-        genuine = await client.get(f"{stack.cache_prefix}cache:principal:{digest(owner['token'])}")
+        genuine = await client.get(f"{deployment.cache_prefix}cache:principal:{digest(owner['token'])}")
         assert genuine is not None
         await client.set(key, genuine, px=60_000)
         async with aiohttp.ClientSession() as s:
@@ -142,36 +147,36 @@ async def test_a_principal_forged_in_the_shared_redis_is_refused(stack: Stack) -
         await client.aclose()
 
 
-async def test_the_cli_manages_users_keys_and_tokens(stack: Stack) -> None:
-    _configure(stack)
+async def test_the_cli_manages_users_keys_and_tokens(deployment: Stack) -> None:
+    _configure(deployment)
     email = f"ann-{uuid.uuid4().hex[:6]}@e2e.io"
-    user = json.loads(stack.run("admin", "create-user", email, "--admin"))
+    user = json.loads(deployment.run("admin", "create-user", email, "--admin"))
     assert user["admin"] is True and user["token"].startswith("opt_")
-    project = json.loads(stack.run("create-project", f"cli-{uuid.uuid4().hex[:8]}",
+    project = json.loads(deployment.run("create-project", f"cli-{uuid.uuid4().hex[:8]}",
                                    "--owner", email, "--json"))
     pid = project["project_id"]
     # on the database
-    created = _json_lines(stack.run("keys", "create", "--project", pid, "--name", "edge"))[0]
+    created = _json_lines(deployment.run("keys", "create", "--project", pid, "--name", "edge"))[0]
     assert created["api_key"].startswith(created["prefix"])
-    listed = _json_lines(stack.run("keys", "list", "--project", pid))
+    listed = _json_lines(deployment.run("keys", "list", "--project", pid))
     assert {k["name"] for k in listed} == {"default", "edge"}
     assert all("api_key" not in k for k in listed)
-    rotated = _json_lines(stack.run("keys", "rotate", "--project", pid, "--key", created["id"],
+    rotated = _json_lines(deployment.run("keys", "rotate", "--project", pid, "--key", created["id"],
                                     "--grace", "0"))[0]
     assert rotated["name"] == "edge"
-    tokens = _json_lines(stack.run("tokens", "list", "--user", email))
+    tokens = _json_lines(deployment.run("tokens", "list", "--user", email))
     assert len(tokens) == 2 and all("token" not in t for t in tokens)
-    made = _json_lines(stack.run("tokens", "create", "--user", email, "--name", "laptop",
+    made = _json_lines(deployment.run("tokens", "create", "--user", email, "--name", "laptop",
                                  "--ttl", "1h"))[0]
     # against a server, as that user, then as the operator (admin token)
-    _, api = await stack.start_api()
-    mine = stack.run("tokens", "list", "--server", api, "--token", made["token"])
+    _, api = await deployment.start_api()
+    mine = deployment.run("tokens", "list", "--server", api, "--token", made["token"])
     assert {t["name"] for t in _json_lines(mine)} >= {"laptop", "first token"}
-    stack.run("tokens", "revoke", "--server", api, "--token", made["token"], "--id", made["id"])
+    deployment.run("tokens", "revoke", "--server", api, "--token", made["token"], "--id", made["id"])
     async with aiohttp.ClientSession() as s:
         assert (await _call(s, "GET", f"{api}/api/tokens", made["token"]))[0] == 401
-    over_http = _json_lines(stack.run("keys", "list", "--project", pid, "--server", api))
+    over_http = _json_lines(deployment.run("keys", "list", "--project", pid, "--server", api))
     assert {k["status"] for k in over_http} == {"active", "revoked"}
-    revoked = stack.run("keys", "revoke", "--project", pid, "--key", rotated["id"],
+    revoked = deployment.run("keys", "revoke", "--project", pid, "--key", rotated["id"],
                         "--server", api)
     assert "revoked" in revoked
