@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -39,6 +40,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
                  "--disable-sync"]
 SERVICES = ["api", "checkout", "payments", "search", "auth"]
 
+ADMIN_TOKEN = "bench-admin-" + secrets.token_urlsafe(24)
 
 def _post(base: str, path: str, body: Any, headers: dict[str, str]) -> Any:
     request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
@@ -61,6 +63,7 @@ def _port(preferred: int) -> int:
 def start_server(port: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSPILOT_")}
     env["OPSPILOT_RATE_LIMITS_ENABLED"] = "false"  # the bench pages 50 times in a second
+    env["OPSPILOT_ADMIN_TOKEN"] = ADMIN_TOKEN
     proc = subprocess.Popen([str(Path(sys.executable).parent / "opspilot"), "serve", "--port",
                              str(port)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -75,7 +78,8 @@ def start_server(port: int) -> subprocess.Popen[bytes]:
 
 
 def load(base: str) -> dict[str, str]:
-    project = _post(base, "/api/admin/projects", {"name": f"bench-{time.time_ns()}"}, {})
+    project = _post(base, "/api/admin/projects", {"name": f"bench-{time.time_ns()}"},
+                    {"Authorization": f"Bearer {ADMIN_TOKEN}"})
     key = {"X-API-Key": project["api_key"]}
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     start = now - timedelta(hours=24)

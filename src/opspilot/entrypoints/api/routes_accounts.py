@@ -16,7 +16,7 @@ from opspilot.domain.tenancy import ApiKey, AuditEvent, KeyScope, Membership, Ro
 from opspilot.domain.timewindow import parse_duration
 from opspilot.entrypoints.api import openapi
 from opspilot.entrypoints.api import responses as r
-from opspilot.entrypoints.api.guards import admin_caller, query_principal, project_principal
+from opspilot.entrypoints.api.guards import admin_caller, project_principal, query_principal
 from opspilot.entrypoints.api.parsing import json_body, query_params
 from opspilot.entrypoints.api.responses import json_answer
 from opspilot.entrypoints.api.schemas import CreateProjectBody, Email, Flag, Strict
