@@ -141,7 +141,9 @@ def test_open_a_logs_context_and_follow_its_trace(tab: Page) -> None:
     page.click("#log-list .logrow .trace")
     page.wait_for_function("() => new URLSearchParams(location.search).has('trace')")
     page.wait_for_function("() => document.querySelector('#log-list')?.dataset.loaded")
-    assert tab.params()["trace"][0] in trace
+    params = tab.params()
+    assert params["trace"][0] in trace and "level" not in params  # all of the trace
+    assert not page.is_checked("#level-ERROR")
     tab.shot("trace")
 
 
@@ -149,6 +151,10 @@ def test_click_a_volume_bar_to_narrow_the_range(tab: Page) -> None:
     page = tab.page
     tab.sign_in("?view=logs&range=1h")
     page.wait_for_selector("#volume .uplot")
+    assert int(page.get_attribute("#volume", "data-spikes") or 0) >= 1  # the demo's spike
+    legend = page.inner_text("#volume .u-legend")
+    assert "matching logs" in legend and "error spike" in legend
+    tab.shot("volume")
     box = page.locator("#volume .u-over").bounding_box()
     assert box is not None
     x, y = box["x"] + box["width"] * 0.9, box["y"] + box["height"] * 0.8

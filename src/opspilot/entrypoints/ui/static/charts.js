@@ -103,21 +103,23 @@ export function histogramChart(el, doc, unit) {
   return chart;
 }
 
-// Log volume: all logs and errors per bucket, spikes in their own bright series. `onPick`
-// gets the clicked bucket's start (epoch ms).
-export function volumeChart(el, { volume, spikes, tz, onPick }) {
+// Log volume: the matching logs and the errors among them per bucket (`errors` null: none
+// can match), those in a spike bucket in their own dark series. `onPick` gets the clicked
+// bucket's start (epoch ms).
+export function volumeChart(el, { volume, errors, spikes, tz, onPick }) {
   const xs = volume.buckets.map((b) => Date.parse(b.timestamp) / 1e3);
-  const errorsAt = new Map(spikes.buckets.map((b) => [Date.parse(b.timestamp) / 1e3, b]));
-  const errors = xs.map((x) => (errorsAt.has(x) ? errorsAt.get(x).count : 0));
-  const spiking = xs.map((x) => (errorsAt.has(x) && errorsAt.get(x).spike ? errorsAt.get(x).count : null));
+  const errorCount = new Map((errors ? errors.buckets : []).map((b) => [Date.parse(b.timestamp) / 1e3, b.count]));
+  const spike = new Set(spikes.buckets.filter((b) => b.spike).map((b) => Date.parse(b.timestamp) / 1e3));
+  const errorColumn = xs.map((x) => errorCount.get(x) || 0);
+  const spiking = xs.map((x, i) => (spike.has(x) && errorColumn[i] ? errorColumn[i] : null));
   const bars = uPlot.paths.bars({ size: [0.9, 40] });
   const opts = {
     width: widthOf(el), height: 140, tzDate: tzDate(tz),
     series: [
       { label: `time (${zoneName(tz)})`, value: (u, v) => (v == null ? "–" : formatTime(v * 1e3, tz, true)) },
-      { label: "logs", stroke: "#6b7280", fill: "rgba(107,114,128,0.35)", paths: bars,
+      { label: "matching logs", stroke: "#6b7280", fill: "rgba(107,114,128,0.35)", paths: bars,
         points: { show: false } },
-      { label: "errors", stroke: "#dc2626", fill: "rgba(220,38,38,0.45)", paths: bars,
+      { label: "errors among them", stroke: "#dc2626", fill: "rgba(220,38,38,0.45)", paths: bars,
         points: { show: false } },
       { label: "error spike", stroke: "#7f1d1d", fill: "#b91c1c", paths: bars,
         points: { show: false } },
@@ -125,7 +127,7 @@ export function volumeChart(el, { volume, spikes, tz, onPick }) {
     axes: [{ ...AXIS }, { ...AXIS, size: 48 }],
     cursor: { drag: { x: false, y: false } },
   };
-  const chart = new uPlot(opts, [xs, volume.buckets.map((b) => b.count), errors, spiking], el);
+  const chart = new uPlot(opts, [xs, volume.buckets.map((b) => b.count), errorColumn, spiking], el);
   chart.over.style.cursor = "pointer";
   chart.over.addEventListener("click", () => {
     const i = chart.cursor.idx;

@@ -87,17 +87,22 @@ export function renderLogs(ctx) {
   const body = h("div", { class: "logs-body" });
   root.append(h("h2", { class: "visually-hidden" }, "Logs"), form, help,
     rangeControls(params, range, tz, update, "logs"),
-    volumeBox, h("p", { class: "hint" }, `Grey: the matching logs per ${bucket}; red: all errors of the service filter; dark red: error spikes. Click a bar to narrow the range to it.`),
+    volumeBox, h("p", { class: "hint" }, `Grey: the matching logs per ${bucket}; red: the errors among them; dark red: those errors in an error spike of the service (or of the project). Click a bar to narrow the range to it.`),
     modeBar, summary, body);
 
   // -- volume and spikes
-  const volumeParams = { start_time: filters.start_time, end_time: filters.end_time, time_bucket: bucket,
-    service_name: filters.service_name };
+  // grey: the matching logs; red: the errors among them; dark red: where those errors fall in
+  // a service-wide error spike (/api/logs/error-spikes judges spikes on all the errors)
+  const errorLevels = (levels.length ? levels : LEVELS).filter((l) => l === "ERROR" || l === "FATAL");
+  const none = Promise.resolve(null);
   Promise.all([
     api.get("/api/logs/volume", { ...filters, time_bucket: bucket }, signal),
-    api.get("/api/logs/error-spikes", volumeParams, signal),
-  ]).then(([volume, spikes]) => {
-    volumeChart(volumeBox, { volume, spikes, tz, onPick: (start) =>
+    errorLevels.length ? api.get("/api/logs/volume", { ...filters, level: errorLevels.join(","),
+      time_bucket: bucket }, signal) : none,
+    api.get("/api/logs/error-spikes", { start_time: filters.start_time, end_time: filters.end_time,
+      time_bucket: bucket, service_name: filters.service_name }, signal),
+  ]).then(([volume, errors, spikes]) => {
+    volumeChart(volumeBox, { volume, errors, spikes, tz, onPick: (start) =>
       update((p) => setRange(p, start, start + seconds(bucket) * 1000)) });
     volumeBox.dataset.spikes = String(spikes.spikes);
   }).catch((err) => {
@@ -105,7 +110,12 @@ export function renderLogs(ctx) {
   });
 
   const openLog = (id) => update((p) => p.set("log", id));
-  const showTrace = (traceId) => update((p) => { p.set("trace", traceId); p.delete("q"); p.delete("log"); p.set("mode", "list"); });
+  // every log of the trace: the other filters would hide some of it
+  const showTrace = (traceId) => update((p) => {
+    for (const key of ["q", "log", "level", "service"]) p.delete(key);
+    p.set("trace", traceId);
+    p.set("mode", "list");
+  });
 
   if (mode === "patterns") {
     loadPatterns(ctx, filters, body, summary, (pattern) => update((p) => {
