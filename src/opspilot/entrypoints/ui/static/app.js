@@ -100,7 +100,7 @@ function wire() {
       await signIn($("token").value.trim());
       $("token").value = "";
       show();
-      $("main").focus();
+      $("main").focus({ preventScroll: true });
     } catch (err) {
       $("signin-error").textContent = `Sign-in failed: ${err.message}`;
     }
