@@ -612,6 +612,13 @@ def incident_id_for(rule_id: str, fired_at: datetime) -> str:
     return str(uuid.uuid5(_INCIDENT_NAMESPACE, f"{rule_id}|{fired_at.isoformat()}"))
 
 
+def anomaly_threshold(rule: AlertRule) -> float:
+    """The rule's score threshold. Rules stored before scores existed hold sigmas (> 1,
+    e.g. 3): no score reaches them, so they are judged at the default score instead of
+    never firing; saving such a rule again asks for a score."""
+    return rule.threshold if rule.threshold <= 1 else DEFAULT_ANOMALY_THRESHOLD
+
+
 def describe_condition(rule: AlertRule) -> str:
     series = f"{rule.aggregation.value}({_series_label(rule)})"
     over = f"over {format_duration(rule.window)}"
@@ -619,7 +626,7 @@ def describe_condition(rule: AlertRule) -> str:
         return f"no data for {_series_label(rule)} {over}"
     if rule.kind is RuleKind.ANOMALY:
         return (f"{series} per {format_duration(rule.window)} is anomalous "
-                f"(score ≥ {rule.threshold:g})")
+                f"(score ≥ {anomaly_threshold(rule):g})")
     symbol = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[rule.comparator.value]
     return f"{series} {symbol} {rule.threshold:g} {over}"
 
@@ -790,7 +797,7 @@ class RuleEvaluator:
         if not points or points[-1].timestamp != last_start:
             return Observation(now, None, False, "no data in the last complete bucket")
         request = AnomalyRequest(rule.metric_name, points, self._settings.anomaly_method,
-                                 rule.threshold)
+                                 anomaly_threshold(rule))
         try:
             report = await self._analyzer.detect_anomalies(request)
         except ValidationError as exc:

@@ -8,9 +8,15 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import attrs
 import pytest
 
-from opspilot.application.alerting import RetryPolicy, RuleSpec, incident_id_for
+from opspilot.application.alerting import (
+    RetryPolicy,
+    RuleSpec,
+    describe_condition,
+    incident_id_for,
+)
 from opspilot.domain.alerts import (
     Channel,
     ChannelType,
@@ -18,6 +24,7 @@ from opspilot.domain.alerts import (
     Notification,
     RuleKind,
     RuleStatus,
+    Severity,
 )
 from opspilot.domain.analysis import DEFAULT_ANOMALY_THRESHOLD
 from opspilot.domain.errors import DeliveryFailed, ValidationError
@@ -302,6 +309,26 @@ async def test_anomaly_rule_fires_on_a_spike() -> None:
     await engine.evaluate_at(T0 + 102 * MINUTE)
     (incident,) = await engine.incidents.list_incidents(P)
     assert incident.status is IncidentStatus.RESOLVED
+
+
+async def test_an_anomaly_rule_stored_with_sigmas_is_judged_at_the_default_score() -> None:
+    from opspilot.adapters.ai.in_process import InProcessAnalyzer
+
+    engine = Engine(analyzer=InProcessAnalyzer())
+    values = [50.0 + (i % 5) for i in range(120)]
+    values[100] = 400.0
+    await engine.write(P, "latency", values, step=MINUTE)
+    rule = await engine.alerts.create_rule(P, RuleSpec(
+        name="latency anomaly", metric_name="latency", service_name="api",
+        kind=RuleKind.ANOMALY, window=MINUTE))
+    await engine.rules.save_rule(attrs.evolve(rule, threshold=3.0))  # saved before scores
+    assert describe_condition(attrs.evolve(rule, threshold=3.0)).endswith("(score ≥ 0.75)")
+    await engine.evaluate_at(T0 + 101 * MINUTE)
+    (incident,) = await engine.incidents.list_incidents(P)
+    assert incident.values == (400.0,)
+    with pytest.raises(ValidationError) as caught:  # saving it again asks for a score
+        await engine.alerts.update_rule(P, rule.id, {"severity": Severity.CRITICAL})
+    assert caught.value.field == "threshold"
 
 
 class HangingNotifier:
