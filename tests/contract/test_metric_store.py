@@ -101,7 +101,7 @@ async def loaded(metric_store: Any) -> tuple[Any, list[MetricPoint]]:
     return metric_store, points
 
 
-@pytest.mark.parametrize("aggregation", list(Aggregation))
+@pytest.mark.parametrize("aggregation", [a for a in Aggregation if not a.on_counters])
 @pytest.mark.parametrize("bucket", ["1m", "15m", "1h"])
 async def test_every_aggregation_matches_the_reference(
     loaded: tuple[Any, list[MetricPoint]], aggregation: Aggregation, bucket: str
@@ -128,6 +128,8 @@ async def test_percentiles_are_exact_on_known_values(metric_store: Any) -> None:
         Aggregation.MAX: 10.0, Aggregation.COUNT: 5.0, Aggregation.P50: 3.0,
         Aggregation.P90: pytest.approx(7.6), Aggregation.P95: pytest.approx(8.8),
         Aggregation.P99: pytest.approx(9.76),
+        # as a counter: 1→2→3→4→10 grew by 9 in the hour's bucket
+        Aggregation.INCREASE: 9.0, Aggregation.RATE: pytest.approx(9.0 / 3600),
     }
 
 
@@ -256,7 +258,9 @@ async def test_aggregate_windows_in_order_with_empty_windows(
 ) -> None:
     store, points = loaded
     requests = []
-    for i, aggregation in enumerate(list(Aggregation) * 3):
+    # (increase and rate over windows: test_counter_growth_per_series_with_resets_and_lookback)
+    gauges = [a for a in Aggregation if not a.on_counters]
+    for i, aggregation in enumerate(gauges * 3):
         start = T0 + timedelta(minutes=17 * i)
         requests.append(WindowRequest(
             A, SeriesSelector("latency", ["api", None, "db"][i % 3]), aggregation,
@@ -563,3 +567,89 @@ async def test_select_refuses_past_its_limits(loaded: tuple[Any, list[MetricPoin
         await store.select_labels(_selection(*everything, limits=SampleLimits(total, 17)))
     assert len(await store.select_samples(_selection(*everything,
                                                      limits=SampleLimits(total, 18)))) == 18
+
+# -- counters: increase / rate (resets, lookback, per series) and histogram buckets ----------
+
+
+def counter_points() -> list[MetricPoint]:
+    """Two counter series of `reqs` (service api, tags a/b) sampled every 30 s from T0-4m
+    for 30 min, with a reset in series b at T0+10m, plus a third series in another
+    service; cumulative values."""
+    points = []
+    for i in range(68):
+        at = T0 - timedelta(minutes=4) + timedelta(seconds=30 * i)
+        points.append(MetricPoint(A, at, "reqs", float(3 * i), "api", {"k": "a"}))
+        b = float(5 * i) if at < T0 + timedelta(minutes=10) else float(i - 27)
+        points.append(MetricPoint(A, at, "reqs", b, "api", {"k": "b"}))
+        points.append(MetricPoint(A, at, "reqs", float(100 + i), "db", {}))
+    return points
+
+
+def expected_growth(points: Sequence[MetricPoint], q: MetricQuery) -> list[tuple[datetime, float, int]]:
+    from opspilot.domain.metrics import COUNTER_LOOKBACK, counter_increases
+
+    series: dict[Any, list[tuple[datetime, float]]] = defaultdict(list)
+    for p in points:
+        s = q.series
+        if (p.project_id == q.project_id and p.name == s.name
+                and q.window.start - COUNTER_LOOKBACK <= p.timestamp < q.window.end
+                and (s.service is None or p.service == s.service)
+                and all(p.tags.get(k) == v for k, v in s.tags.items())):
+            series[(p.service, tuple(sorted(p.tags.items())))].append((p.timestamp, p.value))
+    buckets: dict[datetime, list[float]] = defaultdict(list)
+    for samples in series.values():
+        for at, grown in counter_increases(sorted(samples), q.window.start):
+            buckets[q.bucketing.floor(at)].append(grown)
+    per = q.bucketing.width.total_seconds() if q.aggregation is Aggregation.RATE else 1.0
+    return [(b, sum(g) / per, len(g)) for b, g in sorted(buckets.items())]
+
+
+@pytest.mark.parametrize("aggregation", [Aggregation.INCREASE, Aggregation.RATE])
+@pytest.mark.parametrize("selector", [SeriesSelector("reqs"), SeriesSelector("reqs", "api"),
+                                      SeriesSelector("reqs", None, {"k": "b"})])
+async def test_counter_growth_per_series_with_resets_and_lookback(
+    metric_store: Any, aggregation: Aggregation, selector: SeriesSelector
+) -> None:
+    points = counter_points()
+    await metric_store.write_batches([batch("c", points)])
+    q = MetricQuery(A, selector, TimeRange(T0, T0 + timedelta(minutes=30)), aggregation,
+                    Bucketing.parse("5m"))
+    [series] = await metric_store.query([q])
+    wanted = expected_growth(points, q)
+    assert len(wanted) == 6
+    assert_same(as_tuples(series), wanted)
+    if selector.tags == {"k": "b"} and aggregation is Aggregation.INCREASE:
+        # 10 samples a bucket, 5 each (first bucket: the lookback sample's growth too);
+        # the reset bucket grows by 5*k up to the reset, then the new counter's values
+        assert [v for _, v, _ in as_tuples(series)][0] == 50.0
+    [window] = await metric_store.aggregate_windows(
+        [WindowRequest(A, selector, aggregation, q.window)])
+    total = sum(v for _, v, _ in expected_growth(
+        points, MetricQuery(A, selector, q.window, Aggregation.INCREASE, Bucketing.parse("1d"))))
+    span = q.window.span.total_seconds() if aggregation is Aggregation.RATE else 1.0
+    assert window.value == pytest.approx(total / span)
+
+
+async def test_increases_by_tag_reads_histogram_buckets(metric_store: Any) -> None:
+    points = []
+    for step in range(3):
+        at = T0 + timedelta(minutes=step)
+        for le, count in (("1", 2 * step), ("5", 5 * step), ("+Inf", 6 * step)):
+            for service in ("api", "db"):
+                points.append(MetricPoint(A, at, "lat_bucket", float(count), service, {"le": le}))
+        points.append(MetricPoint(B, at, "lat_bucket", 99.0 * step, "api", {"le": "1"}))
+    await metric_store.write_batches([batch("h", points)])
+    q = MetricQuery(A, SeriesSelector("lat_bucket"), TimeRange(T0, T0 + timedelta(hours=1)),
+                    Aggregation.P95, Bucketing.parse("1h"))
+    found = await metric_store.increases_by_tag(q, "le")
+    assert sorted(found) == ["+Inf", "1", "5"]
+    assert {le: as_tuples(s) for le, s in found.items()} == {
+        "1": [(T0, 8.0, 4)], "5": [(T0, 20.0, 4)], "+Inf": [(T0, 24.0, 4)]}
+    only_api = await metric_store.increases_by_tag(
+        MetricQuery(A, SeriesSelector("lat_bucket", "api"), q.window, q.aggregation,
+                    q.bucketing), "le")
+    assert as_tuples(only_api["5"]) == [(T0, 10.0, 2)]
+    assert await metric_store.increases_by_tag(
+        MetricQuery(B, SeriesSelector("lat_bucket"), q.window, q.aggregation, q.bucketing),
+        "le") == {"1": found["1"].__class__("lat_bucket", None, Aggregation.INCREASE, "1h",
+                                           [T0], [198.0], [2])}

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
+
+import attrs
 
 from opspilot.application.caching import QueryCache, cache_key
 from opspilot.application.limits import QueryLimits
@@ -14,7 +18,10 @@ from opspilot.domain.metrics import (
     Aggregation,
     HistogramQuery,
     MetricQuery,
+    Series,
     SeriesSelector,
+    bucket_series_name,
+    histogram_quantile,
 )
 from opspilot.domain.ports import Analyzer, MetricStore
 from opspilot.domain.timewindow import Bucketing, TimeRange
@@ -51,10 +58,43 @@ class MetricQueries:
 
         async def compute() -> bytes:
             (series,) = await self._store.query([query])
+            if not series.buckets and query.aggregation.quantile is not None:
+                series = await self._from_histogram_buckets(query) or series
             return to_json(series_doc(series))
 
+        names = [query.series.name]
+        if query.aggregation.quantile is not None:
+            names.append(bucket_series_name(query.series.name))
         return await self._cache.get_or_compute(
-            "series", key, query.window, compute, (query.project_id, [query.series.name]))
+            "series", key, query.window, compute, (query.project_id, names))
+
+    async def _from_histogram_buckets(self, query: MetricQuery) -> Series | None:
+        """A percentile of a histogram stored as Prometheus stores one (cumulative
+        `<name>_bucket` counters with an `le` tag, as OTLP and remote-write histograms
+        arrive): per bucket of time, each `le` counter's increase (resets handled), then
+        Prometheus' histogram_quantile over them. The count is the observations in the
+        bucket of time. None when the name has no such buckets."""
+        selector = attrs.evolve(query.series, name=bucket_series_name(query.series.name))
+        by_le = await self._store.increases_by_tag(attrs.evolve(query, series=selector), "le")
+        bounds: dict[datetime, list[tuple[float, float]]] = defaultdict(list)
+        for le, grown in by_le.items():
+            try:
+                upper = float(le)
+            except ValueError:
+                continue  # not a bucket bound: not part of the histogram
+            for bucket, count in zip(grown.buckets, grown.values, strict=True):
+                bounds[bucket].append((upper, count))
+        buckets, values, counts = [], [], []
+        for bucket in sorted(bounds):
+            value = histogram_quantile(query.aggregation.quantile or 0.0, bounds[bucket])
+            if value is not None:
+                buckets.append(bucket)
+                values.append(value)
+                counts.append(int(max(count for _, count in bounds[bucket])))
+        if not buckets:
+            return None
+        return Series(query.series.name, query.series.service, query.aggregation,
+                      query.bucketing.label, buckets, values, counts)
 
     async def overlay(self, queries: Sequence[MetricQuery]) -> bytes:
         if not queries:

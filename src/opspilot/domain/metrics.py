@@ -6,7 +6,7 @@ import enum
 import math
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import attrs
 
@@ -33,10 +33,18 @@ class Aggregation(enum.StrEnum):
     P90 = "p90"
     P95 = "p95"
     P99 = "p99"
+    # Counters (cumulative values, as OTLP sums and Prometheus counters arrive): what they
+    # grew by in each bucket, and that per second of the bucket; see counter_increases.
+    INCREASE = "increase"
+    RATE = "rate"
 
     @property
     def quantile(self) -> float | None:
         return int(self.value[1:]) / 100 if self.value.startswith("p") else None
+
+    @property
+    def on_counters(self) -> bool:
+        return self in (Aggregation.INCREASE, Aggregation.RATE)
 
     @classmethod
     def parse(cls, text: str, field: str = "aggregation") -> Aggregation:
@@ -183,8 +191,74 @@ def percentile_cont(sorted_values: Sequence[float], fraction: float) -> float:
     return sorted_values[lower] + (sorted_values[upper] - sorted_values[lower]) * weight
 
 
+def bucket_series_name(histogram: str) -> str:
+    """Where a histogram's cumulative bucket counters live (the Prometheus layout)."""
+    return f"{histogram}_bucket"
+
+
+# How far before a window a counter's previous sample is looked for, so that the window's
+# first sample has something to grow from (Prometheus' default lookback delta).
+COUNTER_LOOKBACK = timedelta(minutes=5)
+
+
+def counter_increases(samples: Sequence[tuple[datetime, float]],
+                      start: datetime) -> list[tuple[datetime, float]]:
+    """The growth of ONE counter series (samples in time order, ties by value): for each
+    sample at or after `start` that has a predecessor, what the counter grew by since
+    that predecessor, stamped with the sample's time. A drop is a reset (the process
+    restarted from zero), so the growth is the new value itself, as in Prometheus.
+
+    `increase` of a bucket is the sum of the growths stamped in it, summed over the series
+    the selector matches (each distinct service and tag set is one series); `rate` is that
+    divided by the bucket's seconds. The predecessor of a window's first sample may lie up
+    to COUNTER_LOOKBACK before the window (the store reads that far back); a series' very
+    first sample grows from nothing known, so it adds nothing.
+    """
+    grown = []
+    previous: float | None = None
+    for moment, value in samples:
+        if previous is not None and moment >= start:
+            grown.append((moment, value - previous if value >= previous else value))
+        previous = value
+    return grown
+
+
+def histogram_quantile(quantile: float, buckets: Sequence[tuple[float, float]]) -> float | None:
+    """Prometheus' histogram_quantile over cumulative (upper bound, count) buckets, the
+    last of which is +Inf: the rank's bucket found, then linear interpolation inside it
+    (from 0 for the first bucket when its bound is positive); a rank in the +Inf bucket
+    answers the highest finite bound. None without observations or a +Inf bucket.
+    Counts that fall with the bound (which only out-of-order data makes) are raised to
+    the running maximum, as Prometheus does."""
+    ordered = sorted(buckets)
+    if len(ordered) < 2 or ordered[-1][0] != math.inf:
+        return None
+    counts = []
+    running = 0.0
+    for _, count in ordered:
+        running = max(running, count)
+        counts.append(running)
+    total = counts[-1]
+    if total <= 0:
+        return None
+    rank = quantile * total
+    index = next(i for i, c in enumerate(counts) if c >= rank)
+    if index == len(ordered) - 1:
+        return ordered[-2][0]
+    upper = ordered[index][0]
+    if index == 0 and upper <= 0:
+        return upper
+    lower = 0.0 if index == 0 else ordered[index - 1][0]
+    below = 0.0 if index == 0 else counts[index - 1]
+    inside = counts[index] - below
+    if inside <= 0:
+        return upper
+    return lower + (upper - lower) * (rank - below) / inside
+
+
 def aggregate(values: Sequence[float], aggregation: Aggregation) -> float:
-    """The reference semantics every store must reproduce for one bucket."""
+    """The reference semantics every store must reproduce for one bucket (counter
+    aggregations excepted: they need the samples' series and order, see counter_increases)."""
     if aggregation is Aggregation.COUNT:
         return float(len(values))
     if aggregation is Aggregation.SUM:
@@ -196,5 +270,6 @@ def aggregate(values: Sequence[float], aggregation: Aggregation) -> float:
     if aggregation is Aggregation.MAX:
         return max(values)
     quantile = aggregation.quantile
-    assert quantile is not None
+    if quantile is None:
+        raise ValueError(f"{aggregation.value} needs the samples of each series in order")
     return percentile_cont(sorted(values), quantile)

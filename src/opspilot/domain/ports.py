@@ -114,6 +114,12 @@ class MetricStore(Protocol):
         (ascending) and `limit` values per key (ascending)."""
         ...
 
+    async def increases_by_tag(self, query: MetricQuery, tag: str) -> dict[str, Series]:
+        """Per value of `tag`, the INCREASE series of the counters the query selects
+        (domain.counter_increases, summed over the series of each value); the query's
+        aggregation is not used. Histogram buckets (`<name>_bucket` by `le`) are read so."""
+        ...
+
     async def aggregate_windows(self, requests: Sequence[WindowRequest]) -> list[WindowValue]:
         """One value per request, in order, in as few round trips as the store allows."""
         ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import math
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -21,6 +22,8 @@ from opspilot.domain.labels import (
     too_many_series,
 )
 from opspilot.domain.metrics import (
+    COUNTER_LOOKBACK,
+    Aggregation,
     BucketValue,
     Histogram,
     HistogramBin,
@@ -31,11 +34,12 @@ from opspilot.domain.metrics import (
     SeriesSelector,
     aggregate,
     bin_index,
+    counter_increases,
     equal_width_edges,
 )
 from opspilot.domain.ports import WindowRequest, WindowValue
 from opspilot.domain.storable import first_problem
-from opspilot.domain.timewindow import TimeRange, utc_day_start
+from opspilot.domain.timewindow import EARLIEST, TimeRange, utc_day_start
 
 SeriesKey = tuple[str, str]  # (project_id, metric name)
 
@@ -109,6 +113,8 @@ class InMemoryMetricStore:
         return [self._query_one(query) for query in queries]
 
     def _query_one(self, query: MetricQuery) -> Series:
+        if query.aggregation.on_counters:
+            return self._counter_series(query)
         buckets: dict[datetime, list[float]] = defaultdict(list)
         for point in self._select(query.project_id, query.series, query.window):
             buckets[query.bucketing.floor(point.timestamp)].append(point.value)
@@ -120,6 +126,46 @@ class InMemoryMetricStore:
             query.series.name, query.series.service, query.aggregation,
             query.bucketing.label, values,
         )
+
+    def _growths(self, project_id: str, series: SeriesSelector, window: TimeRange,
+                 group_tag: str | None = None) -> Iterator[tuple[str | None, datetime, float]]:
+        """(group, time, growth) of every matching counter series (domain.counter_increases),
+        reading COUNTER_LOOKBACK before the window for the first sample's predecessor."""
+        reach = TimeRange(max(window.start - COUNTER_LOOKBACK, EARLIEST), window.end)
+        by_series: dict[tuple[str | None, frozenset[tuple[str, str]]], list[MetricPoint]] = (
+            defaultdict(list))
+        for point in self._select(project_id, series, reach):
+            by_series[(point.service, frozenset(point.tags.items()))].append(point)
+        for points in by_series.values():
+            group = points[0].tags.get(group_tag) if group_tag else None
+            ordered = sorted((p.timestamp, p.value) for p in points)
+            for moment, grown in counter_increases(ordered, window.start):
+                yield group, moment, grown
+
+    def _counter_series(self, query: MetricQuery) -> Series:
+        buckets: dict[datetime, list[float]] = defaultdict(list)
+        for _, moment, grown in self._growths(query.project_id, query.series, query.window):
+            buckets[query.bucketing.floor(moment)].append(grown)
+        seconds = query.bucketing.width.total_seconds()
+        per = seconds if query.aggregation is Aggregation.RATE else 1.0
+        values = [BucketValue(start, math.fsum(grown) / per, len(grown))
+                  for start, grown in sorted(buckets.items())]
+        return Series.of_points(query.series.name, query.series.service, query.aggregation,
+                                query.bucketing.label, values)
+
+    async def increases_by_tag(self, query: MetricQuery, tag: str) -> dict[str, Series]:
+        buckets: dict[str, dict[datetime, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for group, moment, grown in self._growths(query.project_id, query.series, query.window,
+                                                  tag):
+            if group is not None:
+                buckets[group][query.bucketing.floor(moment)].append(grown)
+        return {
+            group: Series.of_points(
+                query.series.name, query.series.service, Aggregation.INCREASE,
+                query.bucketing.label,
+                [BucketValue(b, math.fsum(g), len(g)) for b, g in sorted(found.items())])
+            for group, found in sorted(buckets.items())
+        }
 
     async def drop_before(self, cutoff: datetime) -> list[str]:
         """Drops every point before the start of cutoff's UTC day (as whole partitions
@@ -181,6 +227,9 @@ class InMemoryMetricStore:
     async def aggregate_windows(self, requests: Sequence[WindowRequest]) -> list[WindowValue]:
         results = []
         for request in requests:
+            if request.aggregation.on_counters:
+                results.append(self._counter_window(request))
+                continue
             values = [p.value for p in self._select(request.project_id, request.series, request.window)]
             value = aggregate(values, request.aggregation) if values else None
             results.append(WindowValue(value, len(values)))
@@ -222,6 +271,15 @@ class InMemoryMetricStore:
             (labels, samples) for group in groups for labels, samples in group.items()
             if matches_all(dict(labels), selection.matchers)
         )
+
+    def _counter_window(self, request: WindowRequest) -> WindowValue:
+        grown = [g for _, _, g in self._growths(request.project_id, request.series,
+                                                request.window)]
+        if not grown:
+            return WindowValue(None, 0)
+        per = (request.window.span.total_seconds()
+               if request.aggregation is Aggregation.RATE else 1.0)
+        return WindowValue(math.fsum(grown) / per, len(grown))
 
     async def ping(self) -> None:
         return None

@@ -16,6 +16,7 @@ from opspilot.adapters.postgres.series_sql import fetch_labels, fetch_samples
 from opspilot.domain.ingest import MetricBatch, Stream
 from opspilot.domain.labels import Labels, SampleSeries, SeriesSelection
 from opspilot.domain.metrics import (
+    COUNTER_LOOKBACK,
     Aggregation,
     Histogram,
     HistogramBin,
@@ -73,18 +74,56 @@ def _selectors(first: int, many: bool) -> str:
     return f"(SELECT {columns}) AS q"
 
 
+# A counter's growth at each sample (domain.counter_increases): the difference from the
+# previous sample of the same series (service and tags), or the value itself after a drop
+# (a reset); the previous sample may lie up to the lookback before the window.
+_LOOKBACK = f"interval '{int(COUNTER_LOOKBACK.total_seconds())} seconds'"
+GROWTHS_SQL = f"""
+    SELECT m."timestamp" AS ts, m.tags, m.metric_value AS v,
+           lag(m.metric_value) OVER w AS prev
+    FROM metrics m
+    WHERE m.project_id = q.project_id AND m.metric_name = q.name
+      AND m."timestamp" >= q.start_ts - {_LOOKBACK} AND m."timestamp" < q.end_ts
+      AND (q.service IS NULL OR m.service_name = q.service)
+      AND (q.tags IS NULL OR m.tags @> q.tags)
+    WINDOW w AS (PARTITION BY m.service_name, m.tags ORDER BY m."timestamp", m.metric_value)"""
+_GROWTH = "CASE WHEN g.v >= g.prev THEN g.v - g.prev ELSE g.v END"
+_GROWN = "g.prev IS NOT NULL AND g.ts >= q.start_ts"
+
+
+def counter_value_sql(aggregation: Aggregation, bucket: str | None) -> str:
+    """`increase`: the growths summed; `rate`: divided by the bucket's (window's) seconds."""
+    if aggregation is Aggregation.INCREASE:
+        return f"sum({_GROWTH})"
+    seconds = "q.width" if bucket else "q.end_ts - q.start_ts"
+    return f"sum({_GROWTH}) / extract(epoch FROM {seconds})"
+
+
+def increases_by_tag_sql(bucket: str) -> str:
+    """Growths summed per (value of the tag $9, bucket), for one selector."""
+    return (f"SELECT g.tags->>$9::text AS grp, {bucket}(q.width, g.ts, {EPOCH}) AS bucket,"
+            f" sum({_GROWTH}) AS value, count(*) AS n"
+            f" FROM {_selectors(1, False)} CROSS JOIN LATERAL ({GROWTHS_SQL}) g"
+            f" WHERE {_GROWN} AND g.tags ? $9::text GROUP BY 1, 2 ORDER BY 1, 2")
+
+
 def block_sql(aggregation: Aggregation, many: bool, first: int, bucket: str | None) -> str:
     """One aggregation's share of a read: bucketed (`bucket` is the bucket function) or one
     value per selector (aggregate_windows: exactly one row each, even with no points)."""
-    value = aggregate_sql(aggregation)
+    if aggregation.on_counters:
+        value = counter_value_sql(aggregation, bucket)
+        source, stamp = f"FROM ({GROWTHS_SQL}) g WHERE {_GROWN}", "g.ts"
+    else:
+        value = aggregate_sql(aggregation)
+        source, stamp = f"FROM metrics m {_WHERE}", 'm."timestamp"'
     if bucket is None:
-        inner = f"SELECT {value} AS value, count(*) AS n FROM metrics m {_WHERE}"
-        return (f"SELECT q.ord, NULL::timestamptz AS bucket, b.value, b.n"
-                f" FROM {_selectors(first, many)} CROSS JOIN LATERAL ({inner}) b")
-    inner = (f'SELECT {bucket}(q.width, m."timestamp", {EPOCH}) AS bucket, {value} AS value,'
-             f" count(*) AS n FROM metrics m {_WHERE} GROUP BY 1")
-    return (f"SELECT q.ord, b.bucket, b.value, b.n"
-            f" FROM {_selectors(first, many)} CROSS JOIN LATERAL ({inner}) b")
+        inner = f"SELECT {value} AS value, count(*) AS n {source}"
+        head = "SELECT q.ord, NULL::timestamptz AS bucket, b.value, b.n"
+    else:
+        inner = (f"SELECT {bucket}(q.width, {stamp}, {EPOCH}) AS bucket, {value} AS value,"
+                 f" count(*) AS n {source} GROUP BY 1")
+        head = "SELECT q.ord, b.bucket, b.value, b.n"
+    return f"{head} FROM {_selectors(first, many)} CROSS JOIN LATERAL ({inner}) b"
 
 
 Selector = tuple[str, SeriesSelector, TimeRange, Aggregation, Any]  # … , bucket width
@@ -243,6 +282,20 @@ class PostgresMetricStore:
     async def _column(self, sql: str, *args: Any) -> list[str]:
         async with self._db.connection() as conn:
             return [row[0] for row in await conn.fetch(sql, *args)]
+
+    async def increases_by_tag(self, query: MetricQuery, tag: str) -> dict[str, Series]:
+        sql = increases_by_tag_sql("time_bucket" if self._db.timescale else "date_bin")
+        args = _selector_row(0, (query.project_id, query.series, query.window, query.aggregation,
+                                 query.bucketing.width))
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(sql, *args, tag)
+        found: dict[str, Series] = {}
+        for group, runs in itertools.groupby(rows, key=_first):
+            run = list(runs)
+            found[group] = Series(query.series.name, query.series.service, Aggregation.INCREASE,
+                                  query.bucketing.label, [r[1] for r in run], [r[2] for r in run],
+                                  [r[3] for r in run])
+        return found
 
     async def aggregate_windows(self, requests: Sequence[WindowRequest]) -> list[WindowValue]:
         results: list[WindowValue] = []

@@ -19,7 +19,16 @@ from opspilot.entrypoints.api import (
 )
 from opspilot.entrypoints.api.errors import error_middleware
 from opspilot.entrypoints.api.guards import add_rate_headers
+from opspilot.entrypoints.api.otlp import routes as routes_otlp
+from opspilot.entrypoints.api.remote_write import routes as routes_remote_write
 from opspilot.entrypoints.api.state import SERVICES, ApiServices, services
+
+# Every ingest door, JSON or standard protocol, and the kind of data it takes.
+INGEST_ROUTES = {
+    "/api/ingest/metrics": "metrics", "/v1/metrics": "metrics", "/otlp/v1/metrics": "metrics",
+    "/api/v1/write": "metrics",
+    "/api/ingest/logs": "logs", "/v1/logs": "logs", "/otlp/v1/logs": "logs",
+}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -35,8 +44,9 @@ async def telemetry_middleware(request: web.Request, handler: Handler) -> web.St
     elapsed = time.perf_counter() - started
     telemetry.latency.labels(request.method, template).observe(elapsed)
     telemetry.query_answered(template, response.status, elapsed)
-    if template.startswith("/api/ingest/") and response.status >= 400:
-        telemetry.ingest_rejected.labels(template.rsplit("/", 1)[-1], str(response.status)).inc()
+    kind = INGEST_ROUTES.get(template)
+    if kind is not None and response.status >= 400:
+        telemetry.ingest_rejected.labels(kind, str(response.status)).inc()
     return response
 
 
@@ -50,6 +60,8 @@ def create_app(svc: ApiServices) -> web.Application:
     for register in (
         routes_system.register,
         routes_ingest.register,
+        routes_otlp.register,
+        routes_remote_write.register,
         routes_metrics.register,
         routes_prometheus.register,
         routes_logs.register,

@@ -25,9 +25,15 @@ ADMIN_BURST = 20
 log = logging.getLogger(__name__)
 
 
-async def ingest_identity(request: web.Request) -> IngestIdentity:
+async def ingest_identity(request: web.Request, bearer_key: bool = False) -> IngestIdentity:
+    """The project of the request's API key: `X-API-Key`, or (bearer_key, for the standard
+    protocols whose clients can only set `Authorization`, e.g. Prometheus' remote_write
+    `authorization:` block) `Authorization: Bearer <api key>`."""
     svc = services(request)
-    identity = await svc.auth.ingest_identity(_credential(request, "X-API-Key"))
+    api_key = _credential(request, "X-API-Key")
+    if not api_key and bearer_key:
+        api_key = bearer_token(request)
+    identity = await svc.auth.ingest_identity(api_key)
     limits = svc.rate_limits
     await _limit(request, "ingest", f"ingest:{identity.key_id}", limits.ingest_rate, limits.ingest_burst)
     return identity
