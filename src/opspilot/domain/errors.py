@@ -38,11 +38,6 @@ class QueryExecutionError(OpsPilotError):
 
     code = "execution"
 
-class UnsupportedMediaType(ValidationError):
-    """A body in an encoding the endpoint does not read (the field is `Content-Type`)."""
-
-    code = "unsupported_media_type"
-
 
 class Unauthenticated(OpsPilotError):
     code = "unauthenticated"

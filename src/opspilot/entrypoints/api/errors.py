@@ -21,7 +21,6 @@ from opspilot.domain import errors, storable
 log = logging.getLogger(__name__)
 
 STATUS = {
-    errors.UnsupportedMediaType: 415,
     errors.ValidationError: 400,
     errors.Unauthenticated: 401,
     errors.Forbidden: 403,

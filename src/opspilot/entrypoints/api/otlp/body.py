@@ -28,7 +28,8 @@ def encoding_of(request: web.Request) -> str:
     kind = request.content_type  # without parameters such as charset
     if kind not in (PROTOBUF, JSON):
         raise UnsupportedMediaType(
-            "Content-Type", f"{kind or 'none'}: OTLP/HTTP takes {PROTOBUF} or {JSON}")
+            f"Content-Type: {kind or 'none'}: OTLP/HTTP takes {PROTOBUF} or {JSON}",
+            {"field": "Content-Type"})
     return kind
 
 

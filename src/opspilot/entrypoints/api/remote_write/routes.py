@@ -41,11 +41,11 @@ async def remote_write(request: web.Request) -> web.Response:
 
 async def _read(request: web.Request, max_bytes: int) -> WriteRequest:
     if request.content_type != PROTOBUF:
-        raise UnsupportedMediaType("Content-Type", f"{request.content_type or 'none'}:"
-                                   f" remote-write sends {PROTOBUF}")
+        raise UnsupportedMediaType(f"Content-Type: {request.content_type or 'none'}:"
+                                   f" remote-write sends {PROTOBUF}", {"field": "Content-Type"})
     if request.headers.get("Content-Encoding", "").lower() != "snappy":
-        raise UnsupportedMediaType("Content-Encoding", "remote-write bodies are snappy-compressed"
-                                   " (Content-Encoding: snappy)")
+        raise UnsupportedMediaType("Content-Encoding: remote-write bodies are snappy-compressed"
+                                   " (Content-Encoding: snappy)", {"field": "Content-Encoding"})
     compressed = await request.read()
     try:
         size = cramjam.snappy.decompress_raw_len(compressed)
