@@ -25,7 +25,7 @@ from opspilot.adapters.memory.metrics import InMemoryMetricStore
 from opspilot.adapters.memory.queue import InMemoryQueue
 from opspilot.adapters.memory.tenancy import InMemoryTenancyStore
 from opspilot.adapters.notify.dispatch import channel_notifier_resource
-from opspilot.adapters.secrets import principal_seal_secret
+from opspilot.adapters.secrets import principal_seal_secret, secret_box
 from opspilot.adapters.system import SystemClock, UuidGenerator
 from opspilot.adapters.telemetry import ApiTelemetry, WorkerTelemetry
 from opspilot.application.accounts import Accounts
@@ -52,13 +52,15 @@ def backends(settings: Settings) -> dict[str, str]:
     }
 
 
-async def postgres_resource(url: str | None, schema: str | None) -> AsyncIterator[Any]:
+async def postgres_resource(
+    url: str | None, schema: str | None, secret_key: str | None
+) -> AsyncIterator[Any]:
     if not url:
         yield None
         return
     from opspilot.adapters.postgres.database import PostgresDatabase
 
-    database = PostgresDatabase(url, schema=schema)
+    database = PostgresDatabase(url, schema=schema, secret_box=secret_box(secret_key))
     await database.connect()
     try:
         yield database
@@ -149,7 +151,9 @@ class Container(containers.DeclarativeContainer):
     worker_telemetry = providers.Singleton(WorkerTelemetry)
 
     # -- connections -------------------------------------------------------------------
-    postgres = providers.Resource(postgres_resource, config.database_url, config.database_schema)
+    postgres = providers.Resource(
+        postgres_resource, config.database_url, config.database_schema, config.secret_key
+    )
     opensearch = providers.Resource(opensearch_resource, config.opensearch_url, config.index_prefix)
     rabbitmq = providers.Resource(
         rabbitmq_resource, config.amqp_url, config.queue_prefix, config.queue_max_depth

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 
 from opspilot.adapters.memory.alerting import (
     InMemoryChannelStore,
@@ -25,6 +26,7 @@ from opspilot.adapters.memory.alerting import (
 from opspilot.adapters.memory.logs import InMemoryLogMetadataStore
 from opspilot.adapters.memory.metrics import InMemoryMetricStore
 from opspilot.adapters.memory.tenancy import InMemoryTenancyStore
+from opspilot.adapters.secrets import FernetSecretBox
 
 BACKENDS = ["memory", "postgres"]
 # The PostgreSQL stores' clock: daily partitions exist around it (the tests' data is in
@@ -72,6 +74,7 @@ async def fresh_database(**options: Any) -> AsyncIterator[Any]:
     schema = f"t_{uuid.uuid4().hex[:12]}"
     await migrate(url, schema, timescale=options.pop("timescale", None))
     options.setdefault("now", lambda: PG_NOW)
+    options.setdefault("secret_box", FernetSecretBox([Fernet.generate_key().decode()]))
     db = PostgresDatabase(url, schema=schema, max_size=options.pop("max_size", 4), **options)
     try:
         await db.connect()

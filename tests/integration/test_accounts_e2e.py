@@ -11,13 +11,16 @@ PostgreSQL and Redis, and the CLI straight on the database.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pytest
+from cryptography.fernet import Fernet
 
 from opspilot.domain.tenancy import digest
 from tests.integration import test_pipeline_e2e as pipeline
@@ -30,7 +33,7 @@ run, deployment = pipeline.run, pipeline.stack
 pytestmark = pytest.mark.integration
 
 ADMIN_TOKEN = "e2e-admin-token-" + uuid.uuid4().hex
-SECRET_KEY = "e2e-secret-key-" + uuid.uuid4().hex
+SECRET_KEY = Fernet.generate_key().decode()
 
 
 def _configure(deployment: Stack) -> None:
@@ -180,3 +183,32 @@ async def test_the_cli_manages_users_keys_and_tokens(deployment: Stack) -> None:
     revoked = deployment.run("keys", "revoke", "--project", pid, "--key", rotated["id"],
                         "--server", api)
     assert "revoked" in revoked
+
+
+async def test_channel_secrets_go_in_through_the_api_and_never_come_out(
+    deployment: Stack,
+) -> None:
+    from tests.integration.test_channel_secrets_at_rest import _pg_dump
+
+    _configure(deployment)
+    owner = json.loads(deployment.run("create-project", f"acc-{uuid.uuid4().hex[:8]}", "--json"))
+    _, api = await deployment.start_api()
+    token, pid = owner["token"], owner["project_id"]
+    slack = {"name": "ops", "type": "slack",
+             "target": "https://hooks.slack.com/services/T1/B1/E2ESLACKTOKEN"}
+    hook = {"name": "hook", "type": "webhook", "target": "https://hooks.example.com/e2e",
+            "secret": "E2EHMACSECRET-0123456789"}
+    async with aiohttp.ClientSession() as s:
+        for body in (slack, hook):
+            status, doc = await _call(s, "POST", f"{api}/api/channels", token, pid, body)
+            assert status == 201, doc
+        status, listed = await _call(s, "GET", f"{api}/api/channels", token, pid)
+    shown = json.dumps(listed)
+    assert status == 200 and "E2ESLACKTOKEN" not in shown and "E2EHMACSECRET" not in shown
+    dump = (await asyncio.to_thread(
+        subprocess.run,
+        [_pg_dump(), "-d", deployment.urls["database"], "-n", deployment.schema, "--data-only"],
+        capture_output=True, text=True, timeout=120, check=True)).stdout
+    assert pid in dump  # the dump holds this test's rows
+    assert "E2ESLACKTOKEN" not in dump and "E2EHMACSECRET" not in dump
+    assert "channels sealed" in deployment.run("secrets", "rotate")

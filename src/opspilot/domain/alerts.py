@@ -227,8 +227,10 @@ class Channel:
     project_id: str
     name: str
     type: ChannelType
-    target: str  # URL for webhook/slack, address for email
-    secret: str | None = None
+    # URL for webhook/slack (may carry a token: never in a repr, hence never in a log line),
+    # address for email
+    target: str = attrs.field(repr=lambda _: "<redacted>")
+    secret: str | None = attrs.field(default=None, repr=lambda _: "<redacted>")
     created_at: datetime | None = None
 
 

@@ -275,6 +275,24 @@ class TenancyStore(Protocol):
         ...
 
 
+class SecretBox(Protocol):
+    """Encrypts secrets to store them (channel URLs with tokens, webhook signing keys).
+
+    `seal` output is text, self-describing (an adapter can tell it from a legacy plaintext
+    value) and authenticated. Both raise ServiceUnavailable when no key is configured."""
+
+    def seal(self, plaintext: str) -> str: ...
+
+    def open(self, stored: str) -> str:
+        """The plaintext of a sealed value; a value stored before encryption is returned as
+        it is."""
+        ...
+
+    def reseal(self, stored: str) -> str:
+        """The value sealed under the current key (for key rotation)."""
+        ...
+
+
 # -- alerting ------------------------------------------------------------------------------
 
 

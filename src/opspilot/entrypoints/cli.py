@@ -22,9 +22,7 @@ DEFAULT_SERVER = "http://127.0.0.1:8080"
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _log_redacted()
     try:
         return int(asyncio.run(args.run(args)) or 0)
     except KeyboardInterrupt:
@@ -32,6 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"opspilot: {exc}", file=sys.stderr)
         return 2
+
+
+def _log_redacted() -> None:
+    """Log lines (tracebacks too) never show a URL's credentials, path or query."""
+    from opspilot.adapters.redaction import RedactingFormatter
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -111,6 +118,9 @@ async def _serve(args: Any) -> int:
     if settings.admin_token is None:  # see ADR 0019: a fresh admin token per start
         token, token_file = cli_accounts.write_admin_token(settings, args.port)
         settings = settings.model_copy(update={"admin_token": token})
+    if settings.secret_key is None:  # a key kept in the state dir, for data that persists
+        settings = settings.model_copy(
+            update={"secret_key": cli_accounts.local_secret_key(settings)})
     container = build_container(settings)
     await start_container(container)
     monitoring = None

@@ -55,6 +55,22 @@ def write_admin_token(settings: Settings, port: int) -> tuple[str, Path]:
     return token, path
 
 
+def local_secret_key(settings: Settings) -> str:
+    """`serve`'s OPSPILOT_SECRET_KEY when none is set: made once, kept (mode 0600) in the
+    state dir, since channel secrets stored in PostgreSQL must decrypt after a restart."""
+    from opspilot.adapters.secrets import new_secret_key
+
+    path = state_dir(settings) / "secret-key"
+    with contextlib.suppress(FileNotFoundError):
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = new_secret_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key
+
+
 def admin_token_for(server: str, given: str | None) -> str:
     settings = Settings()
     if given or settings.admin_token:
@@ -263,6 +279,16 @@ def _token_id(args: Any) -> str:
     return str(args.token_id)
 
 
+# -- secrets ----------------------------------------------------------------------------------
+
+
+async def secrets_command(args: Any) -> int:
+    async with database_container() as container:
+        changed = await container.postgres().channel_store.reseal_all()
+    print(f"{changed} channels sealed under the current key (the first of OPSPILOT_SECRET_KEY)")
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------------
 
 
@@ -298,6 +324,10 @@ def add_commands(command: Command) -> None:
     p.add_argument("--grace", default="24h",
                    help="how long a rotated key keeps working: 0 to 7d (rotate)")
     _server_options(p, personal=True)
+
+    p = command("secrets", secrets_command,
+                "secrets rotate: re-encrypt channel secrets under the first OPSPILOT_SECRET_KEY")
+    p.add_argument("action", choices=["rotate"])
 
     p = command("tokens", tokens, "personal bearer tokens: list, create, revoke")
     p.add_argument("action", choices=["list", "create", "revoke"])

@@ -24,6 +24,7 @@ import aiohttp
 import orjson
 
 from opspilot.adapters.notify.ssrf import GuardedResolver, SsrfGuard, TargetRefused
+from opspilot.adapters.redaction import redact_urls
 from opspilot.domain.alerts import Channel, Notification
 from opspilot.domain.errors import DeliveryFailed
 
@@ -102,9 +103,10 @@ class HttpTransport:
             refused = _refusal_in(exc)
             if refused is not None:
                 raise refused from None
-            raise DeliveryFailed(f"cannot connect: {exc}", retryable=True) from None
+            raise DeliveryFailed(redact_urls(f"cannot connect: {exc}"), retryable=True) from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise DeliveryFailed(f"{type(exc).__name__}: {exc}", retryable=True) from None
+            raise DeliveryFailed(redact_urls(f"{type(exc).__name__}: {exc}"),
+                                 retryable=True) from None
 
 
 def _refusal_in(exc: BaseException) -> DeliveryFailed | None:

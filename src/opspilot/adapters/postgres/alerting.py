@@ -157,18 +157,47 @@ class PostgresRuleStore:
             )
 
 
-def _channel(row: Any) -> Channel:
-    return Channel(row["id"], row["project_id"], row["name"], ChannelType(row["type"]),
-                   row["target"], row["secret"], row["created_at"])
-
-
 class PostgresChannelStore:
-    """Implements ChannelStore. Raises TransientStoreError when PostgreSQL cannot answer."""
+    """Implements ChannelStore. Raises TransientStoreError when PostgreSQL cannot answer.
+
+    At rest, a channel's secret and the target of webhook and Slack channels (URLs that may
+    carry tokens; Slack's is the credential itself) are sealed by the database's SecretBox
+    (Fernet); e-mail addresses stay readable. Rows written before encryption are read as
+    they are until `reseal_all` (`opspilot secrets rotate`) seals them."""
 
     def __init__(self, db: PostgresDatabase) -> None:
         self._db = db
 
+    def _seal_target(self, kind: ChannelType, target: str) -> str:
+        return target if kind is ChannelType.EMAIL else self._db.secret_box.seal(target)
+
+    def _channel(self, row: Any) -> Channel:
+        box = self._db.secret_box
+        return Channel(row["id"], row["project_id"], row["name"], ChannelType(row["type"]),
+                       box.open(row["target"]), box.open(row["secret"]) if row["secret"] else None,
+                       row["created_at"])
+
+    async def reseal_all(self) -> int:
+        """Seal every channel's secrets under the current key (the first of
+        OPSPILOT_SECRET_KEY), plaintext ones included; returns how many rows changed."""
+        box = self._db.secret_box
+        async with self._db.connection() as conn, conn.transaction():
+            rows = await conn.fetch("SELECT id, type, target, secret FROM channels FOR UPDATE")
+            changed = 0
+            for row in rows:
+                target = row["target"]
+                if ChannelType(row["type"]) is not ChannelType.EMAIL:
+                    target = box.reseal(target)
+                secret = box.reseal(row["secret"]) if row["secret"] else None
+                if (target, secret) != (row["target"], row["secret"]):
+                    await conn.execute("UPDATE channels SET target = $2, secret = $3 WHERE id = $1",
+                                       row["id"], target, secret)
+                    changed += 1
+        return changed
+
     async def save_channel(self, channel: Channel) -> None:
+        target = self._seal_target(channel.type, channel.target)
+        secret = self._db.secret_box.seal(channel.secret) if channel.secret else None
         async with self._db.connection() as conn:
             await conn.execute(
                 "INSERT INTO channels (id, project_id, name, type, target, secret, created_at)"
@@ -177,7 +206,7 @@ class PostgresChannelStore:
                 " target = EXCLUDED.target, secret = EXCLUDED.secret,"
                 " created_at = EXCLUDED.created_at",
                 channel.id, channel.project_id, channel.name, channel.type.value,
-                channel.target, channel.secret, channel.created_at,
+                target, secret, channel.created_at,
             )
 
     async def get_channel(self, project_id: str, channel_id: str) -> Channel | None:
@@ -186,7 +215,7 @@ class PostgresChannelStore:
                 "SELECT * FROM channels WHERE project_id = $1 AND id = $2",
                 project_id, channel_id,
             )
-        return _channel(row) if row else None
+        return self._channel(row) if row else None
 
     async def list_channels(self, project_id: str) -> list[Channel]:
         async with self._db.connection() as conn:
@@ -194,7 +223,7 @@ class PostgresChannelStore:
                 'SELECT * FROM channels WHERE project_id = $1 ORDER BY name COLLATE "C"',
                 project_id,
             )
-        return [_channel(r) for r in rows]
+        return [self._channel(r) for r in rows]
 
     async def delete_channel(self, project_id: str, channel_id: str) -> bool:
         async with self._db.connection() as conn:

@@ -25,8 +25,10 @@ from asyncpg import exceptions as pgx
 from opspilot.adapters.postgres.errors import CONNECTION_LOST, translated
 from opspilot.adapters.postgres.migrate import checked_schema
 from opspilot.adapters.postgres.partitions import DailyPartitions
+from opspilot.adapters.secrets import MissingSecretBox
 from opspilot.domain.errors import RecordsRejected, TransientStoreError
 from opspilot.domain.ingest import Stream
+from opspilot.domain.ports import SecretBox
 
 
 def asyncpg_dsn(url: str) -> str:
@@ -70,6 +72,7 @@ class PostgresDatabase:
         now: Callable[[], datetime] = _utc_now,
         partitions_past: timedelta = timedelta(days=100),
         partitions_ahead: timedelta = timedelta(days=3),
+        secret_box: SecretBox | None = None,
     ) -> None:
         self.schema = checked_schema(schema)
         self._dsn = asyncpg_dsn(url)
@@ -86,6 +89,8 @@ class PostgresDatabase:
         self.metric_partitions = DailyPartitions("metrics", **options)  # type: ignore[arg-type]
         self.log_partitions = DailyPartitions("log_metadata", **options)  # type: ignore[arg-type]
         self._stores: dict[str, Any] = {}
+        # channel secrets at rest; without a key configured, none can be stored
+        self.secret_box: SecretBox = secret_box or MissingSecretBox()
 
     # -- life cycle ---------------------------------------------------------------------
 
