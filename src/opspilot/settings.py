@@ -39,9 +39,11 @@ class Settings(BaseSettings):
     @field_validator("admin_token")
     @classmethod
     def long_enough(cls, value: str | None) -> str | None:
-        if value is not None and len(value) < 24:
+        if not value:  # unset, or set empty (compose's `${OPSPILOT_ADMIN_TOKEN:-}`)
+            return None
+        if len(value) < 24:
             raise ValueError("OPSPILOT_ADMIN_TOKEN must be at least 24 characters")
-        return value or None
+        return value
 
     # Limits (documented in the README).
     max_query_range_days: int = 90

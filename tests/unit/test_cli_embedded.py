@@ -113,6 +113,8 @@ def test_serve_admin_surface_takes_only_the_token_it_wrote(server: str) -> None:
     port = server.rsplit(":", 1)[1]
     token_file = Path(STATE_DIR) / f"admin-token-{port}"
     assert token_file.stat().st_mode & 0o777 == 0o600
+    # the channel-secret key serve keeps for itself: private, and kept across starts
+    assert (Path(STATE_DIR) / "secret-key").stat().st_mode & 0o777 == 0o600
     request = urllib.request.Request(
         f"{server}/api/admin/projects", data=b'{"name": "sneaky"}',
         headers={"Content-Type": "application/json"})
