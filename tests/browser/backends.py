@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import threading
 import uuid
 
@@ -26,7 +27,8 @@ def backend() -> str:
 def serve_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSPILOT_")}
     env |= {"OPSPILOT_ALERT_INTERVAL_SECONDS": "2",
-            "OPSPILOT_WEBHOOK_ALLOWLIST": "127.0.0.1"}  # the suite's own webhook receiver
+            "OPSPILOT_WEBHOOK_ALLOWLIST": "127.0.0.1",  # the suite's own webhook receiver
+            "OPSPILOT_ADMIN_TOKEN": "ui-admin-" + secrets.token_urlsafe(24)}
     if backend() != "services":
         return env
     missing = [name for name in URLS if not os.environ.get(name)]

@@ -62,6 +62,7 @@ class Demo:
     project_id: str
     project_name: str
     token: str
+    admin_token: str
 
 
 class _Receiver(BaseHTTPRequestHandler):
@@ -132,7 +133,8 @@ def demo(receiver: str) -> Iterator[Demo]:
         _call(base, "/api/rules", {"name": "checkout errors above 5", "metric_name": "error_rate",
                                    "service_name": "checkout", "threshold": 5.0, "window": "5m",
                                    "channels": [hook["id"]]}, query)
-        yield Demo(base, creds["project_id"], creds["name"], creds["token"])
+        yield Demo(base, creds["project_id"], creds["name"], creds["token"],
+                   env["OPSPILOT_ADMIN_TOKEN"])
     finally:
         proc.terminate()
         try:

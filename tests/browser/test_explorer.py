@@ -48,6 +48,35 @@ def test_sign_in_with_the_keyboard_and_see_a_chart(tab: Page) -> None:
     assert tab.page.evaluate("sessionStorage.getItem('opspilot.token')") is None
 
 
+def test_pick_another_project_of_the_token(tab: Page, demo: Demo) -> None:
+    page = tab.page
+    # a second project owned by the demo's user (owner@<project name>, as the demo made it)
+    second = _call(demo, "/api/admin/projects", {"name": f"second-{time.time_ns()}",
+                                                 "owner": f"owner@{demo.project_name}"})
+    tab.sign_in()
+    page.wait_for_selector("#chart .uplot")
+    options = page.eval_on_selector_all("#project option", "els => els.map(e => e.value)")
+    assert set(options) >= {demo.project_id, second["project_id"]}, options
+    page.select_option("#project", second["project_id"])
+    page.wait_for_function(f"() => location.search.includes('{second['project_id']}')")
+    page.wait_for_selector("#chart .empty")  # the new project has no metrics yet
+    assert "No metrics" in page.inner_text("#chart")
+    tab.shot("second-project")
+    page.go_back()
+    page.wait_for_selector("#chart .uplot")
+    assert page.input_value("#project") == demo.project_id
+
+
+def _call(demo: Demo, path: str, body: Any) -> Any:
+    import urllib.request
+
+    request = urllib.request.Request(
+        demo.base + path, data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {demo.admin_token}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
 def test_chart_an_overlay_with_anomaly_markers_then_zoom(tab: Page) -> None:
     page = tab.page
     tab.sign_in()
