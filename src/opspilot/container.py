@@ -142,6 +142,12 @@ def _redis_limiter(client: Any, prefix: str) -> Any:
     return RedisRateLimiter(client, prefix)
 
 
+def _rabbitmq_consumer(url: str, prefix: str, prefetch: int) -> Any:
+    from opspilot.adapters.rabbitmq.consumer import RabbitMQConsumer
+
+    return RabbitMQConsumer(url, prefix=prefix, prefetch=prefetch)
+
+
 class Container(containers.DeclarativeContainer):
     config = providers.Configuration()
 
@@ -167,6 +173,15 @@ class Container(containers.DeclarativeContainer):
     )
     queue = providers.Selector(
         config.backends.queue, memory=memory_queue, rabbitmq=rabbitmq
+    )
+    # What a worker consumes: the in-process queue itself, or its own RabbitMQ connection
+    # (a Factory: each worker owns and closes its consumer).
+    ingest_consumer = providers.Selector(
+        config.backends.queue,
+        memory=memory_queue,
+        rabbitmq=providers.Factory(
+            _rabbitmq_consumer, config.amqp_url, config.queue_prefix, config.worker_prefetch
+        ),
     )
     metric_store = providers.Selector(
         config.backends.sql,
@@ -222,6 +237,7 @@ class Container(containers.DeclarativeContainer):
         config.smtp_host,
         config.smtp_port,
         config.smtp_sender,
+        config.public_url,
     )
 
     # -- use cases ---------------------------------------------------------------------

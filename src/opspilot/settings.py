@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
     smtp_sender: str = "opspilot@localhost"
+    # Where OpsPilot's API is reached from outside (e.g. https://host/observability when a
+    # host mounts it under a prefix): makes the incident links in notifications absolute.
+    public_url: str = ""
 
     log_retention_days: int = 30
     metric_retention_days: int = 90

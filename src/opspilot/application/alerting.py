@@ -191,12 +191,16 @@ def spec_of(rule: AlertRule) -> RuleSpec:
 
 @attrs.frozen
 class RuleView:
+    """A rule with its current state (None before its first evaluation)."""
+
     rule: AlertRule
     state: RuleState | None
 
 
 @attrs.frozen
 class IncidentView:
+    """An incident with every notification attempt made for it."""
+
     incident: Incident
     deliveries: tuple[DeliveryAttempt, ...]
 
@@ -592,6 +596,9 @@ class EvaluationSettings:
 
 @attrs.frozen
 class EvaluationReport:
+    """What one evaluation did: rules evaluated and skipped, incidents fired and
+    resolved (ids)."""
+
     evaluated: int = 0
     skipped: int = 0  # rules whose data could not be read this time
     fired: tuple[str, ...] = ()  # incident ids opened

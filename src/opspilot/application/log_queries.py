@@ -12,14 +12,18 @@ from opspilot.application.rendering import (
     spikes_doc,
     volume_doc,
 )
-from opspilot.domain.analysis import LogLine
+from opspilot.domain.analysis import LogCluster, LogLine
 from opspilot.domain.errors import LimitExceeded, NotFound, ValidationError
 from opspilot.domain.logs import (
     CONTEXT_MAX,
     SPIKE_METHOD,
+    CountBucket,
+    LogContext,
     LogFilter,
     LogLevel,
+    LogPage,
     LogQuery,
+    SpikeBucket,
     VolumeQuery,
     flag_spikes,
 )
@@ -42,42 +46,76 @@ class LogQueries:
             raise LimitExceeded("search", f"at most {self._limits.max_search_length} characters")
 
     async def search(self, query: LogQuery) -> dict[str, Any]:
+        return page_doc(await self.page(query), query.limit, query.offset)
+
+    async def page(self, query: LogQuery) -> LogPage:
+        """One page of matching logs, newest first, with the cursor of the next page."""
         self._check(query.filter)
-        page = await self._store.search(query)
-        return page_doc(page, query.limit, query.offset)
+        return await self._store.search(query)
 
     async def context(
         self, project_id: str, log_id: str, before: int = 10, after: int = 10,
         across_services: bool = False,
     ) -> dict[str, Any]:
+        return context_doc(
+            await self.surrounding(project_id, log_id, before, after, across_services))
+
+    async def surrounding(
+        self, project_id: str, log_id: str, before: int = 10, after: int = 10,
+        across_services: bool = False,
+    ) -> LogContext:
+        """The log and up to `before`/`after` of its neighbours in time (of its service, or
+        of every service with `across_services`). Raises NotFound when the project has no
+        such log."""
         for field, value in (("before", before), ("after", after)):
             if not 0 <= value <= CONTEXT_MAX:
                 raise ValidationError(field, f"between 0 and {CONTEXT_MAX}")
         if not log_id or len(log_id) > 200:
             raise NotFound("no such log in this project", {"field": "log_id"})
-        return context_doc(
-            await self._store.context(project_id, log_id, before, after, across_services))
+        return await self._store.context(project_id, log_id, before, after, across_services)
 
     async def volume(self, query: VolumeQuery) -> dict[str, Any]:
+        return volume_doc(await self.counts(query), query.bucketing.label)
+
+    async def counts(self, query: VolumeQuery) -> list[CountBucket]:
+        """Logs per bucket over the window (empty buckets included)."""
         self._check(query.filter)
         query.bucketing.check_count(query.window, self._limits.max_buckets)
-        return volume_doc(await self._store.volume(query), query.bucketing.label)
+        return await self._store.volume(query)
 
     async def error_spikes(
         self, project_id: str, window: TimeRange, bucketing: Bucketing, service: str | None = None
     ) -> dict[str, Any]:
-        query = VolumeQuery(project_id, window, bucketing, (LogLevel.ERROR, LogLevel.FATAL), service)
-        self._check(LogFilter(project_id, window))
-        bucketing.check_count(window, self._limits.max_buckets)
-        counts = await self._store.volume(query)
-        flagged = flag_spikes(counts, SPIKE_WINDOW, SPIKE_THRESHOLD, SPIKE_MIN)
+        flagged = await self.spikes(project_id, window, bucketing, service)
         method = SPIKE_METHOD.format(
             window=SPIKE_WINDOW, threshold=SPIKE_THRESHOLD, min_count=SPIKE_MIN
         )
         return spikes_doc(flagged, bucketing.label, method)
 
+    async def spikes(
+        self, project_id: str, window: TimeRange, bucketing: Bucketing, service: str | None = None
+    ) -> list[SpikeBucket]:
+        """ERROR and FATAL counts per bucket, each scored against its trailing baseline."""
+        query = VolumeQuery(project_id, window, bucketing, (LogLevel.ERROR, LogLevel.FATAL), service)
+        self._check(LogFilter(project_id, window))
+        bucketing.check_count(window, self._limits.max_buckets)
+        counts = await self._store.volume(query)
+        return flag_spikes(counts, SPIKE_WINDOW, SPIKE_THRESHOLD, SPIKE_MIN)
+
     async def patterns(self, log_filter: LogFilter, limit: int) -> dict[str, Any]:
-        """Cluster up to `limit` matching logs (newest first) into templates."""
+        lines = await self._sample(log_filter, limit)
+        clusters = await self._analyzer.cluster_logs(lines) if lines else []
+        return {
+            "logs_analyzed": len(lines),
+            "patterns": [cluster_doc(c) for c in clusters],
+        }
+
+    async def clusters(self, log_filter: LogFilter, limit: int) -> list[LogCluster]:
+        """Up to `limit` matching logs (newest first) clustered into templates."""
+        lines = await self._sample(log_filter, limit)
+        return await self._analyzer.cluster_logs(lines) if lines else []
+
+    async def _sample(self, log_filter: LogFilter, limit: int) -> list[LogLine]:
         self._check(log_filter)
         if not 1 <= limit <= self._limits.max_pattern_logs:
             raise LimitExceeded("limit", f"between 1 and {self._limits.max_pattern_logs}")
@@ -86,8 +124,4 @@ class LogQueries:
             lines.append(LogLine(record.message, record.level.value))
             if len(lines) >= limit:
                 break
-        clusters = await self._analyzer.cluster_logs(lines) if lines else []
-        return {
-            "logs_analyzed": len(lines),
-            "patterns": [cluster_doc(c) for c in clusters],
-        }
+        return lines

@@ -12,10 +12,11 @@ import attrs
 from opspilot.application.caching import QueryCache, cache_key
 from opspilot.application.limits import QueryLimits
 from opspilot.application.rendering import anomaly_doc, histogram_doc, series_doc, to_json
-from opspilot.domain.analysis import AnomalyMethod, AnomalyRequest, DataPoint
+from opspilot.domain.analysis import Anomaly, AnomalyMethod, AnomalyRequest, DataPoint
 from opspilot.domain.errors import LimitExceeded, ValidationError
 from opspilot.domain.metrics import (
     Aggregation,
+    Histogram,
     HistogramQuery,
     MetricQuery,
     Series,
@@ -96,7 +97,7 @@ class MetricQueries:
         return Series(query.series.name, query.series.service, query.aggregation,
                       query.bucketing.label, buckets, values, counts)
 
-    async def overlay(self, queries: Sequence[MetricQuery]) -> bytes:
+    def _check_overlay(self, queries: Sequence[MetricQuery]) -> None:
         if not queries:
             raise ValidationError("metrics", "give at least one metric")
         if len(queries) > self._limits.max_series_per_overlay:
@@ -105,6 +106,15 @@ class MetricQueries:
             )
         for query in queries:
             self._window(query.window, query.bucketing)
+
+    async def query_series(self, queries: Sequence[MetricQuery]) -> list[Series]:
+        """The series themselves, in the order asked, under the same limits as `overlay`.
+        Not cached: the cache holds the API's rendered JSON (`series`, `overlay`)."""
+        self._check_overlay(queries)
+        return await self._store.query(queries)
+
+    async def overlay(self, queries: Sequence[MetricQuery]) -> bytes:
+        self._check_overlay(queries)
         key = cache_key("overlay", queries[0].project_id, "#".join(map(_normalised, queries)))
 
         async def compute() -> bytes:
@@ -145,10 +155,13 @@ class MetricQueries:
         }
 
     async def histogram(self, query: HistogramQuery) -> bytes:
+        return to_json(histogram_doc(await self.histogram_of(query)))
+
+    async def histogram_of(self, query: HistogramQuery) -> Histogram:
         self._window(query.window)
         if not 1 <= query.bins <= self._limits.max_histogram_bins:
             raise LimitExceeded("bins", f"between 1 and {self._limits.max_histogram_bins}")
-        return to_json(histogram_doc(await self._store.histogram(query)))
+        return await self._store.histogram(query)
 
     async def anomalies(
         self,
@@ -159,16 +172,8 @@ class MetricQueries:
         threshold: float,
         method: AnomalyMethod,
     ) -> dict[str, Any]:
-        """Bucket the series (avg per bucket), then ask the analyzer which buckets stand out."""
-        self._window(window, bucketing)
-        if not 0 < threshold <= 1:
-            raise ValidationError("threshold", "a score, greater than 0 and at most 1")
-        query = MetricQuery(project_id, series, window, Aggregation.AVG, bucketing)
-        (found,) = await self._store.query([query])
-        points = [DataPoint(p.bucket, p.value) for p in found.points]
-        request = AnomalyRequest(series.name, points, method, threshold)
-        report = await self._analyzer.detect_anomalies(request) if points else None
-        anomalies = report.anomalies if report is not None else ()
+        points = await self._bucketed(project_id, series, window, bucketing, threshold)
+        anomalies = await self._detect(series.name, points, method, threshold)
         return {
             "metric_name": series.name,
             "service_name": series.service,
@@ -178,3 +183,40 @@ class MetricQueries:
             "points": len(points),
             "anomalies": [anomaly_doc(a) for a in anomalies],
         }
+
+    async def find_anomalies(
+        self,
+        project_id: str,
+        series: SeriesSelector,
+        window: TimeRange,
+        bucketing: Bucketing,
+        threshold: float,
+        method: AnomalyMethod,
+    ) -> tuple[Anomaly, ...]:
+        """The buckets that stand out, oldest first (what `anomalies` renders)."""
+        points = await self._bucketed(project_id, series, window, bucketing, threshold)
+        return await self._detect(series.name, points, method, threshold)
+
+    async def _bucketed(
+        self,
+        project_id: str,
+        series: SeriesSelector,
+        window: TimeRange,
+        bucketing: Bucketing,
+        threshold: float,
+    ) -> list[DataPoint]:
+        """Bucket the series (avg per bucket): what the analyzer looks at."""
+        self._window(window, bucketing)
+        if not 0 < threshold <= 1:
+            raise ValidationError("threshold", "a score, greater than 0 and at most 1")
+        query = MetricQuery(project_id, series, window, Aggregation.AVG, bucketing)
+        (found,) = await self._store.query([query])
+        return [DataPoint(p.bucket, p.value) for p in found.points]
+
+    async def _detect(
+        self, name: str, points: list[DataPoint], method: AnomalyMethod, threshold: float
+    ) -> tuple[Anomaly, ...]:
+        if not points:
+            return ()
+        request = AnomalyRequest(name, points, method, threshold)
+        return (await self._analyzer.detect_anomalies(request)).anomalies

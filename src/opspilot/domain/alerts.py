@@ -55,6 +55,9 @@ class RuleStatus(enum.StrEnum):
 
 @attrs.frozen
 class AlertRule:
+    """A stored rule: fire when `aggregation` of the metric over `window` compares
+    true with `threshold` for `for_duration` (or, for anomaly and no-data kinds, as named)."""
+
     id: str
     project_id: str
     name: str
@@ -103,6 +106,8 @@ def condition_breached(rule: AlertRule, value: float | None) -> bool:
 
 @attrs.frozen
 class RuleState:
+    """Where a rule stands after its last evaluation, and its open incident if any."""
+
     rule_id: str
     project_id: str
     status: RuleStatus = RuleStatus.OK
@@ -166,6 +171,8 @@ class IncidentStatus(enum.StrEnum):
 
 @attrs.frozen
 class TimelineEntry:
+    """One event of an incident's life (fired, observed, acknowledged, resolved)."""
+
     at: datetime
     event: str
     detail: str = ""
@@ -174,6 +181,8 @@ class TimelineEntry:
 
 @attrs.frozen
 class Incident:
+    """What a firing rule opens; resolved when the condition clears or by hand."""
+
     id: str
     project_id: str
     rule_id: str
@@ -223,6 +232,8 @@ class ChannelType(enum.StrEnum):
 
 @attrs.frozen
 class Channel:
+    """Where notifications go: a webhook or Slack URL, or an email address."""
+
     id: str
     project_id: str
     name: str
@@ -264,6 +275,8 @@ class Notification:
 
 @attrs.frozen
 class DeliveryAttempt:
+    """One try to notify a channel, and whether it arrived."""
+
     channel_id: str
     incident_id: str | None
     event: str

@@ -34,6 +34,8 @@ class DataPoint:
 
 @attrs.frozen
 class Anomaly:
+    """A bucket that stands out: its value, how far from `expected` (signed sigmas)."""
+
     timestamp: datetime
     value: float
     score: float  # calibrated, in [0, 1]: the same threshold means the same on any series
@@ -69,6 +71,8 @@ class LogLine:
 
 @attrs.frozen
 class LogCluster:
+    """Logs sharing one template (`<*>` where they differ): count, levels, samples."""
+
     pattern: str
     count: int
     levels: dict[str, int]

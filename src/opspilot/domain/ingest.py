@@ -39,5 +39,7 @@ class LogBatch:
 
 @attrs.frozen
 class Accepted:
+    """An ingest request the queue holds durably: its batch id and how many items."""
+
     batch_id: str
     accepted: int

@@ -128,6 +128,8 @@ class LogQuery:
 
 @attrs.frozen
 class LogPage:
+    """One page of matches, newest first; `next_cursor` is None on the last page."""
+
     records: Sequence[LogRecord]
     total: int  # matches in all, capped by the store's exact-count limit
     next_cursor: Cursor | None
@@ -142,6 +144,8 @@ def next_cursor(records: Sequence[LogRecord], limit: int) -> Cursor | None:
 
 @attrs.frozen
 class LogContext:
+    """A log (`anchor`) with the logs just before and after it in time."""
+
     anchor: LogRecord
     before: Sequence[LogRecord]  # oldest first
     after: Sequence[LogRecord]  # oldest first
@@ -165,12 +169,16 @@ class VolumeQuery:
 
 @attrs.frozen
 class CountBucket:
+    """How many logs a time bucket holds."""
+
     bucket: datetime
     count: int
 
 
 @attrs.frozen
 class SpikeBucket:
+    """A bucket's error count against its trailing baseline; `spike` when it stands out."""
+
     bucket: datetime
     count: int
     baseline: float

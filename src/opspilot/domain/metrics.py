@@ -105,6 +105,8 @@ class MetricQuery:
 
 @attrs.frozen
 class BucketValue:
+    """One bucket of a `Series`: its start, the aggregate, how many points it holds."""
+
     bucket: datetime
     value: float
     count: int
@@ -150,6 +152,8 @@ class HistogramQuery:
 
 @attrs.frozen
 class HistogramBin:
+    """Values in [lower, upper) (the last bin also holds its upper edge)."""
+
     lower: float
     upper: float
     count: int
@@ -157,6 +161,9 @@ class HistogramBin:
 
 @attrs.frozen
 class Histogram:
+    """Equal-width bins between the smallest and largest value of the window;
+    `min`/`max` are None when the window holds no point."""
+
     name: str
     bins: Sequence[HistogramBin]
     total: int

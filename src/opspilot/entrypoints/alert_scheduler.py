@@ -264,7 +264,8 @@ async def alert_edges(
 
             notifier = await stack.enter_async_context(asynccontextmanager(
                 channel_notifier_resource)(settings.webhook_allowlist, settings.smtp_host,
-                                           settings.smtp_port, settings.smtp_sender))
+                                           settings.smtp_port, settings.smtp_sender,
+                                           settings.public_url))
         lock: SchedulerLock = InMemorySchedulerLock()
         if settings.database_url:
             from opspilot.adapters.postgres.scheduler_lock import PostgresSchedulerLock

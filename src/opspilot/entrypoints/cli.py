@@ -132,7 +132,7 @@ async def _serve(args: Any) -> int:
             container, container.api_telemetry().registry, worker=True,
             include=[container.worker_telemetry().registry, alert_telemetry.registry],
         )
-        consumer = _consumer(container, settings)
+        consumer = container.ingest_consumer()
         worker = ingest_worker(container, consumer)
         worker_task = asyncio.create_task(worker.run(), name="ingest-worker")
         alerts_stop = asyncio.Event()
@@ -156,16 +156,6 @@ async def _serve(args: Any) -> int:
         if token_file is not None:
             token_file.unlink(missing_ok=True)
     return 0
-
-
-def _consumer(container: Any, settings: Settings) -> Any:
-    if not settings.amqp_url:
-        return container.memory_queue()
-    from opspilot.adapters.rabbitmq.consumer import RabbitMQConsumer
-
-    return RabbitMQConsumer(
-        settings.amqp_url, prefix=settings.queue_prefix, prefetch=settings.worker_prefetch
-    )
 
 
 def _banner(host: str, port: int, backends: dict[str, str], token_file: Any) -> None:
@@ -231,7 +221,7 @@ async def _worker(args: Any) -> int:
     monitoring = start_self_monitoring(container, container.worker_telemetry().registry,
                                        worker=True)
     try:
-        worker = ingest_worker(container, _consumer(container, settings))
+        worker = ingest_worker(container, container.ingest_consumer())
         metrics_runner = await start_metrics_server(
             container.worker_telemetry(), args.metrics_host, args.metrics_port
         )

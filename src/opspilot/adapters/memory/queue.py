@@ -83,6 +83,14 @@ class InMemoryQueue:
                 await self._arrived.wait()
         return None
 
+    async def join(self) -> None:
+        """Wait until no message is waiting or unacknowledged: every message published so far
+        was acknowledged or dead-lettered (as dramatiq's stub broker's `join`)."""
+        async with self._arrived:
+            await self._arrived.wait_for(
+                lambda: not self._unacked and not any(self._ready.values())
+            )
+
     async def stop(self) -> None:
         """Stop delivering and put every unacknowledged message back, as a broker does."""
         async with self._arrived:

@@ -21,7 +21,14 @@ from opspilot.entrypoints.api.errors import error_middleware
 from opspilot.entrypoints.api.guards import add_rate_headers
 from opspilot.entrypoints.api.otlp import routes as routes_otlp
 from opspilot.entrypoints.api.remote_write import routes as routes_remote_write
-from opspilot.entrypoints.api.state import SERVICES, ApiServices, services
+from opspilot.entrypoints.api.state import (
+    ANCHOR_PATH,
+    MOUNT_ANCHOR,
+    SERVICES,
+    ApiServices,
+    mount_prefix,
+    services,
+)
 
 # Every ingest door, JSON or standard protocol, and the kind of data it takes.
 INGEST_ROUTES = {
@@ -39,6 +46,8 @@ async def telemetry_middleware(request: web.Request, handler: Handler) -> web.St
     response = await handler(request)
     route = request.match_info.route.resource
     template = route.canonical if route is not None else "unmatched"
+    # Labels are OpsPilot's own paths, wherever a host mounted it.
+    template = template.removeprefix(mount_prefix(request.app)) or template
     telemetry = services(request).telemetry
     telemetry.requests.labels(request.method, template, str(response.status)).inc()
     elapsed = time.perf_counter() - started
@@ -50,10 +59,20 @@ async def telemetry_middleware(request: web.Request, handler: Handler) -> web.St
     return response
 
 
+@web.middleware
+async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """aiohttp builds each request with the root application's `client_max_size`: mounted in
+    a host's app, OpsPilot's routes would take the host's limit (1 MiB by default) instead
+    of `max_body_bytes`."""
+    if mount_prefix(request.app):
+        request = request.clone(client_max_size=services(request).max_body_bytes)
+    return await handler(request)
+
+
 def create_app(svc: ApiServices) -> web.Application:
     # Error handling sits inside telemetry so that mapped errors are counted with their status.
     app = web.Application(
-        middlewares=[telemetry_middleware, error_middleware],
+        middlewares=[telemetry_middleware, error_middleware, body_limit_middleware],
         client_max_size=svc.max_body_bytes,
     )
     app[SERVICES] = svc
@@ -72,4 +91,5 @@ def create_app(svc: ApiServices) -> web.Application:
     ):
         register(app)
     app.on_response_prepare.append(add_rate_headers)
+    app[MOUNT_ANCHOR] = next(r for r in app.router.resources() if r.canonical == ANCHOR_PATH)
     return app

@@ -84,11 +84,23 @@ def from_domain(exc: errors.OpsPilotError, headers: dict[str, str] | None = None
     return error_response(_status_of(exc), exc.code, exc.message, exc.details, headers)
 
 
-def from_pydantic(exc: pydantic.ValidationError, prefix: str = "") -> web.Response:
-    problems = [
+def _problems(exc: pydantic.ValidationError, prefix: str = "") -> list[dict[str, Any]]:
+    return [
         {"field": _field_name(prefix, e["loc"]), "message": _message(e), "type": e["type"]}
         for e in exc.errors(include_url=False, include_input=False)
     ][:20]
+
+
+def validation_error(exc: pydantic.ValidationError) -> errors.ValidationError:
+    """The same first problem (and list of problems) as `from_pydantic`, as the domain's
+    error, for callers without HTTP (the library's ingest)."""
+    problems = _problems(exc)
+    first = problems[0] if problems else {"field": "body", "message": "invalid"}
+    return errors.ValidationError(first["field"], first["message"], problems=problems)
+
+
+def from_pydantic(exc: pydantic.ValidationError, prefix: str = "") -> web.Response:
+    problems = _problems(exc, prefix)
     first = problems[0] if problems else {"field": prefix or "body", "message": "invalid"}
     return error_response(
         400, "invalid_input", f"{first['field']}: {first['message']}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import attrs
@@ -11,6 +12,7 @@ from pydantic.json_schema import models_json_schema
 
 from opspilot.entrypoints.api import responses as r
 from opspilot.entrypoints.api import schemas as s
+from opspilot.entrypoints.api.state import mount_prefix
 
 
 @attrs.frozen
@@ -117,6 +119,13 @@ def _path_names(path: str) -> list[str]:
     return [part[1:-1] for part in path.split("/") if part.startswith("{")]
 
 
+def _version() -> str:
+    try:
+        return version("opspilot")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
 def build_document() -> dict[str, Any]:
     operations = (*OPERATIONS, *EXTRA_OPERATIONS)
     bodies = sorted({op.body for op in operations if op.body is not None}, key=lambda m: m.__name__)
@@ -138,7 +147,7 @@ def build_document() -> dict[str, Any]:
         paths.setdefault(op.path, {})[op.method] = _operation(op, components)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "OpsPilot API", "version": "0.1.0"},
+        "info": {"title": "OpsPilot API", "version": _version()},
         "paths": paths,
         "components": {
             "schemas": components,
@@ -207,7 +216,11 @@ def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    return r.json_answer(build_document())
+    doc = build_document()
+    prefix = mount_prefix(request.app)
+    if prefix:  # mounted by a host: the paths below are relative to the prefix
+        doc["servers"] = [{"url": prefix}]
+    return r.json_answer(doc)
 
 
 def register(app: web.Application) -> None:

@@ -54,3 +54,14 @@ SERVICES = web.AppKey("services", ApiServices)
 
 def services(request: web.Request) -> ApiServices:
     return request.app[SERVICES]
+
+
+# A route whose own path is known: once a host mounts the app (`add_subapp(prefix, app)`),
+# aiohttp prefixes every resource, and the anchor's path tells the prefix.
+ANCHOR_PATH = "/healthz"
+MOUNT_ANCHOR = web.AppKey("mount_anchor", web.AbstractResource)
+
+
+def mount_prefix(app: web.Application) -> str:
+    """The prefix a host mounted this application under; "" when it is the root app."""
+    return app[MOUNT_ANCHOR].canonical.removesuffix(ANCHOR_PATH)
