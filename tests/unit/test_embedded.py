@@ -264,3 +264,16 @@ async def test_the_root_app_has_no_servers_entry(aiohttp_client: Any, ops: OpsPi
     client = await aiohttp_client(opspilot.web_app(ops))
     doc = await (await client.get("/api/openapi.json")).json()
     assert "servers" not in doc
+
+
+async def test_rate_limit_headers_survive_the_prefix(aiohttp_client: Any) -> None:
+    async with OpsPilot.in_memory() as limited:
+        app = web.Application()
+        app.add_subapp("/observability", opspilot.web_app(limited))
+        client = await aiohttp_client(app)
+        project = await (await client.post("/observability/api/admin/projects",
+                                           json={"name": "limited"})).json()
+        answer = await client.post("/observability/api/ingest/logs", json={"logs": []},
+                                   headers={"X-API-Key": project["api_key"]})
+        assert answer.status == 400
+        assert answer.headers["X-RateLimit-Limit"] == "200"

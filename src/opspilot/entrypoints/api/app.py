@@ -64,9 +64,13 @@ async def body_limit_middleware(request: web.Request, handler: Handler) -> web.S
     """aiohttp builds each request with the root application's `client_max_size`: mounted in
     a host's app, OpsPilot's routes would take the host's limit (1 MiB by default) instead
     of `max_body_bytes`."""
-    if mount_prefix(request.app):
-        request = request.clone(client_max_size=services(request).max_body_bytes)
-    return await handler(request)
+    if not mount_prefix(request.app):
+        return await handler(request)
+    clone = request.clone(client_max_size=services(request).max_body_bytes)
+    try:
+        return await handler(clone)
+    finally:  # the response is prepared with the host's request: hand the state back
+        request.update(clone)
 
 
 def create_app(svc: ApiServices) -> web.Application:
