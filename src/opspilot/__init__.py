@@ -15,63 +15,141 @@ change in any release. See docs/embedding.md for examples and CHANGELOG.md for t
 of this surface.
 """
 
-from importlib.metadata import PackageNotFoundError as _NotInstalled
-from importlib.metadata import version as _version
+# `import opspilot` stays cheap (the CLI imports opspilot.entrypoints.cli through it): each
+# public name is imported on first use (PEP 562). Type checkers and pdoc read the imports
+# below; tests/unit/test_public_api.py checks that they, _EXPORTS and __all__ agree.
+import typing as _typing
 
-from opspilot.application.alerting import (
-    AlertRules,
-    EvaluationReport,
-    IncidentView,
-    RuleSpec,
-    RuleView,
-)
-from opspilot.application.provisioning import Credentials
-from opspilot.domain.alerts import (
-    AlertRule,
-    Channel,
-    ChannelType,
-    Comparator,
-    DeliveryAttempt,
-    Incident,
-    IncidentStatus,
-    RuleKind,
-    RuleState,
-    Severity,
-    TimelineEntry,
-)
-from opspilot.domain.analysis import Anomaly, AnomalyMethod, LogCluster
-from opspilot.domain.errors import (
-    Conflict,
-    DeliveryFailed,
-    Forbidden,
-    LimitExceeded,
-    NotFound,
-    OpsPilotError,
-    RateLimited,
-    ServiceUnavailable,
-    TransientStoreError,
-    Unauthenticated,
-    ValidationError,
-)
-from opspilot.domain.ingest import Accepted
-from opspilot.domain.logs import (
-    CountBucket,
-    Cursor,
-    LogContext,
-    LogLevel,
-    LogPage,
-    LogRecord,
-    SpikeBucket,
-)
-from opspilot.domain.metrics import Aggregation, BucketValue, Histogram, HistogramBin, Series
-from opspilot.domain.ports import Clock
-from opspilot.entrypoints.embedded import Log, Metric, OpsPilot, web_app
-from opspilot.settings import Settings
+if _typing.TYPE_CHECKING:
+    from opspilot.application.alerting import (
+        AlertRules,
+        EvaluationReport,
+        IncidentView,
+        RuleSpec,
+        RuleView,
+    )
+    from opspilot.application.provisioning import Credentials
+    from opspilot.domain.alerts import (
+        AlertRule,
+        Channel,
+        ChannelType,
+        Comparator,
+        DeliveryAttempt,
+        Incident,
+        IncidentStatus,
+        RuleKind,
+        RuleState,
+        Severity,
+        TimelineEntry,
+    )
+    from opspilot.domain.analysis import Anomaly, AnomalyMethod, LogCluster
+    from opspilot.domain.errors import (
+        Conflict,
+        DeliveryFailed,
+        Forbidden,
+        LimitExceeded,
+        NotFound,
+        OpsPilotError,
+        RateLimited,
+        ServiceUnavailable,
+        TransientStoreError,
+        Unauthenticated,
+        ValidationError,
+    )
+    from opspilot.domain.ingest import Accepted
+    from opspilot.domain.logs import (
+        CountBucket,
+        Cursor,
+        LogContext,
+        LogLevel,
+        LogPage,
+        LogRecord,
+        SpikeBucket,
+    )
+    from opspilot.domain.metrics import Aggregation, BucketValue, Histogram, HistogramBin, Series
+    from opspilot.domain.ports import Clock
+    from opspilot.entrypoints.embedded import Log, Metric, OpsPilot, web_app
+    from opspilot.settings import Settings
 
-try:
-    __version__ = _version("opspilot")
-except _NotInstalled:  # imported from a source tree that was never installed
-    __version__ = "0+unknown"
+_EXPORTS = {
+    "AlertRules": "opspilot.application.alerting",
+    "EvaluationReport": "opspilot.application.alerting",
+    "IncidentView": "opspilot.application.alerting",
+    "RuleSpec": "opspilot.application.alerting",
+    "RuleView": "opspilot.application.alerting",
+    "Credentials": "opspilot.application.provisioning",
+    "AlertRule": "opspilot.domain.alerts",
+    "Channel": "opspilot.domain.alerts",
+    "ChannelType": "opspilot.domain.alerts",
+    "Comparator": "opspilot.domain.alerts",
+    "DeliveryAttempt": "opspilot.domain.alerts",
+    "Incident": "opspilot.domain.alerts",
+    "IncidentStatus": "opspilot.domain.alerts",
+    "RuleKind": "opspilot.domain.alerts",
+    "RuleState": "opspilot.domain.alerts",
+    "Severity": "opspilot.domain.alerts",
+    "TimelineEntry": "opspilot.domain.alerts",
+    "Anomaly": "opspilot.domain.analysis",
+    "AnomalyMethod": "opspilot.domain.analysis",
+    "LogCluster": "opspilot.domain.analysis",
+    "Conflict": "opspilot.domain.errors",
+    "DeliveryFailed": "opspilot.domain.errors",
+    "Forbidden": "opspilot.domain.errors",
+    "LimitExceeded": "opspilot.domain.errors",
+    "NotFound": "opspilot.domain.errors",
+    "OpsPilotError": "opspilot.domain.errors",
+    "RateLimited": "opspilot.domain.errors",
+    "ServiceUnavailable": "opspilot.domain.errors",
+    "TransientStoreError": "opspilot.domain.errors",
+    "Unauthenticated": "opspilot.domain.errors",
+    "ValidationError": "opspilot.domain.errors",
+    "Accepted": "opspilot.domain.ingest",
+    "CountBucket": "opspilot.domain.logs",
+    "Cursor": "opspilot.domain.logs",
+    "LogContext": "opspilot.domain.logs",
+    "LogLevel": "opspilot.domain.logs",
+    "LogPage": "opspilot.domain.logs",
+    "LogRecord": "opspilot.domain.logs",
+    "SpikeBucket": "opspilot.domain.logs",
+    "Aggregation": "opspilot.domain.metrics",
+    "BucketValue": "opspilot.domain.metrics",
+    "Histogram": "opspilot.domain.metrics",
+    "HistogramBin": "opspilot.domain.metrics",
+    "Series": "opspilot.domain.metrics",
+    "Clock": "opspilot.domain.ports",
+    "Log": "opspilot.entrypoints.embedded",
+    "Metric": "opspilot.entrypoints.embedded",
+    "OpsPilot": "opspilot.entrypoints.embedded",
+    "web_app": "opspilot.entrypoints.embedded",
+    "Settings": "opspilot.settings",
+}
+
+if not _typing.TYPE_CHECKING:  # hidden from type checkers, for which a module __getattr__ would
+    # make any misspelt `opspilot.Name` an Any
+
+    def __getattr__(name: str) -> object:
+        if name == "__version__":
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                value: object = version("opspilot")
+            except PackageNotFoundError:  # a source tree that was never installed
+                value = "0+unknown"
+        elif name in _EXPORTS:
+            from importlib import import_module
+
+            value = getattr(import_module(_EXPORTS[name]), name)
+        else:
+            raise AttributeError(f"module 'opspilot' has no attribute {name!r}")
+        globals()[name] = value
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+__version__: str
 
 __all__ = [
     # building and serving

@@ -6,6 +6,7 @@ CHANGELOG and the version say so.
 
 from __future__ import annotations
 
+import ast
 import inspect
 from pathlib import Path
 
@@ -90,6 +91,22 @@ def test_no_other_public_name_is_reachable_from_the_package() -> None:
     accident (star imports skip it, but `opspilot.X` works)."""
     visible = {name for name in vars(opspilot) if not name.startswith("_")}
     assert visible - PUBLIC - INTERNAL_MODULES == set()
+
+
+def test_the_lazy_exports_and_the_type_checkers_imports_agree() -> None:
+    """`opspilot` imports each public name on first use (`_EXPORTS`); type checkers and pdoc
+    read the `if TYPE_CHECKING:` imports. Both must name exactly `__all__`, from the same
+    modules."""
+    tree = ast.parse(Path(opspilot.__file__).read_text())
+    guarded = next(node for node in tree.body if isinstance(node, ast.If)
+                   and ast.unparse(node.test) == "_typing.TYPE_CHECKING")
+    imported = {alias.name: node.module for node in guarded.body
+                if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert imported == opspilot._EXPORTS
+    assert set(imported) == PUBLIC
+    for name, module in imported.items():
+        assert getattr(opspilot, name).__module__ == module, name
+    assert set(dir(opspilot)) >= PUBLIC
 
 
 def test_every_public_name_is_documented() -> None:
