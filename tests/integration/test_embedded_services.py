@@ -73,12 +73,18 @@ async def _remove(s: Settings) -> None:
 async def _eventually(read: Callable[[], Awaitable[T]], done: Callable[[T], bool],
                       seconds: float = 60.0) -> T:
     """Poll: with RabbitMQ the worker writes shortly after the broker confirmed, and
-    OpenSearch shows documents after its refresh."""
+    OpenSearch shows documents after its refresh (and answers 503, `ServiceUnavailable`,
+    until a new index's shards are allocated)."""
     deadline = asyncio.get_running_loop().time() + seconds
     while True:
-        value = await read()
-        if done(value) or asyncio.get_running_loop().time() > deadline:
-            return value
+        try:
+            value = await read()
+        except opspilot.ServiceUnavailable:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+        else:
+            if done(value) or asyncio.get_running_loop().time() > deadline:
+                return value
         await asyncio.sleep(0.25)
 
 
