@@ -260,6 +260,17 @@ async def test_telemetry_and_openapi_name_opspilots_own_paths(host: Any) -> None
     assert doc["info"]["version"] == opspilot.__version__
 
 
+async def test_the_explorer_page_lives_under_the_prefix(host: Any) -> None:
+    """Its assets are relative and its API calls take the page's prefix (api.js `BASE`);
+    the browser check is tests/browser/test_explorer_mounted.py."""
+    moved = await host.get("/observability/", allow_redirects=False)
+    assert moved.status == 302 and moved.headers["Location"] == "/observability/ui/"
+    page = await host.get("/observability/ui/")
+    assert page.status == 200 and "OpsPilot Explorer" in await page.text()
+    script = await (await host.get("/observability/ui/api.js")).text()
+    assert "new URL(BASE + path" in script
+
+
 async def test_the_root_app_has_no_servers_entry(aiohttp_client: Any, ops: OpsPilot) -> None:
     client = await aiohttp_client(opspilot.web_app(ops))
     doc = await (await client.get("/api/openapi.json")).json()

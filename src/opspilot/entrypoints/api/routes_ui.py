@@ -15,6 +15,8 @@ from importlib import resources
 import attrs
 from aiohttp import web
 
+from opspilot.entrypoints.api.state import mount_prefix
+
 STATIC_PACKAGE = "opspilot.entrypoints.ui"
 INDEX = "index.html"
 # The page talks to its own origin only; uPlot sets inline styles, hence 'unsafe-inline'
@@ -71,7 +73,7 @@ def ui_routes(assets: dict[str, Asset]) -> web.RouteTableDef:
     @routes.get("/")
     @routes.get("/ui")
     async def to_ui(request: web.Request) -> web.Response:
-        raise web.HTTPFound("/ui/")
+        raise web.HTTPFound(mount_prefix(request.app) + "/ui/")
 
     @routes.get("/ui/")
     async def index(request: web.Request) -> web.Response:

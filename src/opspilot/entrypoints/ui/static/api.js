@@ -11,6 +11,10 @@ export class ApiError extends Error {
   }
 }
 
+// The page is at <prefix>/ui/ and the API at <prefix>/api/: the prefix is "" when OpsPilot
+// serves itself, and the host's mount point when a host mounts it (opspilot.web_app).
+export const BASE = window.location.pathname.replace(/\/ui\/.*$/, "");
+
 export class Api {
   constructor(token, projectId, onUnauthorized) {
     this.token = token;
@@ -26,7 +30,7 @@ export class Api {
   }
 
   async request(method, path, { params, body, signal } = {}) {
-    const url = new URL(path, window.location.origin);
+    const url = new URL(BASE + path, window.location.origin);
     for (const [k, v] of Object.entries(params || {})) {
       if (v !== undefined && v !== null && v !== "") url.searchParams.set(k, v);
     }
