@@ -23,7 +23,12 @@ from aiohttp import web
 from opspilot.application.alerting import AlertRules, EvaluationReport
 from opspilot.application.provisioning import Credentials
 from opspilot.container import Container, build_container, start_container, stop_container
-from opspilot.domain.analysis import Anomaly, AnomalyMethod, LogCluster
+from opspilot.domain.analysis import (
+    DEFAULT_ANOMALY_THRESHOLD,
+    Anomaly,
+    AnomalyMethod,
+    LogCluster,
+)
 from opspilot.domain.errors import NotFound
 from opspilot.domain.ingest import Accepted, Stream
 from opspilot.domain.logs import (
@@ -340,18 +345,19 @@ class OpsPilot:
         service: str | None = None,
         tags: Mapping[str, str] | None = None,
         time_bucket: str = "1m",
-        threshold: float = 3.0,
+        threshold: float = DEFAULT_ANOMALY_THRESHOLD,
         method: AnomalyMethod | str = AnomalyMethod.ROBUST,
         start: datetime | None = None,
         end: datetime | None = None,
     ) -> list[Anomaly]:
-        """The buckets (averaged per `time_bucket`) that `method` flags beyond `threshold`
-        sigmas, by default over the 24 hours before now (`GET /api/metrics/anomalies`)."""
+        """The buckets (averaged per `time_bucket`) whose calibrated anomaly score is at least
+        `threshold` (in (0, 1]; the same threshold means the same on any series), by default
+        over the 24 hours before now (`GET /api/metrics/anomalies`)."""
         selector = SeriesSelector(metric_name, service, dict(tags or {}))
-        return await self.container.metric_queries().find_anomalies(
+        return list(await self.container.metric_queries().find_anomalies(
             await self._project(project_id), selector, self._window(start, end, 24),
             Bucketing.parse(time_bucket), threshold, AnomalyMethod(str(method)),
-        )
+        ))
 
     # -- logs ----------------------------------------------------------------------------
 
