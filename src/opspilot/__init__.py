@@ -28,7 +28,7 @@ if _typing.TYPE_CHECKING:
         RuleSpec,
         RuleView,
     )
-    from opspilot.application.provisioning import Credentials
+    from opspilot.application.accounts import Credentials
     from opspilot.domain.alerts import (
         AlertRule,
         Channel,
@@ -77,7 +77,7 @@ _EXPORTS = {
     "IncidentView": "opspilot.application.alerting",
     "RuleSpec": "opspilot.application.alerting",
     "RuleView": "opspilot.application.alerting",
-    "Credentials": "opspilot.application.provisioning",
+    "Credentials": "opspilot.application.accounts",
     "AlertRule": "opspilot.domain.alerts",
     "Channel": "opspilot.domain.alerts",
     "ChannelType": "opspilot.domain.alerts",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -14,10 +15,17 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import OUTPUT, ROOT, _clean_env
+from tests.browser.conftest import OUTPUT, ROOT
 
 PORT = 22303  # the library suite's range (22300-22399)
 BASE = f"http://127.0.0.1:{PORT}"
+ADMIN = "admin-token-of-the-mounted-explorer-test"
+
+
+def _env() -> dict[str, str]:
+    """The example on its in-memory default, with an admin token to create the project."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSPILOT_")}
+    return env | {"OPSPILOT_ADMIN_TOKEN": ADMIN}
 
 
 def _call(path: str, body: Any, headers: dict[str, str] | None = None) -> Any:
@@ -33,7 +41,8 @@ def host() -> Iterator[dict[str, str]]:
     OUTPUT.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, str(ROOT / "examples" / "host_app.py"),
-                                 "--port", str(PORT)], env=_clean_env(), stdout=out,
+                                 "--port", str(PORT)],
+                                env=_env(), stdout=out,
                                 stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
@@ -47,7 +56,8 @@ def host() -> Iterator[dict[str, str]]:
                 time.sleep(0.2)
         else:
             pytest.fail(f"host app did not start: {log.read_text()}")
-        project = _call("/observability/api/admin/projects", {"name": "mounted"})
+        project = _call("/observability/api/admin/projects", {"name": "mounted"},
+                        {"Authorization": f"Bearer {ADMIN}"})
         now = datetime.now(UTC)
         points = [{"name": "checkout_ms", "value": 40.0 + i % 7, "service": "shop",
                    "timestamp": (now - timedelta(minutes=i)).isoformat()} for i in range(1, 50)]

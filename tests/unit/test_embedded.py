@@ -17,11 +17,22 @@ from opspilot.domain.metrics import MetricQuery, SeriesSelector
 from opspilot.domain.timewindow import Bucketing, TimeRange
 from tests.unit.conftest import NOW
 
+ADMIN = "admin-token-of-the-tests-" + "x" * 8  # OPSPILOT_ADMIN_TOKEN: 24 characters or more
+
 
 @pytest.fixture
 async def ops() -> AsyncIterator[OpsPilot]:
-    async with OpsPilot.in_memory(clock=FixedClock(NOW), rate_limits_enabled=False) as ops:
+    async with OpsPilot.in_memory(clock=FixedClock(NOW), rate_limits_enabled=False,
+                                  admin_token=ADMIN) as ops:
         yield ops
+
+
+async def _new_project(client: Any, name: str) -> dict[str, str]:
+    """Through the mounted admin endpoint, with the admin token."""
+    made = await client.post("/observability/api/admin/projects", json={"name": name},
+                             headers={"Authorization": f"Bearer {ADMIN}"})
+    assert made.status == 201, await made.text()
+    return dict(await made.json())
 
 
 async def _project(ops: OpsPilot, name: str = "alpha") -> str:
@@ -215,8 +226,7 @@ async def test_the_host_answers_its_routes_and_opspilots(host: Any, ops: OpsPilo
     assert health.status == 200 and health.headers["X-Host"] == "yes"
     assert (await host.get("/healthz")).status == 404  # nothing of OpsPilot's at the root
 
-    made = await host.post("/observability/api/admin/projects", json={"name": "web"})
-    project = await made.json()
+    project = await _new_project(host, "web")
     key = {"X-API-Key": project["api_key"]}
     stamp = NOW.isoformat()
     accepted = await host.post("/observability/api/ingest/metrics", headers=key, json={
@@ -240,8 +250,7 @@ async def test_errors_keep_opspilots_body_under_the_prefix(host: Any) -> None:
 
 
 async def test_opspilots_body_limit_applies_under_the_prefix(host: Any) -> None:
-    project = await (await host.post("/observability/api/admin/projects",
-                                     json={"name": "big"})).json()
+    project = await _new_project(host, "big")
     line = {"level": "INFO", "message": "x" * 30_000, "timestamp": NOW.isoformat()}
     body = {"logs": [line] * 60}  # ~1.8 MB: over the host's 1 MiB, under OpsPilot's 10 MiB
     accepted = await host.post("/observability/api/ingest/logs", json=body,
@@ -278,12 +287,11 @@ async def test_the_root_app_has_no_servers_entry(aiohttp_client: Any, ops: OpsPi
 
 
 async def test_rate_limit_headers_survive_the_prefix(aiohttp_client: Any) -> None:
-    async with OpsPilot.in_memory() as limited:
+    async with OpsPilot.in_memory(admin_token=ADMIN) as limited:
         app = web.Application()
         app.add_subapp("/observability", opspilot.web_app(limited))
         client = await aiohttp_client(app)
-        project = await (await client.post("/observability/api/admin/projects",
-                                           json={"name": "limited"})).json()
+        project = await _new_project(client, "limited")
         answer = await client.post("/observability/api/ingest/logs", json={"logs": []},
                                    headers={"X-API-Key": project["api_key"]})
         assert answer.status == 400

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -30,7 +32,11 @@ def test_the_script_ingests_and_queries_without_http() -> None:
     assert lines[-1] == "refused, naming the field: metrics[0].name"
 
 
-async def test_the_host_app_answers_its_routes_and_opspilots(aiohttp_client: Any) -> None:
+async def test_the_host_app_answers_its_routes_and_opspilots(
+    aiohttp_client: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    admin = "an-admin-token-of-24-characters-or-more"
+    monkeypatch.setenv("OPSPILOT_ADMIN_TOKEN", admin)  # the example reads OPSPILOT_* settings
     spec = importlib.util.spec_from_file_location("host_app", EXAMPLES / "host_app.py")
     assert spec is not None and spec.loader is not None
     host_app = importlib.util.module_from_spec(spec)
@@ -39,7 +45,8 @@ async def test_the_host_app_answers_its_routes_and_opspilots(aiohttp_client: Any
 
     hello = await client.get("/hello")
     assert (await hello.json())["hello"] == "from the host"
-    made = await client.post("/observability/api/admin/projects", json={"name": "example"})
+    made = await client.post("/observability/api/admin/projects", json={"name": "example"},
+                             headers={"Authorization": f"Bearer {admin}"})
     assert made.status == 201 and made.headers["X-Served-By"] == "host-app"
     ready = await client.get("/observability/readyz")
     assert (await ready.json())["status"] == "ready"

@@ -21,7 +21,7 @@ import pydantic
 from aiohttp import web
 
 from opspilot.application.alerting import AlertRules, EvaluationReport
-from opspilot.application.provisioning import Credentials
+from opspilot.application.accounts import Credentials
 from opspilot.container import Container, build_container, start_container, stop_container
 from opspilot.domain.analysis import (
     DEFAULT_ANOMALY_THRESHOLD,
@@ -257,10 +257,12 @@ class OpsPilot:
 
     # -- projects and ingestion ----------------------------------------------------------
 
-    async def create_project(self, name: str, user_name: str = "admin") -> Credentials:
-        """A new project with its first API key and bearer token (for the HTTP API; the
-        library's calls need only `Credentials.project_id`). Secrets are returned once."""
-        return await self.container.provisioner().create_project(name, user_name)
+    async def create_project(self, name: str, owner_email: str | None = None) -> Credentials:
+        """A new project with its first ingest API key and a bearer token of its owner
+        (`owner_email`, or `owner@<name>`), for the HTTP API; the library's calls need only
+        `Credentials.project_id`. Secrets are returned once. The library acts as the
+        operator, as the CLI does on the database."""
+        return await self.container.accounts().create_project(name, owner_email)
 
     async def ingest_metrics(self, project_id: str, metrics: Sequence[Metric]) -> Accepted:
         """Validate and enqueue up to 10,000 points, as `POST /api/ingest/metrics` does (same
