@@ -21,6 +21,7 @@ of this surface.
 import typing as _typing
 
 if _typing.TYPE_CHECKING:
+    from opspilot.application.accounts import Credentials
     from opspilot.application.alerting import (
         AlertRules,
         EvaluationReport,
@@ -28,7 +29,6 @@ if _typing.TYPE_CHECKING:
         RuleSpec,
         RuleView,
     )
-    from opspilot.application.accounts import Credentials
     from opspilot.domain.alerts import (
         AlertRule,
         Channel,

@@ -20,8 +20,8 @@ import attrs
 import pydantic
 from aiohttp import web
 
-from opspilot.application.alerting import AlertRules, EvaluationReport
 from opspilot.application.accounts import Credentials
+from opspilot.application.alerting import AlertRules, EvaluationReport
 from opspilot.container import Container, build_container, start_container, stop_container
 from opspilot.domain.analysis import (
     DEFAULT_ANOMALY_THRESHOLD,
