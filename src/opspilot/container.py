@@ -31,6 +31,7 @@ from opspilot.adapters.telemetry import ApiTelemetry, WorkerTelemetry
 from opspilot.application.accounts import Accounts
 from opspilot.application.auth import Authenticator, PrincipalSeal
 from opspilot.application.caching import DataVersions, QueryCache
+from opspilot.application.compaction import CompactionPolicy
 from opspilot.application.ingest import IngestService
 from opspilot.application.limits import QueryLimits
 from opspilot.application.log_queries import LogQueries
@@ -241,8 +242,15 @@ class Container(containers.DeclarativeContainer):
     )
 
     # -- use cases ---------------------------------------------------------------------
+    # Both metric stores implement MetricCompaction (the compact tier) too.
+    metric_compaction = providers.Callable(lambda store: store, metric_store)
     retention_policy = providers.Singleton(
-        RetentionPolicy.of_days, config.metric_retention_days, config.log_retention_days
+        RetentionPolicy.of_days, config.metric_retention_days, config.log_retention_days,
+        config.metric_summary_retention_days,
+    )
+    compaction_policy = providers.Singleton(
+        CompactionPolicy.of_settings, config.metric_compaction_delay_minutes,
+        config.metric_compaction_every_seconds, config.metric_compaction_max_periods,
     )
     query_limits = providers.Singleton(
         QueryLimits,

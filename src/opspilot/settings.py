@@ -74,4 +74,13 @@ class Settings(BaseSettings):
     public_url: str = ""
 
     log_retention_days: int = 30
-    metric_retention_days: int = 90
+    metric_retention_days: int = 90  # raw metric values (hot rows and compacted blocks)
+    # Hourly summaries (count, sum, min, max, percentile sketch) outlive the values
+    # (downsampling, ADR 0017); never shorter than metric_retention_days; 0 keeps them forever.
+    metric_summary_retention_days: int = 730
+
+    # Compaction of closed hours into per-series blocks (ADR 0017).
+    metric_compaction: bool = True
+    metric_compaction_delay_minutes: float = 30.0  # an hour is compacted this long after it ends
+    metric_compaction_every_seconds: float = 300.0
+    metric_compaction_max_periods: int = 500  # per run

@@ -4,18 +4,28 @@ Every scheduler replica calls `run` each period; the tick lock lets exactly one 
 the work for a given period (across restarts too), so N replicas never race to drop the
 same partitions. The stores drop whole days (partitions, daily indices), never rows one by
 one: retention costs a catalogue change, not a scan.
+
+Metrics have two retentions when the store compacts (MetricCompaction, ADR 0017): raw values
+expire after `metrics` (hot rows and compacted blocks), and the per-hour summaries that
+outlive them after `metric_summaries` (downsampling: long-range charts still answer).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 
 import attrs
 
 from opspilot.domain.errors import OpsPilotError
-from opspilot.domain.ports import LogMetadataStore, LogStore, MetricStore, SchedulerLock
+from opspilot.domain.ports import (
+    LogMetadataStore,
+    LogStore,
+    MetricCompaction,
+    MetricStore,
+    SchedulerLock,
+)
 from opspilot.domain.timewindow import Bucketing
 
 log = logging.getLogger(__name__)
@@ -25,17 +35,26 @@ log = logging.getLogger(__name__)
 class RetentionPolicy:
     """How long each kind of data is kept; None keeps it forever."""
 
-    metrics: timedelta | None
+    metrics: timedelta | None  # raw metric values
     logs: timedelta | None
     every: timedelta = timedelta(hours=1)
+    metric_summaries: timedelta | None = None  # None: as long as the values
 
     @classmethod
-    def of_days(cls, metric_days: float, log_days: float) -> RetentionPolicy:
-        """From the settings: zero or less means keep forever."""
-        return cls(
-            timedelta(days=metric_days) if metric_days > 0 else None,
-            timedelta(days=log_days) if log_days > 0 else None,
-        )
+    def of_days(cls, metric_days: float, log_days: float,
+                summary_days: float | None = None) -> RetentionPolicy:
+        """From the settings: zero or less means keep forever. Summaries are kept at least
+        as long as the values they summarise."""
+        metrics = timedelta(days=metric_days) if metric_days > 0 else None
+        summaries = metrics
+        if summary_days is not None:
+            summaries = timedelta(days=summary_days) if summary_days > 0 else None
+            if summaries is not None and metrics is not None:
+                summaries = max(summaries, metrics)
+            if metrics is None:
+                summaries = None
+        return cls(metrics, timedelta(days=log_days) if log_days > 0 else None,
+                   metric_summaries=summaries)
 
 
 @attrs.frozen
@@ -61,12 +80,21 @@ class Retention:
         lock: SchedulerLock,
         policy: RetentionPolicy,
         observer: RetentionObserver | None = None,
+        compaction: MetricCompaction | None = None,
     ) -> None:
-        self._targets = (
-            ("metrics", metrics, policy.metrics),
-            ("logs", logs, policy.logs),
-            ("log_metadata", log_metadata, policy.logs),
+        self._targets: tuple[tuple[str, Callable[[datetime], Awaitable[list[str]]],
+                                   timedelta | None], ...] = (
+            ("logs", logs.drop_before, policy.logs),
+            ("log_metadata", log_metadata.drop_before, policy.logs),
         )
+        if compaction is not None and policy.metric_summaries != policy.metrics:
+            self._targets = (
+                ("metric_values", compaction.expire_values_before, policy.metrics),
+                ("metrics", metrics.drop_before, policy.metric_summaries),
+                *self._targets,
+            )
+        else:
+            self._targets = (("metrics", metrics.drop_before, policy.metrics), *self._targets)
         self._lock = lock
         self.policy = policy
         self._observer = observer or RetentionObserver()
@@ -84,11 +112,11 @@ class Retention:
             return RetentionReport(key, owned=False)
         dropped: dict[str, list[str]] = {}
         failed: dict[str, str] = {}
-        for name, store, keep in self._targets:
+        for name, drop_before, keep in self._targets:
             if keep is None:
                 continue
             try:
-                dropped[name] = await store.drop_before(now - keep)
+                dropped[name] = await drop_before(now - keep)
             except Exception as exc:
                 failed[name] = exc.message if isinstance(exc, OpsPilotError) else repr(exc)
                 log.warning("retention of %s failed: %s", name, failed[name])

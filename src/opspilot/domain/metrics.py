@@ -21,6 +21,8 @@ MAX_TAG_LENGTH = 200
 # PostgreSQL raises on float8 overflow (a 500 on the query) and the in-memory store's fsum
 # raises too, so the bound is where a value enters, not where it is aggregated.
 MAX_ABS_VALUE = 1e150
+# The compacted tier's block: one per series and epoch-aligned hour (ADR 0017).
+COMPACTION_PERIOD = timedelta(hours=1)
 
 
 class Aggregation(enum.StrEnum):

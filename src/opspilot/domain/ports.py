@@ -144,6 +144,38 @@ class MetricStore(Protocol):
     async def ping(self) -> None: ...
 
 
+@attrs.frozen
+class CompactionResult:
+    periods: int  # periods compacted (or merged with late points) by this call
+    points: int  # hot points moved into blocks
+    backlog: int  # closed periods still holding hot points afterwards (another compactor
+    #               holds them, or over max_periods): the next run's work
+
+
+class MetricCompaction(Protocol):
+    """The metric store's second tier: closed periods (COMPACTION_PERIOD, epoch-aligned) of
+    hot points become per-series blocks (values + summary), and later the values expire
+    while the summaries stay. Reads of the store give the same answers before and after
+    compaction; after values expire, whole-period summaries answer (see MetricStore)."""
+
+    async def compact(self, before: datetime, max_periods: int = 1_000) -> CompactionResult:
+        """Compact every period that ends at or before `before` and still holds hot points
+        (late points are merged into the period's blocks), oldest first, at most
+        `max_periods`. Each period is compacted in one transaction, under a lock of its own,
+        so concurrent compactors never take the same period and a crash leaves it hot.
+        Raises TransientStoreError when the store is unreachable."""
+        ...
+
+    async def expire_values_before(self, cutoff: datetime) -> list[str]:
+        """Downsampling: drop the raw values before the start of `cutoff`'s UTC day (hot and
+        compacted; hot periods are compacted first so their summaries exist) and keep the
+        per-period summaries (count, sum, min, max, percentile sketch), which then answer
+        for those periods: a summary counts in the bucket of its period's start, exactly
+        for count/sum/min/max/avg, within the sketch's error for percentiles. `drop_before`
+        removes the summaries too. Returns what was dropped."""
+        ...
+
+
 # -- logs ----------------------------------------------------------------------------------
 
 

@@ -1,9 +1,9 @@
 """The scheduler process: `opspilot alerts [--once]`, and the same loops in `opspilot serve`.
 
-Every replica runs three loops: the ticker (at each interval boundary, try to own the tick;
+Every replica runs four loops: the ticker (at each interval boundary, try to own the tick;
 the owner publishes the enabled rules in chunks), the evaluator (take chunks, evaluate,
-ack), and retention (each hour, the replica that owns the hour drops the data past its
-retention). SIGTERM (the `stop` event) ends them after the chunk in hand is finished.
+ack), retention (each hour, the replica that owns the hour drops the data past its
+retention), and metric compaction (every 5 minutes, the owner compacts the closed hours). SIGTERM (the `stop` event) ends them after the chunk in hand is finished.
 
 Telemetry (`AlertTelemetry`, its own Prometheus registry) is served on `/metrics` of a small
 side server when a metrics port is given.
@@ -16,13 +16,13 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from opspilot.adapters.memory.notify import RecordingNotifier
 from opspilot.adapters.memory.scheduling import InMemoryEvaluationQueue, InMemorySchedulerLock
@@ -33,6 +33,11 @@ from opspilot.application.alerting import (
     EvaluationQueue,
     NotificationDispatcher,
     RuleEvaluator,
+)
+from opspilot.application.compaction import (
+    Compaction,
+    CompactionObserver,
+    CompactionReport,
 )
 from opspilot.application.retention import Retention, RetentionObserver
 from opspilot.domain.alerts import AlertRule
@@ -47,7 +52,10 @@ EVALUATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 3
 DEFAULT_METRICS_PORT = 9102
 
 
-class AlertTelemetry(AlertObserver, RetentionObserver):
+COMPACTION_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class AlertTelemetry(AlertObserver, RetentionObserver, CompactionObserver):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
@@ -83,6 +91,22 @@ class AlertTelemetry(AlertObserver, RetentionObserver):
             "opspilot_retention_dropped_total",
             "Partitions or daily indices dropped by retention", ["store"], registry=r,
         )
+        self.compaction_duration = Histogram(
+            "opspilot_compaction_duration_seconds", "Time of one compaction run",
+            buckets=COMPACTION_BUCKETS, registry=r,
+        )
+        self.compaction_points = Counter(
+            "opspilot_compaction_points_total", "Hot metric points moved into blocks",
+            registry=r,
+        )
+        self.compaction_periods = Counter(
+            "opspilot_compaction_periods_total", "Periods (series-hours) compacted or merged",
+            registry=r,
+        )
+        self.compaction_backlog = Gauge(
+            "opspilot_compaction_backlog_periods",
+            "Closed periods still holding hot points after the last run", registry=r,
+        )
 
     def evaluated(self, rules: int, seconds: float) -> None:
         self.rules_evaluated.inc(rules)
@@ -104,6 +128,12 @@ class AlertTelemetry(AlertObserver, RetentionObserver):
         self.retention_runs.labels(store, "failed" if failed else "ok").inc()
         self.retention_dropped.labels(store).inc(dropped)
 
+    def compaction_ran(self, report: CompactionReport) -> None:
+        self.compaction_duration.observe(report.seconds)
+        self.compaction_points.inc(report.points)
+        self.compaction_periods.inc(report.periods)
+        self.compaction_backlog.set(report.backlog)
+
 
 # -- the loops -----------------------------------------------------------------------------
 
@@ -117,9 +147,10 @@ async def run_alerts(
     poll_seconds: float = 1.0,
     drain_seconds: float = 0.5,
     retention: Retention | None = None,
+    compaction: Compaction | None = None,
 ) -> int:
-    """Run until `stop` is set (or one tick with `once`, without retention). Returns the
-    exit code."""
+    """Run until `stop` is set (or one tick with `once`, without retention or compaction).
+    Returns the exit code."""
     if once:
         report = await scheduler.run_once(clock.now(), drain_seconds)
         log.info("evaluated %d rules: %d incidents opened, %d resolved, %d skipped",
@@ -128,20 +159,29 @@ async def run_alerts(
     loops = [_tick_loop(scheduler, clock, stop), _evaluate_loop(scheduler, stop, poll_seconds)]
     if retention is not None:
         loops.append(_retention_loop(retention, clock, stop))
+    if compaction is not None:
+        loops.append(periodic_loop(compaction.run, compaction.policy.every, clock, stop,
+                                   "compaction"))
     await asyncio.gather(*loops)
     return 0
 
 
 async def _retention_loop(retention: Retention, clock: Clock, stop: asyncio.Event) -> None:
     """At start, then at each period boundary: one replica per period drops what is due."""
-    every = retention.policy.every
+    await periodic_loop(retention.run, retention.policy.every, clock, stop, "retention")
+
+
+async def periodic_loop(run: Callable[[datetime], Awaitable[object]], every: timedelta,
+                        clock: Clock, stop: asyncio.Event, name: str) -> None:
+    """`run(now)` at start, then at each `every` boundary, until `stop`; a failure (a store
+    or the lock's store down) skips the period: the next one tries again."""
     while not stop.is_set():
         now = clock.now()
         try:
-            await retention.run(now)
-        except Exception as exc:  # the lock's store is down: the next period tries again
+            await run(now)
+        except Exception as exc:
             message = exc.message if isinstance(exc, OpsPilotError) else repr(exc)
-            log.warning("retention at %s skipped: %s", now.isoformat(), message)
+            log.warning("%s at %s skipped: %s", name, now.isoformat(), message)
         following = Bucketing(every).floor(now) + every
         if await _wait(stop, (following - clock.now()).total_seconds()):
             return
@@ -202,6 +242,7 @@ class AlertEngine:
     dispatcher: NotificationDispatcher
     telemetry: AlertTelemetry
     retention: Retention
+    compaction: Compaction | None
 
 
 def build_engine(
@@ -229,8 +270,18 @@ def build_engine(
                                interval=interval, observer=telemetry)
     retention = Retention(container.metric_store(), container.log_store(),
                           container.log_metadata(), lock, container.retention_policy(),
-                          observer=telemetry)
-    return AlertEngine(rules, evaluator, scheduler, dispatcher, telemetry, retention)
+                          observer=telemetry, compaction=container.metric_compaction())
+    compaction = None
+    if container.config.metric_compaction():
+        compaction = compaction_job(container, lock, telemetry)
+    return AlertEngine(rules, evaluator, scheduler, dispatcher, telemetry, retention,
+                       compaction)
+
+
+def compaction_job(container: Any, lock: SchedulerLock,
+                   observer: CompactionObserver | None = None) -> Compaction:
+    return Compaction(container.metric_compaction(), lock, container.compaction_policy(),
+                      observer)
 
 
 def alert_rules_service(container: Any, notifier: Notifier | None = None) -> AlertRules:
@@ -252,6 +303,25 @@ def analyzer_of(container: Any) -> Analyzer | None:
 
 
 @asynccontextmanager
+async def scheduler_lock(settings: Settings) -> AsyncIterator[SchedulerLock]:
+    """The tick lock the settings ask for (PostgreSQL's when there is a database)."""
+    if not settings.database_url:
+        yield InMemorySchedulerLock()
+        return
+    from opspilot.adapters.postgres.scheduler_lock import PostgresSchedulerLock
+
+    pg_lock = PostgresSchedulerLock(
+        settings.database_url, schema=settings.database_schema,
+        owner=f"{socket.gethostname()}:{os.getpid()}",
+    )
+    await pg_lock.connect()
+    try:
+        yield pg_lock
+    finally:
+        await pg_lock.close()
+
+
+@asynccontextmanager
 async def alert_edges(
     settings: Settings, container: Any
 ) -> AsyncIterator[tuple[Notifier, SchedulerLock, EvaluationQueue]]:
@@ -266,17 +336,7 @@ async def alert_edges(
                 channel_notifier_resource)(settings.webhook_allowlist, settings.smtp_host,
                                            settings.smtp_port, settings.smtp_sender,
                                            settings.public_url))
-        lock: SchedulerLock = InMemorySchedulerLock()
-        if settings.database_url:
-            from opspilot.adapters.postgres.scheduler_lock import PostgresSchedulerLock
-
-            pg_lock = PostgresSchedulerLock(
-                settings.database_url, schema=settings.database_schema,
-                owner=f"{socket.gethostname()}:{os.getpid()}",
-            )
-            await pg_lock.connect()
-            stack.push_async_callback(pg_lock.close)
-            lock = pg_lock
+        lock = await stack.enter_async_context(scheduler_lock(settings))
         queue: EvaluationQueue = InMemoryEvaluationQueue()
         if settings.amqp_url:
             from opspilot.adapters.rabbitmq.evaluation_queue import RabbitMQEvaluationQueue
@@ -318,7 +378,7 @@ async def run_alert_process(
             log.info("alert engine running every %gs (lock: %s, queue: %s)",
                      interval.total_seconds(), type(lock).__name__, type(queue).__name__)
             return await run_alerts(engine.scheduler, container.clock(), stop, once=once,
-                                    retention=engine.retention)
+                                    retention=engine.retention, compaction=engine.compaction)
         finally:
             if runner is not None:
                 await runner.cleanup()

@@ -1,4 +1,5 @@
-"""`opspilot` command line: serve, api, worker, alerts, ai, migrate, accounts, demo, dlq."""
+"""`opspilot` command line: serve, api, worker, alerts, compact, ai, migrate, accounts, demo,
+dlq."""
 
 from __future__ import annotations
 
@@ -63,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     p = command("alerts", _alerts, "the alert scheduler and evaluator (every minute)")
     p.add_argument("--once", action="store_true", help="evaluate one tick and exit")
     _metrics_address(p, 9102)
+    p = command("compact", _compact,
+                "compact closed hours of metric points into per-series blocks")
+    p.add_argument("--once", action="store_true",
+                   help="compact what is due now and exit (else: every few minutes)")
     p = command("migrate", _migrate, "bring the PostgreSQL schema to the latest version")
     cli_accounts.add_commands(command)
     p = command("demo", _demo, "create a demo project and ingest an hour of data")
@@ -256,6 +261,40 @@ async def _alerts(args: Any) -> int:
                                        metrics_host=args.metrics_host, telemetry=telemetry)
     finally:
         await monitoring.stop()
+        await stop_container(container)
+
+
+async def _compact(args: Any) -> int:
+    from opspilot.container import build_container, start_container, stop_container
+    from opspilot.entrypoints.alert_scheduler import (
+        compaction_job,
+        periodic_loop,
+        scheduler_lock,
+    )
+
+    # only PostgreSQL is needed: the other connections are not opened
+    settings = Settings(opensearch_url=None, amqp_url=None, redis_url=None, ai_url=None)
+    if not settings.database_url:
+        raise CliError("compaction works on PostgreSQL: set OPSPILOT_DATABASE_URL "
+                       "(`opspilot serve` compacts its in-memory store itself)")
+    container = build_container(settings)
+    await start_container(container)
+    try:
+        async with scheduler_lock(settings) as lock:
+            job = compaction_job(container, lock)
+            if args.once:
+                report = await job.run_once(container.clock().now())
+                print(json.dumps({"periods": report.periods, "points": report.points,
+                                  "backlog": report.backlog,
+                                  "seconds": round(report.seconds, 3)}), flush=True)
+                return 0
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await periodic_loop(job.run, job.policy.every, container.clock(), stop, "compaction")
+            return 0
+    finally:
         await stop_container(container)
 
 

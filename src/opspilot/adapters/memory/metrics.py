@@ -1,4 +1,6 @@
-"""In-memory metric store: the reference semantics every real store must reproduce."""
+"""In-memory metric store: the reference semantics every real store must reproduce,
+including the compacted tier's (MetricCompaction): compaction changes no answer; after
+values expire, per-period summaries answer in the bucket of their period's start."""
 
 from __future__ import annotations
 
@@ -6,9 +8,12 @@ import asyncio
 import bisect
 import math
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 
+import attrs
+
+from opspilot.domain import sketch
 from opspilot.domain.errors import RecordsRejected
 from opspilot.domain.ingest import MetricBatch
 from opspilot.domain.labels import (
@@ -22,6 +27,7 @@ from opspilot.domain.labels import (
     too_many_series,
 )
 from opspilot.domain.metrics import (
+    COMPACTION_PERIOD,
     COUNTER_LOOKBACK,
     Aggregation,
     BucketValue,
@@ -37,11 +43,56 @@ from opspilot.domain.metrics import (
     counter_increases,
     equal_width_edges,
 )
-from opspilot.domain.ports import WindowRequest, WindowValue
+from opspilot.domain.ports import CompactionResult, WindowRequest, WindowValue
 from opspilot.domain.storable import first_problem
-from opspilot.domain.timewindow import EARLIEST, TimeRange, utc_day_start
+from opspilot.domain.timewindow import EARLIEST, Bucketing, TimeRange, utc_day_start
 
 SeriesKey = tuple[str, str]  # (project_id, metric name)
+PERIODS = Bucketing(COMPACTION_PERIOD)
+
+
+@attrs.frozen
+class Summary:
+    """One series' expired period: what is left of its values."""
+
+    period_start: datetime
+    service: str | None
+    tags: Mapping[str, str]
+    count: int
+    total: float
+    low: float
+    high: float
+    sketch: Mapping[int, int]
+
+    @classmethod
+    def of(cls, period_start: datetime, points: Sequence[MetricPoint]) -> Summary:
+        values = [p.value for p in points]
+        return cls(period_start, points[0].service, points[0].tags, len(values),
+                   math.fsum(values), min(values), max(values), sketch.sketch_of(values))
+
+
+def combine(values: Sequence[float], summaries: Sequence[Summary],
+            aggregation: Aggregation) -> float:
+    """A bucket's aggregate over raw values and expired periods' summaries: exact for
+    count/sum/min/max/avg; a percentile from the merged sketch when a summary is in it."""
+    if not summaries:
+        return aggregate(values, aggregation)
+    count = len(values) + sum(s.count for s in summaries)
+    if aggregation is Aggregation.COUNT:
+        return float(count)
+    if aggregation is Aggregation.MIN:
+        return min([*values, *(s.low for s in summaries)])
+    if aggregation is Aggregation.MAX:
+        return max([*values, *(s.high for s in summaries)])
+    total = math.fsum([*values, *(s.total for s in summaries)])
+    if aggregation is Aggregation.SUM:
+        return total
+    if aggregation is Aggregation.AVG:
+        return total / count
+    quantile = aggregation.quantile
+    assert quantile is not None
+    merged = sketch.merge([sketch.sketch_of(values), *(s.sketch for s in summaries)])
+    return sketch.quantile(merged, quantile)
 
 
 class _Samples:
@@ -76,6 +127,8 @@ class InMemoryMetricStore:
     def __init__(self) -> None:
         self._points: dict[SeriesKey, list[MetricPoint]] = defaultdict(list)
         self._stored_batches: set[str] = set()
+        self._summaries: dict[SeriesKey, list[Summary]] = defaultdict(list)
+        self._hot: dict[datetime, int] = defaultdict(int)  # points per period not compacted
         self._lock = asyncio.Lock()
         # The same points as Prometheus series: (project, name) → labels → samples.
         self._series: dict[SeriesKey, dict[Labels, _Samples]] = defaultdict(dict)
@@ -106,6 +159,7 @@ class InMemoryMetricStore:
                         self._points[(point.project_id, point.name)], point, key=_timestamp
                     )
                     self._index(point)
+                    self._hot[PERIODS.floor(point.timestamp)] += 1
                 written += len(batch.points)
         return written
 
@@ -118,10 +172,14 @@ class InMemoryMetricStore:
         buckets: dict[datetime, list[float]] = defaultdict(list)
         for point in self._select(query.project_id, query.series, query.window):
             buckets[query.bucketing.floor(point.timestamp)].append(point.value)
-        values = [
-            BucketValue(start, aggregate(vals, query.aggregation), len(vals))
-            for start, vals in sorted(buckets.items())
-        ]
+        summaries: dict[datetime, list[Summary]] = defaultdict(list)
+        for summary in self._select_summaries(query.project_id, query.series, query.window):
+            summaries[query.bucketing.floor(summary.period_start)].append(summary)
+        values = []
+        for start in sorted(buckets.keys() | summaries.keys()):
+            vals, sums = buckets.get(start, []), summaries.get(start, [])
+            count = len(vals) + sum(s.count for s in sums)
+            values.append(BucketValue(start, combine(vals, sums, query.aggregation), count))
         return Series.of_points(
             query.series.name, query.series.service, query.aggregation,
             query.bucketing.label, values,
@@ -168,21 +226,46 @@ class InMemoryMetricStore:
         }
 
     async def drop_before(self, cutoff: datetime) -> list[str]:
-        """Drops every point before the start of cutoff's UTC day (as whole partitions
-        would); returns the days emptied."""
+        """Drops every point and summary before the start of cutoff's UTC day (as whole
+        partitions would); returns the days emptied."""
         boundary = utc_day_start(cutoff)
-        days: set[str] = set()
         async with self._lock:
-            for key, points in self._points.items():
-                keep = bisect.bisect_left(points, boundary, key=_timestamp)
-                days.update(p.timestamp.astimezone(UTC).date().isoformat() for p in points[:keep])
-                self._points[key] = points[keep:]
-            first_kept = millis(boundary)
-            for group in self._series.values():
-                for labels, samples in list(group.items()):
-                    if not samples.drop_before(first_kept):
-                        del group[labels]
+            days = self._take_before(boundary, summarise=False)
+            for key, summaries in self._summaries.items():
+                days.update(_day(s.period_start) for s in summaries if s.period_start < boundary)
+                self._summaries[key] = [s for s in summaries if s.period_start >= boundary]
         return sorted(days)
+
+    def _take_before(self, boundary: datetime, summarise: bool) -> set[str]:
+        days: set[str] = set()
+        for key, points in self._points.items():
+            keep = bisect.bisect_left(points, boundary, key=_timestamp)
+            days.update(_day(p.timestamp) for p in points[:keep])
+            if summarise:
+                self._summaries[key].extend(_summaries_of(points[:keep]))
+            self._points[key] = points[keep:]
+        for period in [p for p in self._hot if p < boundary]:
+            del self._hot[period]
+        first_kept = millis(boundary)  # raw samples go with the values (summaries have none)
+        for group in self._series.values():
+            for labels, samples in list(group.items()):
+                if not samples.drop_before(first_kept):
+                    del group[labels]
+        return days
+
+    async def compact(self, before: datetime, max_periods: int = 1_000) -> CompactionResult:
+        """Nothing moves (answers are the same either way); counts what a real store would
+        compact, so callers see the same progress and backlog."""
+        limit = PERIODS.floor(before)
+        async with self._lock:
+            due = sorted(p for p in self._hot if p < limit)
+            taken = due[:max_periods]
+            points = sum(self._hot.pop(p) for p in taken)
+        return CompactionResult(len(taken), points, len(due) - len(taken))
+
+    async def expire_values_before(self, cutoff: datetime) -> list[str]:
+        async with self._lock:
+            return sorted(self._take_before(utc_day_start(cutoff), summarise=True))
 
     async def histogram(self, query: HistogramQuery) -> Histogram:
         values = [p.value for p in self._select(query.project_id, query.series, query.window)]
@@ -197,8 +280,11 @@ class InMemoryMetricStore:
         return Histogram(query.series.name, bins, len(values), low, high)
 
     async def metric_names(self, project_id: str, window: TimeRange, limit: int) -> list[str]:
-        names = (name for (pid, name), points in self._points.items()
-                 if pid == project_id and _any_within(points, window))
+        names = {name for (pid, name), points in self._points.items()
+                 if pid == project_id and _any_within(points, window)}
+        names.update(name for (pid, name), summaries in self._summaries.items()
+                     if pid == project_id and any(window.contains(u.period_start)
+                                                  for u in summaries))
         return sorted(names)[:limit]
 
     async def service_names(
@@ -219,10 +305,16 @@ class InMemoryMetricStore:
 
     def _within(
         self, project_id: str, window: TimeRange, metric_name: str | None
-    ) -> list[MetricPoint]:
+    ) -> list[MetricPoint | Summary]:
+        """The points, and the expired periods' summaries, of the window."""
         names = [metric_name] if metric_name is not None else [
-            name for pid, name in self._points if pid == project_id]
-        return [p for name in names for p in self._select(project_id, SeriesSelector(name), window)]
+            name for pid, name in self._points.keys() | self._summaries.keys()
+            if pid == project_id]
+        found: list[MetricPoint | Summary] = []
+        for name in names:
+            found.extend(self._select(project_id, SeriesSelector(name), window))
+            found.extend(self._select_summaries(project_id, SeriesSelector(name), window))
+        return found
 
     async def aggregate_windows(self, requests: Sequence[WindowRequest]) -> list[WindowValue]:
         results = []
@@ -231,8 +323,10 @@ class InMemoryMetricStore:
                 results.append(self._counter_window(request))
                 continue
             values = [p.value for p in self._select(request.project_id, request.series, request.window)]
-            value = aggregate(values, request.aggregation) if values else None
-            results.append(WindowValue(value, len(values)))
+            sums = self._select_summaries(request.project_id, request.series, request.window)
+            count = len(values) + sum(s.count for s in sums)
+            value = combine(values, sums, request.aggregation) if count else None
+            results.append(WindowValue(value, count))
         return results
 
     async def select_samples(self, selection: SeriesSelection) -> list[SampleSeries]:
@@ -292,6 +386,12 @@ class InMemoryMetricStore:
         hi = bisect.bisect_left(points, window.end, key=_timestamp)
         return [p for p in points[lo:hi] if _matches(p, series)]
 
+    def _select_summaries(
+        self, project_id: str, series: SeriesSelector, window: TimeRange
+    ) -> list[Summary]:
+        return [s for s in self._summaries.get((project_id, series.name), [])
+                if window.contains(s.period_start) and _matches(s, series)]
+
     def count(self, project_id: str) -> int:
         """Test helper: points stored for a project."""
         return sum(len(v) for (pid, _), v in self._points.items() if pid == project_id)
@@ -315,7 +415,18 @@ def _any_within(points: list[MetricPoint], window: TimeRange) -> bool:
     return lo < len(points) and points[lo].timestamp < window.end
 
 
-def _matches(point: MetricPoint, series: SeriesSelector) -> bool:
+def _day(moment: datetime) -> str:
+    return moment.astimezone(UTC).date().isoformat()
+
+
+def _summaries_of(points: Sequence[MetricPoint]) -> list[Summary]:
+    groups: dict[tuple[object, ...], list[MetricPoint]] = defaultdict(list)
+    for p in points:
+        groups[(PERIODS.floor(p.timestamp), p.service, tuple(sorted(p.tags.items())))].append(p)
+    return [Summary.of(key[0], group) for key, group in groups.items()]  # type: ignore[arg-type]
+
+
+def _matches(point: MetricPoint | Summary, series: SeriesSelector) -> bool:
     if series.service is not None and point.service != series.service:
         return False
     return all(point.tags.get(k) == v for k, v in series.tags.items())

@@ -12,10 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from opspilot.adapters.postgres import compaction
+from opspilot.adapters.postgres.metric_sql import EPOCH, histogram_values, inner_sql
 from opspilot.adapters.postgres.series_sql import fetch_labels, fetch_samples
 from opspilot.domain.ingest import MetricBatch, Stream
 from opspilot.domain.labels import Labels, SampleSeries, SeriesSelection
 from opspilot.domain.metrics import (
+    COMPACTION_PERIOD,
     COUNTER_LOOKBACK,
     Aggregation,
     Histogram,
@@ -26,8 +29,8 @@ from opspilot.domain.metrics import (
     SeriesSelector,
     equal_width_edges,
 )
-from opspilot.domain.ports import WindowRequest, WindowValue
-from opspilot.domain.timewindow import TimeRange
+from opspilot.domain.ports import CompactionResult, WindowRequest, WindowValue
+from opspilot.domain.timewindow import Bucketing, TimeRange, utc_day_start
 
 if TYPE_CHECKING:
     from opspilot.adapters.postgres.database import PostgresDatabase
@@ -36,29 +39,9 @@ _first = operator.itemgetter(0)
 COLUMNS = ("project_id", "timestamp", "metric_name", "metric_value", "service_name", "tags")
 WINDOW_CHUNK = 5_000  # windows per round trip in aggregate_windows
 
-EPOCH = "TIMESTAMPTZ '1970-01-01 00:00:00+00'"
 BUCKET_FUNCTIONS = ("date_bin", "time_bucket")  # plain PostgreSQL / TimescaleDB, same result
 
 
-def aggregate_sql(aggregation: Aggregation) -> str:
-    """SQL for one aggregation, from the allow-list (the enum) only; never user text."""
-    quantile = aggregation.quantile
-    if quantile is not None:
-        return f"percentile_cont({quantile!r}::float8) WITHIN GROUP (ORDER BY m.metric_value)"
-    return {
-        Aggregation.AVG: "avg(m.metric_value)",
-        Aggregation.SUM: "sum(m.metric_value)",
-        Aggregation.MIN: "min(m.metric_value)",
-        Aggregation.MAX: "max(m.metric_value)",
-        Aggregation.COUNT: "count(*)::float8",
-    }[aggregation]
-
-
-_WHERE = """
-    WHERE m.project_id = q.project_id AND m.metric_name = q.name
-      AND m."timestamp" >= q.start_ts AND m."timestamp" < q.end_ts
-      AND (q.service IS NULL OR m.service_name = q.service)
-      AND (q.tags IS NULL OR m.tags @> q.tags)"""
 # A selector's parameters, in this order: ord, project_id, name, service, tags, start, end,
 # width (the bucket; unused by aggregate_windows).
 _TYPES = ("int", "text", "text", "text", "jsonb", "timestamptz", "timestamptz", "interval")
@@ -108,22 +91,22 @@ def increases_by_tag_sql(bucket: str) -> str:
 
 
 def block_sql(aggregation: Aggregation, many: bool, first: int, bucket: str | None) -> str:
-    """One aggregation's share of a read: bucketed (`bucket` is the bucket function) or one
-    value per selector (aggregate_windows: exactly one row each, even with no points)."""
+    """One aggregation's share of a read over both tiers (metric_sql.py): bucketed
+    (`bucket` is the bucket function) or one value per selector (aggregate_windows: exactly
+    one row each, even with no points). Counters' increase/rate read the growths of both
+    tiers' raw points."""
     if aggregation.on_counters:
         value = counter_value_sql(aggregation, bucket)
-        source, stamp = f"FROM ({GROWTHS_SQL}) g WHERE {_GROWN}", "g.ts"
+        source = f"FROM ({GROWTHS_SQL}) g WHERE {_GROWN}"
+        if bucket is None:
+            inner = f"SELECT NULL::timestamptz AS bucket, {value} AS value, count(*) AS n {source}"
+        else:
+            inner = (f"SELECT {bucket}(q.width, g.ts, {EPOCH}) AS bucket, {value} AS value,"
+                     f" count(*) AS n {source} GROUP BY 1")
     else:
-        value = aggregate_sql(aggregation)
-        source, stamp = f"FROM metrics m {_WHERE}", 'm."timestamp"'
-    if bucket is None:
-        inner = f"SELECT {value} AS value, count(*) AS n {source}"
-        head = "SELECT q.ord, NULL::timestamptz AS bucket, b.value, b.n"
-    else:
-        inner = (f"SELECT {bucket}(q.width, {stamp}, {EPOCH}) AS bucket, {value} AS value,"
-                 f" count(*) AS n {source} GROUP BY 1")
-        head = "SELECT q.ord, b.bucket, b.value, b.n"
-    return f"{head} FROM {_selectors(first, many)} CROSS JOIN LATERAL ({inner}) b"
+        inner = inner_sql(aggregation, bucket)
+    return (f"SELECT q.ord, b.bucket, b.value, b.n"
+            f" FROM {_selectors(first, many)} CROSS JOIN LATERAL ({inner}) b")
 
 
 Selector = tuple[str, SeriesSelector, TimeRange, Aggregation, Any]  # … , bucket width
@@ -159,7 +142,7 @@ def _selector_row(index: int, item: Selector) -> tuple[Any, ...]:
 HISTOGRAM_SQL = f"""
 WITH q AS (SELECT $1::text AS project_id, $2::text AS name, $3::text AS service,
                   $4::jsonb AS tags, $5::timestamptz AS start_ts, $6::timestamptz AS end_ts),
-sel AS (SELECT m.metric_value AS v FROM q, metrics m {_WHERE}),
+sel AS ({histogram_values()}),
 lim AS (SELECT min(v) AS lo, max(v) AS hi, count(*) AS n FROM sel)
 SELECT lim.lo, lim.hi, lim.n, b.bin, b.c
 FROM lim LEFT JOIN LATERAL (
@@ -197,6 +180,11 @@ def _runs_by_selector(rows: list[Any]) -> Iterator[tuple[int, list[Any]]]:
         return
     for ord_, group in itertools.groupby(rows, key=_first):
         yield ord_, list(group)
+
+
+def _deleted(table: str, status: str, boundary: datetime) -> list[str]:
+    """`table<day` when a DELETE's status (`DELETE n`) says rows went."""
+    return [f"{table}<{boundary.date().isoformat()}"] if status != "DELETE 0" else []
 
 
 def _tags_json(tags: Any) -> str | None:
@@ -319,7 +307,48 @@ class PostgresMetricStore:
             return await fetch_labels(conn, selection)
 
     async def drop_before(self, cutoff: datetime) -> list[str]:
-        return await self._db.drop_before("metrics", cutoff)
+        """Both tiers: hot partitions, and the blocks and summaries of earlier days."""
+        boundary = utc_day_start(cutoff)
+        async with self._db.connection() as conn, conn.transaction():
+            blocks = await conn.execute(
+                "DELETE FROM metric_blocks WHERE period_start < $1", boundary)
+            summaries = await conn.execute(
+                "DELETE FROM metric_summaries WHERE period_start < $1", boundary)
+        dropped = await self._db.drop_before("metrics", cutoff)
+        return dropped + _deleted("metric_blocks", blocks, boundary) + _deleted(
+            "metric_summaries", summaries, boundary)
+
+    # -- the compacted tier (MetricCompaction) ---------------------------------------------
+
+    async def compact(self, before: datetime, max_periods: int = 1_000) -> CompactionResult:
+        if self._db.timescale:  # TimescaleDB compresses its chunks itself
+            return CompactionResult(0, 0, 0)
+        limit = Bucketing(COMPACTION_PERIOD).floor(before)
+        periods = points = 0
+        async with self._db.connection() as conn:
+            pending = await compaction.closed_periods(conn, limit)
+            for period in pending[:max_periods]:
+                moved = await compaction.compact_period(conn, period, self._lock_key(period))
+                if moved:  # None: another compactor holds it; 0: it did it already
+                    periods, points = periods + 1, points + moved
+            backlog = len(await compaction.closed_periods(conn, limit))
+        return CompactionResult(periods, points, backlog)
+
+    def _lock_key(self, period: datetime) -> str:
+        return f"opspilot:compact:{self._db.schema or ''}:{period.isoformat()}"
+
+    async def expire_values_before(self, cutoff: datetime) -> list[str]:
+        if self._db.timescale:
+            return await self.drop_before(cutoff)
+        boundary = utc_day_start(cutoff)
+        await self.compact(boundary, max_periods=1_000_000)  # their summaries must exist
+        async with self._db.connection() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE metric_tiers SET values_before = greatest(values_before, $1)", boundary)
+            blocks = await conn.execute(
+                "DELETE FROM metric_blocks WHERE period_start < $1", boundary)
+        dropped = await self._db.drop_before("metrics", cutoff)
+        return dropped + _deleted("metric_blocks", blocks, boundary)
 
     async def ping(self) -> None:
         await self._db.ping()

@@ -1,0 +1,131 @@
+"""PostgreSQL-only behaviour of the compacted tier: crash safety, a period per compactor,
+the per-period lock, the size it reaches, and `opspilot compact --once`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from opspilot.adapters.postgres import compaction
+from opspilot.domain.ingest import MetricBatch
+from opspilot.domain.metrics import Aggregation, MetricPoint, SeriesSelector
+from opspilot.domain.ports import WindowRequest
+from opspilot.domain.timewindow import TimeRange
+from tests.contract.conftest import database_url_or_skip, fresh_database
+
+pytestmark = pytest.mark.integration
+T0 = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
+LATER = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+EVERYTHING = TimeRange(T0 - timedelta(days=1), T0 + timedelta(days=1))
+
+
+def gauge(hours: int, every_seconds: int = 10, series: int = 3) -> list[MetricPoint]:
+    """Regular 2-decimal gauges with noise (the common case the encoding is made for)."""
+    import random
+
+    rng = random.Random(5)
+    return [MetricPoint("p", T0 + timedelta(seconds=every_seconds * i), "cpu",
+                        round(50 + rng.gauss(0, 5), 2), f"s{k}", {"host": f"h{k}"})
+            for i in range(hours * 3600 // every_seconds) for k in range(series)]
+
+
+async def counts(db: Any) -> tuple[int, int, int]:
+    async with db.connection() as conn:
+        hot = await conn.fetchval("SELECT count(*) FROM metrics")
+        blocks = await conn.fetchval("SELECT count(*) FROM metric_blocks")
+    [total] = await db.metric_store.aggregate_windows(
+        [WindowRequest("p", SeriesSelector("cpu"), Aggregation.COUNT, EVERYTHING)])
+    return hot, blocks, total.count
+
+
+async def test_a_failed_compaction_leaves_the_period_hot_and_whole(monkeypatch: Any) -> None:
+    async with fresh_database() as db:
+        points = gauge(hours=2)
+        await db.metric_store.write_batches([MetricBatch("m", "p", T0, points)])
+        monkeypatch.setattr(compaction, "WRITE_SUMMARIES", "SELECT 1 / (0 * extract(epoch FROM $1::timestamptz))::int")  # dies
+        with pytest.raises(Exception, match="division by zero"):  # after blocks were written
+            await db.metric_store.compact(LATER)
+        assert await counts(db) == (len(points), 0, len(points))
+        monkeypatch.undo()
+        result = await db.metric_store.compact(LATER)
+        assert (result.periods, result.points, result.backlog) == (2, len(points), 0)
+        assert await counts(db) == (0, 6, len(points))
+
+
+async def test_concurrent_compactors_never_take_a_period_twice() -> None:
+    async with fresh_database(max_size=6) as db:
+        points = gauge(hours=6)
+        await db.metric_store.write_batches([MetricBatch("m", "p", T0, points)])
+        end = T0 + timedelta(hours=6)
+        results = await asyncio.gather(*(db.metric_store.compact(end) for _ in range(3)))
+        assert sum(r.points for r in results) == len(points)
+        assert sum(r.periods for r in results) == 6
+        assert await counts(db) == (0, 18, len(points))
+
+
+async def test_a_period_locked_elsewhere_is_skipped_and_left_as_backlog() -> None:
+    async with fresh_database() as db:
+        await db.metric_store.write_batches([MetricBatch("m", "p", T0, gauge(hours=2))])
+        key = db.metric_store._lock_key(T0)
+        async with db.connection() as other, other.transaction():
+            await other.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
+            result = await db.metric_store.compact(LATER)
+        assert (result.periods, result.backlog) == (1, 1)
+        assert (await db.metric_store.compact(LATER)).backlog == 0
+
+
+async def test_late_points_merge_into_the_compacted_block() -> None:
+    async with fresh_database() as db:
+        store = db.metric_store
+        points = gauge(hours=1)
+        await store.write_batches([MetricBatch("m", "p", T0, points)])
+        await store.compact(LATER)
+        late = [MetricPoint("p", T0 + timedelta(minutes=30, microseconds=7), "cpu", 1e150,
+                            "s0", {"host": "h0"})]
+        await store.write_batches([MetricBatch("late", "p", T0, late)])
+        result = await store.compact(LATER)
+        assert (result.periods, result.points) == (1, 1)
+        assert await counts(db) == (0, 3, len(points) + 1)
+        [top] = await store.aggregate_windows(
+            [WindowRequest("p", SeriesSelector("cpu", "s0"), Aggregation.MAX, EVERYTHING)])
+        assert top.value == 1e150  # the merged block fell back to float8 values, exactly
+
+
+async def test_regular_gauges_compact_below_ten_bytes_a_point() -> None:
+    """On disk, all relations of the tier (their first pages weigh ~3 B a point here)."""
+    async with fresh_database() as db:
+        points = gauge(hours=4, series=40)
+        await db.metric_store.write_batches([MetricBatch("m", "p", T0, points)])
+        await db.metric_store.compact(LATER)
+        async with db.connection() as conn:
+            size = await conn.fetchval(
+                "SELECT sum(pg_total_relation_size(t)) FROM unnest(ARRAY['metric_blocks',"
+                " 'metric_summaries', 'metric_series']::regclass[]) t")
+        assert size / len(points) < 10
+
+
+def test_compact_once_on_the_command_line() -> None:
+    url = asyncio.run(database_url_or_skip())
+
+    async def run() -> dict[str, Any]:
+        async with fresh_database() as db:
+            await db.metric_store.write_batches([MetricBatch("m", "p", T0, gauge(hours=2))])
+            env = {**os.environ, "OPSPILOT_DATABASE_URL": url,
+                   "OPSPILOT_DATABASE_SCHEMA": db.schema,
+                   "OPSPILOT_METRIC_COMPACTION_DELAY_MINUTES": "0"}
+            done = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "opspilot.entrypoints.cli", "compact",
+                                 "--once"], env=env, capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+            assert await counts(db) == (0, 6, 2 * 360 * 3)
+            return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    report = asyncio.run(run())
+    assert (report["periods"], report["points"], report["backlog"]) == (2, 2 * 360 * 3, 0)
