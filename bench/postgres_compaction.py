@@ -217,7 +217,7 @@ async def main(args: argparse.Namespace) -> int:
                    compact_s, latencies, time.perf_counter() - began)
     print(table)
     if args.output:
-        Path(args.output).write_text(table + "\n")
+        await asyncio.to_thread(Path(args.output).write_text, table + "\n")
     return 0
 
 

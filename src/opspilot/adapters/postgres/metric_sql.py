@@ -159,3 +159,18 @@ def histogram_values() -> str:
     all; expired periods, which have only summaries, are not in it)."""
     return (f"SELECT m.metric_value AS v FROM q, metrics m {HOT_WHERE}"
             f" UNION ALL {_blocks(None, 'p.v', only_partial=False, source='q, ')}")
+
+
+def series_in_window(start: str, end: str) -> str:
+    """The dictionary's series `s` has a compacted point in [start, end): a period wholly
+    inside, an expired period starting inside (as the reads count it), or a point of a
+    partly overlapping block (decoded)."""
+    return f"""EXISTS (
+    SELECT 1 FROM metric_summaries u CROSS JOIN metric_tiers t
+    WHERE u.series_id = s.series_id AND u.period_start > {start} - {PERIOD}
+      AND u.period_start < {end}
+      AND CASE WHEN u.period_start < t.values_before THEN u.period_start >= {start}
+               WHEN u.period_start >= {start} AND u.period_start + {PERIOD} <= {end} THEN true
+               ELSE EXISTS (SELECT 1 FROM metric_blocks k CROSS JOIN LATERAL {decoded('k')} p
+                            WHERE k.series_id = u.series_id AND k.period_start = u.period_start
+                              AND p.ts >= {start} AND p.ts < {end}) END)"""

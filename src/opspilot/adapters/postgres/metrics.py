@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from opspilot.adapters.postgres import compaction
-from opspilot.adapters.postgres.metric_sql import EPOCH, histogram_values, inner_sql
+from opspilot.adapters.postgres.metric_sql import (
+    EPOCH,
+    histogram_values,
+    inner_sql,
+    series_in_window,
+)
 from opspilot.adapters.postgres.series_sql import fetch_labels, fetch_samples
 from opspilot.domain.ingest import MetricBatch, Stream
 from opspilot.domain.labels import Labels, SampleSeries, SeriesSelection
@@ -156,17 +161,26 @@ ORDER BY b.bin"""
 
 
 # Discovery: $1 project, $2/$3 the window, $4 the limit, $5 the metric name (optional for
-# services). COLLATE "C" keeps the order byte-wise, as Python's sorted() does.
+# services). COLLATE "C" keeps the order byte-wise, as Python's sorted() does. Each reads
+# the hot rows and the dictionary's series with a point in the window (metric_sql.py).
 _IN_WINDOW = """m.project_id = $1 AND m."timestamp" >= $2 AND m."timestamp" < $3"""
-NAMES_SQL = f"""SELECT DISTINCT m.metric_name COLLATE "C" FROM metrics m WHERE {_IN_WINDOW}
+_SERIES = f"""s.project_id = $1 AND {series_in_window('$2', '$3')}"""
+NAMES_SQL = f"""SELECT DISTINCT x.name COLLATE "C" FROM (
+  SELECT m.metric_name FROM metrics m WHERE {_IN_WINDOW}
+  UNION ALL SELECT s.metric_name FROM metric_series s WHERE {_SERIES}) x(name)
 ORDER BY 1 LIMIT $4"""
-SERVICES_SQL = f"""SELECT DISTINCT m.service_name COLLATE "C" FROM metrics m WHERE {_IN_WINDOW}
-  AND m.service_name IS NOT NULL AND ($5::text IS NULL OR m.metric_name = $5)
+SERVICES_SQL = f"""SELECT DISTINCT x.name COLLATE "C" FROM (
+  SELECT m.service_name FROM metrics m WHERE {_IN_WINDOW}
+    AND m.service_name IS NOT NULL AND ($5::text IS NULL OR m.metric_name = $5)
+  UNION ALL SELECT s.service_name FROM metric_series s WHERE {_SERIES}
+    AND s.service_name <> '' AND ($5::text IS NULL OR s.metric_name = $5)) x(name)
 ORDER BY 1 LIMIT $4"""
 TAGS_SQL = f"""WITH pairs AS (
-  SELECT DISTINCT t.key COLLATE "C" AS key, t.value COLLATE "C" AS value
-  FROM metrics m CROSS JOIN LATERAL jsonb_each_text(m.tags) t
-  WHERE {_IN_WINDOW} AND m.metric_name = $5 AND m.tags IS NOT NULL),
+  SELECT DISTINCT t.key COLLATE "C" AS key, t.value COLLATE "C" AS value FROM (
+    SELECT m.tags FROM metrics m
+    WHERE {_IN_WINDOW} AND m.metric_name = $5 AND m.tags IS NOT NULL
+    UNION ALL SELECT s.tags FROM metric_series s WHERE {_SERIES} AND s.metric_name = $5
+  ) x CROSS JOIN LATERAL jsonb_each_text(x.tags) t),
 keys AS (SELECT DISTINCT key FROM pairs ORDER BY key LIMIT $4),
 ranked AS (SELECT p.key, p.value, row_number() OVER (PARTITION BY p.key ORDER BY p.value) AS n
            FROM pairs p JOIN keys USING (key))
