@@ -129,3 +129,27 @@ def test_compact_once_on_the_command_line() -> None:
 
     report = asyncio.run(run())
     assert (report["periods"], report["points"], report["backlog"]) == (2, 2 * 360 * 3, 0)
+
+
+async def test_a_closed_day_emptied_by_compaction_gives_its_pages_back() -> None:
+    async with fresh_database() as db:
+        day = datetime(2024, 2, 29, tzinfo=UTC)
+        points = [MetricPoint("p", day + timedelta(seconds=30 * i), "cpu", float(i))
+                  for i in range(2880)]
+        await db.metric_store.write_batches([MetricBatch("m", "p", day, points)])
+        today = [MetricPoint("p", LATER - timedelta(hours=3), "cpu", 1.0)]
+        await db.metric_store.write_batches([MetricBatch("t", "p", day, today)])
+
+        async def size(partition: str) -> int:
+            async with db.connection() as conn:
+                return int(await conn.fetchval("SELECT pg_relation_size($1::regclass)",
+                                               partition))
+
+        assert await size("metrics_p20240229") > 0
+        await db.metric_store.compact(LATER)
+        assert await size("metrics_p20240229") == 0  # truncated: the day is closed and empty
+        assert await size("metrics_p20240301") > 0  # today stays (it is still being written)
+        [total] = await db.metric_store.aggregate_windows(
+            [WindowRequest("p", SeriesSelector("cpu"), Aggregation.COUNT,
+                           TimeRange(day, LATER))])
+        assert total.count == len(points) + 1

@@ -12,24 +12,29 @@ point travels to Python.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
+
+from asyncpg.exceptions import LockNotAvailableError
 
 from opspilot.adapters.postgres.metric_sql import EPOCH, PERIOD, decoded
 from opspilot.domain.metrics import COMPACTION_PERIOD
 
 INT4_MAX, INT2_MAX = 2_147_483_647, 32_767
 MAX_EXACT = 2.0 ** 53  # |scaled integer| below which int8 → float8 is exact
+DAY = timedelta(days=1)
 SCALES = range(10)  # decimal digits tried: v == round(v·10^s) / 10^s must hold for all points
 
 CLOSED_PERIODS = f"""
 SELECT date_bin({PERIOD}, "timestamp", {EPOCH}) AS period FROM metrics
 WHERE "timestamp" < $1 GROUP BY 1 ORDER BY 1"""
 
-MOVE = """
-CREATE TEMP TABLE _compact_hot (project_id text, metric_name text, service_name text,
-                                tags jsonb, ts timestamptz, v float8) ON COMMIT DROP;
-CREATE TEMP TABLE _compact_rows (series_id bigint, ts timestamptz, v float8) ON COMMIT DROP"""
+# Per session (pool connection), emptied at each commit: no catalogue churn per period.
+SCRATCH = """
+CREATE TEMP TABLE IF NOT EXISTS _compact_hot (project_id text, metric_name text,
+    service_name text, tags jsonb, ts timestamptz, v float8) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS _compact_rows (series_id bigint, ts timestamptz, v float8)
+    ON COMMIT DELETE ROWS"""
 
 TAKE_HOT = """
 WITH moved AS (
@@ -43,16 +48,19 @@ INSERT INTO metric_series (project_id, metric_name, service_name, tags)
 SELECT DISTINCT project_id, metric_name, service_name, tags FROM _compact_hot
 ON CONFLICT (project_id, metric_name, service_name, md5(tags::text)) DO NOTHING"""
 
+# A statement of its own after NEW_SERIES: its snapshot sees the series that a concurrent
+# compactor committed meanwhile (ON CONFLICT DO NOTHING skipped them), so no row is dropped.
 KEYED = """
-INSERT INTO _compact_rows
-SELECT s.series_id, h.ts, h.v
-FROM _compact_hot h JOIN (
+WITH keys AS MATERIALIZED (
     SELECT s.series_id, k.project_id, k.metric_name, k.service_name, k.tags
     FROM (SELECT DISTINCT project_id, metric_name, service_name, tags FROM _compact_hot) k
     JOIN metric_series s ON s.project_id = k.project_id AND s.metric_name = k.metric_name
-     AND s.service_name = k.service_name AND md5(s.tags::text) = md5(k.tags::text)
-) s ON s.project_id = h.project_id AND s.metric_name = h.metric_name
-   AND s.service_name = h.service_name AND s.tags = h.tags"""
+     AND s.service_name = k.service_name AND md5(s.tags::text) = md5(k.tags::text))
+INSERT INTO _compact_rows
+SELECT keys.series_id, h.ts, h.v
+FROM _compact_hot h JOIN keys ON keys.project_id = h.project_id
+ AND keys.metric_name = h.metric_name AND keys.service_name = h.service_name
+ AND keys.tags = h.tags"""
 
 REOPEN_BLOCKS = f"""
 WITH touched AS (SELECT DISTINCT series_id FROM _compact_rows),
@@ -127,7 +135,7 @@ async def compact_period(conn: Any, period: datetime, lock_key: str) -> int | No
                                   lock_key)
         if not got:
             return None
-        await conn.execute(MOVE)
+        await conn.execute(SCRATCH)
         status = await conn.execute(TAKE_HOT, period, period + COMPACTION_PERIOD)
         moved = int(status.rsplit(" ", 1)[1])
         if moved == 0:
@@ -139,3 +147,28 @@ async def compact_period(conn: Any, period: datetime, lock_key: str) -> int | No
         await conn.execute(WRITE_BLOCKS, period)
         await conn.execute(WRITE_SUMMARIES, period)
         return moved
+
+
+async def reclaim_closed_days(conn: Any, partitions: Any, limit: datetime,
+                              done: set[str]) -> list[str]:
+    """TRUNCATE the daily partitions of `metrics` whose hours are all closed and that
+    compaction has emptied: deleted rows would otherwise keep their pages (and their index
+    pages) until values retention drops the partition. The partition is locked before it is
+    checked (a late point waits, then lands in the emptied partition); a short lock timeout
+    leaves a busy one to the next run."""
+    reclaimed = []
+    for name, day in sorted((await partitions.existing(conn)).items()):
+        if name in done or datetime.combine(day, time(0), UTC) + DAY > limit:
+            continue
+        try:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL lock_timeout = '500ms'")
+                await conn.execute(f'LOCK TABLE "{name}" IN ACCESS EXCLUSIVE MODE')
+                if await conn.fetchval(f'SELECT EXISTS (SELECT 1 FROM "{name}")'):
+                    continue
+                await conn.execute(f'TRUNCATE "{name}"')
+        except LockNotAvailableError:
+            continue
+        done.add(name)
+        reclaimed.append(name)
+    return reclaimed

@@ -210,6 +210,7 @@ class PostgresMetricStore:
 
     def __init__(self, db: PostgresDatabase) -> None:
         self._db = db
+        self._reclaimed: set[str] = set()  # hot partitions already truncated after compaction
 
     async def write_batches(self, batches: Sequence[MetricBatch]) -> int:
         """The points of every batch not seen before (`PostgresDatabase.copy_once`: COPY and
@@ -346,6 +347,8 @@ class PostgresMetricStore:
                 if moved:  # None: another compactor holds it; 0: it did it already
                     periods, points = periods + 1, points + moved
             backlog = len(await compaction.closed_periods(conn, limit))
+            await compaction.reclaim_closed_days(conn, self._db.metric_partitions, limit,
+                                                 self._reclaimed)
         return CompactionResult(periods, points, backlog)
 
     def _lock_key(self, period: datetime) -> str:
