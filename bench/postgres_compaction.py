@@ -249,7 +249,7 @@ def report(args: argparse.Namespace, counts: dict[str, int], rates: dict[str, fl
         f"| ingest through the adapter (points/s; BRIN index added) | {rates['before']:,.0f} |"
         f" {rates['after']:,.0f} | {ingest_ratio:.2f}× (target ≥ 0.9×"
         f" {'✅' if ingest_ratio >= 0.9 else '❌'}) |",
-        f"| compaction ({result.periods:,} series-hours; points/s) | |"
+        f"| compaction ({result.periods:,} hours; points/s) | |"
         f" {result.points / compact_s:,.0f} | {result.points / compact_s / rates['after']:.1f}×"
         f" the ingest rate |",
     ]

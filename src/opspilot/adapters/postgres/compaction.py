@@ -1,17 +1,20 @@
 """Compaction of closed hours of hot metric rows into per-series blocks (ADR 0017).
 
-One period (an epoch-aligned hour) is compacted in ONE transaction, under a transaction
-advisory lock of its own (`pg_try_advisory_xact_lock`; a period another compactor holds is
-skipped and left for the next run): its hot rows are deleted (RETURNING them), new series
-enter the dictionary, the period's existing blocks of those series are decoded back (late
-points are merged, never written twice), and every touched series gets a fresh block and
-summary. A crash before commit leaves the period hot and whole; after commit it is compacted
-whole. Readers see one or the other (one snapshot per statement). Encoding runs in SQL: no
-point travels to Python.
+A run of consecutive periods (epoch-aligned hours; up to BATCH_POINTS hot points) is
+compacted in ONE transaction, each period under a transaction advisory lock of its own
+(`pg_try_advisory_xact_lock`; a period another compactor holds is skipped and left for the
+next run): the periods' hot rows are deleted (RETURNING them), new series enter the
+dictionary, the existing blocks of the touched (series, period) pairs are decoded back (late
+points are merged, never written twice), and each pair gets a fresh block and summary. A
+crash before commit leaves the periods hot and whole; after commit they are compacted whole.
+Readers see one or the other (one snapshot per statement). Encoding runs in SQL: no point
+travels to Python. Batching periods matters for sparse data: a period's fixed cost (eight
+statements) would otherwise dominate an hour of a few series.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -25,21 +28,25 @@ MAX_EXACT = 2.0 ** 53  # |scaled integer| below which int8 → float8 is exact
 DAY = timedelta(days=1)
 SCALES = range(10)  # decimal digits tried: v == round(v·10^s) / 10^s must hold for all points
 
+BATCH_POINTS = 200_000  # hot points per transaction, at most (one period may exceed it)
+BATCH_PERIODS = 48
+
 CLOSED_PERIODS = f"""
-SELECT date_bin({PERIOD}, "timestamp", {EPOCH}) AS period FROM metrics
+SELECT date_bin({PERIOD}, "timestamp", {EPOCH}) AS period, count(*) AS n FROM metrics
 WHERE "timestamp" < $1 GROUP BY 1 ORDER BY 1"""
 
 # Per session (pool connection), emptied at each commit: no catalogue churn per period.
 SCRATCH = """
 CREATE TEMP TABLE IF NOT EXISTS _compact_hot (project_id text, metric_name text,
     service_name text, tags jsonb, ts timestamptz, v float8) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS _compact_rows (series_id bigint, ts timestamptz, v float8)
-    ON COMMIT DELETE ROWS"""
+CREATE TEMP TABLE IF NOT EXISTS _compact_rows (series_id bigint, period timestamptz,
+    ts timestamptz, v float8) ON COMMIT DELETE ROWS"""
 
-TAKE_HOT = """
+TAKE_HOT = f"""
 WITH moved AS (
     DELETE FROM metrics WHERE "timestamp" >= $1 AND "timestamp" < $2
-    RETURNING project_id, metric_name, coalesce(service_name, ''), coalesce(tags, '{}'::jsonb),
+      AND date_bin({PERIOD}, "timestamp", {EPOCH}) = ANY($3::timestamptz[])
+    RETURNING project_id, metric_name, coalesce(service_name, ''), coalesce(tags, '{{}}'::jsonb),
               "timestamp", metric_value)
 INSERT INTO _compact_hot SELECT * FROM moved"""
 
@@ -50,28 +57,29 @@ ON CONFLICT (project_id, metric_name, service_name, md5(tags::text)) DO NOTHING"
 
 # A statement of its own after NEW_SERIES: its snapshot sees the series that a concurrent
 # compactor committed meanwhile (ON CONFLICT DO NOTHING skipped them), so no row is dropped.
-KEYED = """
+KEYED = f"""
 WITH keys AS MATERIALIZED (
     SELECT s.series_id, k.project_id, k.metric_name, k.service_name, k.tags
     FROM (SELECT DISTINCT project_id, metric_name, service_name, tags FROM _compact_hot) k
     JOIN metric_series s ON s.project_id = k.project_id AND s.metric_name = k.metric_name
      AND s.service_name = k.service_name AND md5(s.tags::text) = md5(k.tags::text))
 INSERT INTO _compact_rows
-SELECT keys.series_id, h.ts, h.v
+SELECT keys.series_id, date_bin({PERIOD}, h.ts, {EPOCH}), h.ts, h.v
 FROM _compact_hot h JOIN keys ON keys.project_id = h.project_id
  AND keys.metric_name = h.metric_name AND keys.service_name = h.service_name
  AND keys.tags = h.tags"""
 
 REOPEN_BLOCKS = f"""
-WITH touched AS (SELECT DISTINCT series_id FROM _compact_rows),
+WITH touched AS (SELECT DISTINCT series_id, period FROM _compact_rows),
 old AS (DELETE FROM metric_blocks b USING touched
-        WHERE b.period_start = $1 AND b.series_id = touched.series_id RETURNING b.*)
-INSERT INTO _compact_rows SELECT old.series_id, p.ts, p.v FROM old
+        WHERE b.period_start = touched.period AND b.series_id = touched.series_id
+        RETURNING b.*)
+INSERT INTO _compact_rows SELECT old.series_id, old.period_start, p.ts, p.v FROM old
 CROSS JOIN LATERAL {decoded('old')} p"""
 
 DROP_SUMMARIES = """
-DELETE FROM metric_summaries u USING (SELECT DISTINCT series_id FROM _compact_rows) t
-WHERE u.period_start = $1 AND u.series_id = t.series_id"""
+DELETE FROM metric_summaries u USING (SELECT DISTINCT series_id, period FROM _compact_rows) t
+WHERE u.period_start = t.period AND u.series_id = t.series_id"""
 
 _SCALE_CASE = " ".join(
     f"WHEN round(v * 1e{s}::float8) / 1e{s}::float8 = v THEN {s}" for s in SCALES)
@@ -79,28 +87,30 @@ _DIVISORS = "ARRAY[" + ", ".join(f"1e{s}" for s in SCALES) + "]::float8[]"
 
 WRITE_BLOCKS = f"""
 WITH scales AS (
-    SELECT series_id, max(CASE {_SCALE_CASE} ELSE 99 END) AS scale, max(abs(v)) AS top
-    FROM _compact_rows GROUP BY 1),
+    SELECT series_id, period, max(CASE {_SCALE_CASE} ELSE 99 END) AS scale,
+           max(abs(v)) AS top
+    FROM _compact_rows GROUP BY 1, 2),
 divisors AS (
-    SELECT series_id, CASE WHEN scale < 99 AND top * ({_DIVISORS})[scale + 1] < {MAX_EXACT!r}
+    SELECT series_id, period, CASE WHEN scale < 99 AND top * ({_DIVISORS})[scale + 1] < {MAX_EXACT!r}
                            THEN ({_DIVISORS})[scale + 1] END AS div
     FROM scales),
 steps AS (
-    SELECT r.series_id, r.ts, r.v, d.div, round(r.v * d.div)::int8 AS sv,
-           row_number() OVER w AS i, min(r.ts) OVER (PARTITION BY r.series_id) AS first_ts,
+    SELECT r.series_id, r.period, r.ts, r.v, d.div, round(r.v * d.div)::int8 AS sv,
+           row_number() OVER w AS i,
+           min(r.ts) OVER (PARTITION BY r.series_id, r.period) AS first_ts,
            (extract(epoch FROM r.ts - lag(r.ts) OVER w) * 1000000)::int8 AS dt,
            round(r.v * d.div)::int8 - lag(round(r.v * d.div)::int8) OVER w AS dv
-    FROM _compact_rows r JOIN divisors d USING (series_id)
-    WINDOW w AS (PARTITION BY r.series_id ORDER BY r.ts, r.v)),
+    FROM _compact_rows r JOIN divisors d USING (series_id, period)
+    WINDOW w AS (PARTITION BY r.series_id, r.period ORDER BY r.ts, r.v)),
 widths AS (
     SELECT *, (extract(epoch FROM ts - first_ts) * 1000000)::int8 AS offs,
            coalesce(max(dt) OVER s, 0) <= {INT4_MAX} AS narrow_ts,
            CASE WHEN div IS NULL THEN 8 WHEN coalesce(max(abs(dv)) OVER s, 0) <= {INT2_MAX} THEN 2
                 WHEN max(abs(dv)) OVER s <= {INT4_MAX} THEN 4 ELSE 8 END AS width
-    FROM steps WINDOW s AS (PARTITION BY series_id))
+    FROM steps WINDOW s AS (PARTITION BY series_id, period))
 INSERT INTO metric_blocks (series_id, period_start, first_ts, ts_d4, ts_o8, v_first, v_div,
                            v_d2, v_d4, v_f8)
-SELECT series_id, $1, min(first_ts),
+SELECT series_id, period, min(first_ts),
        array_agg(coalesce(dt, 0)::int4 ORDER BY i) FILTER (WHERE narrow_ts),
        array_agg(offs ORDER BY i) FILTER (WHERE NOT narrow_ts),
        min(sv) FILTER (WHERE i = 1 AND width < 8),
@@ -108,45 +118,60 @@ SELECT series_id, $1, min(first_ts),
        array_agg(coalesce(dv, 0)::int2 ORDER BY i) FILTER (WHERE width = 2),
        array_agg(coalesce(dv, 0)::int4 ORDER BY i) FILTER (WHERE width = 4),
        array_agg(v ORDER BY i) FILTER (WHERE width = 8)
-FROM widths GROUP BY series_id"""
+FROM widths GROUP BY series_id, period"""
 
 WRITE_SUMMARIES = """
 INSERT INTO metric_summaries (series_id, period_start, n, sum, min, max, sketch_keys,
                               sketch_counts)
-SELECT series_id, $1, sum(c), sum(s), min(lo), max(hi), array_agg(key ORDER BY key),
+SELECT series_id, period, sum(c), sum(s), min(lo), max(hi), array_agg(key ORDER BY key),
        array_agg(c ORDER BY key)
-FROM (SELECT series_id, metric_sketch_key(v) AS key, count(*)::int AS c, sum(v) AS s,
-             min(v) AS lo, max(v) AS hi
-      FROM _compact_rows GROUP BY 1, 2) g
-GROUP BY series_id"""
+FROM (SELECT series_id, period, metric_sketch_key(v) AS key, count(*)::int AS c,
+             sum(v) AS s, min(v) AS lo, max(v) AS hi
+      FROM _compact_rows GROUP BY 1, 2, 3) g
+GROUP BY series_id, period"""
 
 
-async def closed_periods(conn: Any, before: datetime) -> list[datetime]:
-    """The periods ending at or before `before` that still hold hot rows, oldest first."""
+async def closed_periods(conn: Any, before: datetime) -> list[tuple[datetime, int]]:
+    """The periods ending at or before `before` that still hold hot rows, oldest first,
+    with their hot points."""
     rows = await conn.fetch(CLOSED_PERIODS, before)
-    return [r["period"] for r in rows]
+    return [(r["period"], r["n"]) for r in rows]
 
 
-async def compact_period(conn: Any, period: datetime, lock_key: str) -> int | None:
-    """Compact one period in one transaction; the hot points moved, or None when another
-    compactor holds the period."""
+def batches(periods: list[tuple[datetime, int]]) -> list[list[datetime]]:
+    """Consecutive runs of periods of at most BATCH_POINTS points (one transaction each)."""
+    runs: list[list[datetime]] = []
+    points = 0
+    for period, count in periods:
+        if (runs and points + count <= BATCH_POINTS and len(runs[-1]) < BATCH_PERIODS
+                and runs[-1][-1] + COMPACTION_PERIOD == period):
+            runs[-1].append(period)
+            points += count
+        else:
+            runs.append([period])
+            points = count
+    return runs
+
+
+async def compact_periods(conn: Any, periods: list[datetime],
+                          lock_key: Callable[[datetime], str]) -> tuple[int, int]:
+    """Compact a run of periods in one transaction: (periods compacted, hot points moved).
+    Periods another compactor holds are left out."""
     async with conn.transaction():
-        got = await conn.fetchval("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
-                                  lock_key)
-        if not got:
-            return None
+        taken = [p for p in periods if await conn.fetchval(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))", lock_key(p))]
+        if not taken:
+            return 0, 0
         await conn.execute(SCRATCH)
-        status = await conn.execute(TAKE_HOT, period, period + COMPACTION_PERIOD)
+        status = await conn.execute(TAKE_HOT, taken[0], taken[-1] + COMPACTION_PERIOD, taken)
         moved = int(status.rsplit(" ", 1)[1])
         if moved == 0:
-            return 0
+            return 0, 0
         await conn.execute(NEW_SERIES)
-        await conn.execute(KEYED)
-        await conn.execute(REOPEN_BLOCKS, period)
-        await conn.execute(DROP_SUMMARIES, period)
-        await conn.execute(WRITE_BLOCKS, period)
-        await conn.execute(WRITE_SUMMARIES, period)
-        return moved
+        for statement in (KEYED, REOPEN_BLOCKS, DROP_SUMMARIES, WRITE_BLOCKS, WRITE_SUMMARIES):
+            await conn.execute(statement)
+        periods_done = await conn.fetchval("SELECT count(DISTINCT period) FROM _compact_rows")
+        return int(periods_done), moved
 
 
 async def reclaim_closed_days(conn: Any, partitions: Any, limit: datetime,

@@ -342,10 +342,9 @@ class PostgresMetricStore:
         periods = points = 0
         async with self._db.connection() as conn:
             pending = await compaction.closed_periods(conn, limit)
-            for period in pending[:max_periods]:
-                moved = await compaction.compact_period(conn, period, self._lock_key(period))
-                if moved:  # None: another compactor holds it; 0: it did it already
-                    periods, points = periods + 1, points + moved
+            for run in compaction.batches(pending[:max_periods]):
+                done, moved = await compaction.compact_periods(conn, run, self._lock_key)
+                periods, points = periods + done, points + moved
             backlog = len(await compaction.closed_periods(conn, limit))
             await compaction.reclaim_closed_days(conn, self._db.metric_partitions, limit,
                                                  self._reclaimed)
