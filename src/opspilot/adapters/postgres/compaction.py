@@ -20,7 +20,7 @@ from typing import Any
 
 from asyncpg.exceptions import LockNotAvailableError
 
-from opspilot.adapters.postgres.metric_sql import EPOCH, PERIOD, decoded
+from opspilot.adapters.postgres.metric_sql import BLOCK_ORDER_BASE, EPOCH, PERIOD, decoded
 from opspilot.domain.metrics import COMPACTION_PERIOD
 
 INT4_MAX, INT2_MAX = 2_147_483_647, 32_767
@@ -38,16 +38,16 @@ WHERE "timestamp" < $1 GROUP BY 1 ORDER BY 1"""
 # Per session (pool connection), emptied at each commit: no catalogue churn per period.
 SCRATCH = """
 CREATE TEMP TABLE IF NOT EXISTS _compact_hot (project_id text, metric_name text,
-    service_name text, tags jsonb, ts timestamptz, v float8) ON COMMIT DELETE ROWS;
+    service_name text, tags jsonb, ts timestamptz, v float8, id bigint) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS _compact_rows (series_id bigint, period timestamptz,
-    ts timestamptz, v float8) ON COMMIT DELETE ROWS"""
+    ts timestamptz, v float8, id bigint) ON COMMIT DELETE ROWS"""
 
 TAKE_HOT = f"""
 WITH moved AS (
     DELETE FROM metrics WHERE "timestamp" >= $1 AND "timestamp" < $2
       AND date_bin({PERIOD}, "timestamp", {EPOCH}) = ANY($3::timestamptz[])
     RETURNING project_id, metric_name, coalesce(service_name, ''), coalesce(tags, '{{}}'::jsonb),
-              "timestamp", metric_value)
+              "timestamp", metric_value, id)
 INSERT INTO _compact_hot SELECT * FROM moved"""
 
 NEW_SERIES = """
@@ -64,7 +64,7 @@ WITH keys AS MATERIALIZED (
     JOIN metric_series s ON s.project_id = k.project_id AND s.metric_name = k.metric_name
      AND s.service_name = k.service_name AND md5(s.tags::text) = md5(k.tags::text))
 INSERT INTO _compact_rows
-SELECT keys.series_id, date_bin({PERIOD}, h.ts, {EPOCH}), h.ts, h.v
+SELECT keys.series_id, date_bin({PERIOD}, h.ts, {EPOCH}), h.ts, h.v, h.id
 FROM _compact_hot h JOIN keys ON keys.project_id = h.project_id
  AND keys.metric_name = h.metric_name AND keys.service_name = h.service_name
  AND keys.tags = h.tags"""
@@ -74,7 +74,8 @@ WITH touched AS (SELECT DISTINCT series_id, period FROM _compact_rows),
 old AS (DELETE FROM metric_blocks b USING touched
         WHERE b.period_start = touched.period AND b.series_id = touched.series_id
         RETURNING b.*)
-INSERT INTO _compact_rows SELECT old.series_id, old.period_start, p.ts, p.v FROM old
+INSERT INTO _compact_rows
+SELECT old.series_id, old.period_start, p.ts, p.v, {BLOCK_ORDER_BASE}::int8 + p.i FROM old
 CROSS JOIN LATERAL {decoded('old')} p"""
 
 DROP_SUMMARIES = """
@@ -101,7 +102,7 @@ steps AS (
            (extract(epoch FROM r.ts - lag(r.ts) OVER w) * 1000000)::int8 AS dt,
            round(r.v * d.div)::int8 - lag(round(r.v * d.div)::int8) OVER w AS dv
     FROM _compact_rows r JOIN divisors d USING (series_id, period)
-    WINDOW w AS (PARTITION BY r.series_id, r.period ORDER BY r.ts, r.v)),
+    WINDOW w AS (PARTITION BY r.series_id, r.period ORDER BY r.ts, r.id)),
 widths AS (
     SELECT *, (extract(epoch FROM ts - first_ts) * 1000000)::int8 AS offs,
            coalesce(max(dt) OVER s, 0) <= {INT4_MAX} AS narrow_ts,

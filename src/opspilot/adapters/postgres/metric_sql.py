@@ -38,7 +38,7 @@ def decoded(k: str) -> str:
     `first_ts`; values int2/int4 deltas of integers scaled by `v_div` from `v_first`, or
     float8 as they were. Integer running sums stay int8, so decoding is exact."""
     return f"""(SELECT {k}.first_ts + coalesce(u.o8, sum(u.d4) OVER w) * {US} AS ts,
-       coalesce(u.f8, ({k}.v_first + sum(u.dv) OVER w)::float8 / {k}.v_div) AS v
+       coalesce(u.f8, ({k}.v_first + sum(u.dv) OVER w)::float8 / {k}.v_div) AS v, u.i
   FROM unnest({k}.ts_d4, {k}.ts_o8, coalesce({k}.v_d2::int4[], {k}.v_d4), {k}.v_f8)
        WITH ORDINALITY AS u(d4, o8, dv, f8, i)
   WINDOW w AS (ORDER BY u.i ROWS UNBOUNDED PRECEDING))"""
@@ -174,3 +174,24 @@ def series_in_window(start: str, end: str) -> str:
                ELSE EXISTS (SELECT 1 FROM metric_blocks k CROSS JOIN LATERAL {decoded('k')} p
                             WHERE k.series_id = u.series_id AND k.period_start = u.period_start
                               AND p.ts >= {start} AND p.ts < {end}) END)"""
+
+
+# Compacted points sort before every hot row of the same timestamp (they were written
+# first); within a block they keep their write order (see compaction.WRITE_BLOCKS).
+BLOCK_ORDER_BASE = -(2 ** 62)
+
+
+def tiered_rows(project: str, start: str, end: str) -> str:
+    """Both tiers as rows shaped like `metrics` (project_id, metric_name, service_name,
+    tags, id, metric_value, "timestamp"), for reads written against that table (the
+    Prometheus selectors): the hot rows, and the decoded points of the project's blocks
+    overlapping [start, end). Filters on the columns are pushed into both branches."""
+    return f"""(SELECT project_id, metric_name, service_name, tags, id, metric_value, "timestamp"
+  FROM metrics
+  UNION ALL
+  SELECT s.project_id, s.metric_name, nullif(s.service_name, ''),
+         nullif(s.tags, '{{}}'::jsonb), {BLOCK_ORDER_BASE}::int8 + p.i, p.v, p.ts
+  FROM metric_series s JOIN metric_blocks k ON k.series_id = s.series_id
+  CROSS JOIN LATERAL {decoded('k')} p
+  WHERE s.project_id = {project}::text AND k.period_start > {start}::timestamptz - {PERIOD}
+    AND k.period_start < {end}::timestamptz)"""

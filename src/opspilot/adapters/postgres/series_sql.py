@@ -7,8 +7,8 @@ the tag of that name. An absent label reads as '' (Prometheus: `x=""` selects se
 PostgreSQL AREs rather than RE2 (see docs/prometheus.md for the differences); a leading
 `(?i)` moves in front of the anchor, where PostgreSQL accepts embedded options.
 
-Kept small and free of storage layout beyond the three columns so that a second storage tier
-can reuse `matcher_clauses` as it is.
+Both storage tiers are read (ADR 0017): `metric_sql.tiered_rows` presents the hot rows and
+the decoded compacted points with the columns of `metrics`, so the matchers apply unchanged.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from opspilot.adapters.postgres.metric_sql import tiered_rows
 from opspilot.domain.errors import ValidationError
 from opspilot.domain.labels import (
     NAME_LABEL,
@@ -35,6 +36,7 @@ from opspilot.domain.labels import (
     too_many_series,
 )
 
+ROWS = tiered_rows("$1", "$2", "$3")  # _where binds project, start, end in that order
 _SQL_OP = {MatchOp.EQUAL: "=", MatchOp.NOT_EQUAL: "<>", MatchOp.REGEX: "~", MatchOp.NOT_REGEX: "!~"}
 _FLAGS = ("(?i)",)
 
@@ -86,7 +88,7 @@ SELECT s.metric_name, s.service_name, s.tags,
        array_agg(s.metric_value ORDER BY s.ts, s.id) AS values
 FROM (SELECT m.metric_name, m.service_name, m.tags, m.id, m.metric_value, m."timestamp" AS ts,
              floor(extract(epoch FROM m."timestamp") * 1000)::int8 AS ms
-      FROM metrics m WHERE {where} LIMIT ${len(args)}) s
+      FROM {ROWS} m WHERE {where} LIMIT ${len(args)}) s
 GROUP BY 1, 2, 3"""
     return sql, args
 
@@ -95,7 +97,7 @@ def labels_statement(selection: SeriesSelection) -> tuple[str, list[Any]]:
     args: list[Any] = []
     where = _where(selection, args)
     args.append(selection.limits.max_series + 1)
-    sql = (f"SELECT DISTINCT m.metric_name, m.service_name, m.tags FROM metrics m"
+    sql = (f"SELECT DISTINCT m.metric_name, m.service_name, m.tags FROM {ROWS} m"
            f" WHERE {where} LIMIT ${len(args)}")
     return sql, args
 
