@@ -12,7 +12,7 @@ Data (one project, `--scale` multiplies the series counts), ending at NOW:
   floats (lognormal, full precision);
 - long: 5 series, one point a minute for 30 days (2-decimal gauges), for the 30 d queries.
 
-Two schemas are migrated: `before` has today's layout (migration 0002's BRIN index on
+Two schemas are migrated: `before` has today's layout (migration 0003's BRIN index on
 `metrics.timestamp` dropped: what `main` had), `after` has it. The same batches go through
 `write_batches` into both, alternating batch by batch (ingest rate, the hot path). Then in
 `after`: VACUUM, raw size; compaction of every closed hour (throughput); VACUUM; the

@@ -6,7 +6,7 @@ representative 2γ^k / (γ + 1) is within α of every value in it. Merging is ad
 per key. A quantile walks the buckets in value order to the first whose cumulative count
 passes rank q·(n - 1), so an estimate is within α (relative) of a value at that rank.
 
-PostgreSQL computes the same keys and quantile in SQL (migration 0002's functions
+PostgreSQL computes the same keys and quantile in SQL (migration 0003's functions
 `metric_sketch_key`, `metric_sketch_value`, `metric_sketch_quantile`); the two must stay
 in step.
 """

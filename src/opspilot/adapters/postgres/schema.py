@@ -107,7 +107,7 @@ metrics = sa.Table(
     postgresql_partition_by="RANGE (timestamp)",
 )
 
-# The compacted tier (migration 0002, ADR 0017): series dictionary, blocks, summaries.
+# The compacted tier (migration 0003, ADR 0017): series dictionary, blocks, summaries.
 metric_series = sa.Table(
     "metric_series", metadata,
     sa.Column("series_id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
