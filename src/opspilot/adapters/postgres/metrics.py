@@ -18,6 +18,7 @@ from opspilot.adapters.postgres.metric_sql import (
     histogram_values,
     inner_sql,
     series_in_window,
+    tiered_rows,
 )
 from opspilot.adapters.postgres.series_sql import fetch_labels, fetch_samples
 from opspilot.domain.ingest import MetricBatch, Stream
@@ -64,12 +65,14 @@ def _selectors(first: int, many: bool) -> str:
 
 # A counter's growth at each sample (domain.counter_increases): the difference from the
 # previous sample of the same series (service and tags), or the value itself after a drop
-# (a reset); the previous sample may lie up to the lookback before the window.
+# (a reset); the previous sample may lie up to the lookback before the window. Samples come
+# from both tiers (metric_sql.tiered_rows): growths need raw values, so periods whose values
+# expired (summaries only) have none.
 _LOOKBACK = f"interval '{int(COUNTER_LOOKBACK.total_seconds())} seconds'"
 GROWTHS_SQL = f"""
     SELECT m."timestamp" AS ts, m.tags, m.metric_value AS v,
            lag(m.metric_value) OVER w AS prev
-    FROM metrics m
+    FROM {tiered_rows("q.project_id", f"q.start_ts - {_LOOKBACK}", "q.end_ts")} m
     WHERE m.project_id = q.project_id AND m.metric_name = q.name
       AND m."timestamp" >= q.start_ts - {_LOOKBACK} AND m."timestamp" < q.end_ts
       AND (q.service IS NULL OR m.service_name = q.service)
