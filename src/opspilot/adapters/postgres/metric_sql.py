@@ -193,5 +193,6 @@ def tiered_rows(project: str, start: str, end: str) -> str:
          nullif(s.tags, '{{}}'::jsonb), {BLOCK_ORDER_BASE}::int8 + p.i, p.v, p.ts
   FROM metric_series s JOIN metric_blocks k ON k.series_id = s.series_id
   CROSS JOIN LATERAL {decoded('k')} p
-  WHERE s.project_id = {project}::text AND k.period_start > {start}::timestamptz - {PERIOD}
-    AND k.period_start < {end}::timestamptz)"""
+  WHERE s.project_id = ({project})::text
+    AND k.period_start > ({start})::timestamptz - {PERIOD}
+    AND k.period_start < ({end})::timestamptz)"""
