@@ -9,7 +9,7 @@ returned once, in the result of the call that made them; stores keep their hashe
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import attrs
 
@@ -348,7 +348,3 @@ def _label(name: str) -> str:
     if not 1 <= len(name) <= 100:
         raise ValidationError("name", "1-100 characters")
     return name
-
-
-def expires_in(now: datetime, at: datetime | None) -> float | None:
-    return None if at is None else max(0.0, (at - now).total_seconds())

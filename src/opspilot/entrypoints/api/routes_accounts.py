@@ -12,7 +12,16 @@ from pydantic import Field, StringConstraints
 
 from opspilot.application.accounts import Credentials
 from opspilot.domain.errors import ValidationError
-from opspilot.domain.tenancy import ApiKey, AuditEvent, KeyScope, Membership, Role, Token, User
+from opspilot.domain.tenancy import (
+    ApiKey,
+    AuditEvent,
+    KeyScope,
+    Membership,
+    Principal,
+    Role,
+    Token,
+    User,
+)
 from opspilot.domain.timewindow import parse_duration
 from opspilot.entrypoints.api import openapi
 from opspilot.entrypoints.api import responses as r
@@ -114,10 +123,7 @@ def _duration(text: str, field: str) -> timedelta:
 
 
 async def admin_create_project(request: web.Request) -> web.Response:
-    actor = await admin_caller(request)
-    body = await json_body(request, CreateProjectBody)
-    made = await services(request).accounts.create_project(body.name, body.owner, actor)
-    return json_answer(credentials_doc(made), 201)
+    return await _create_project(request, await admin_caller(request))
 
 
 async def admin_create_user(request: web.Request) -> web.Response:
@@ -129,7 +135,10 @@ async def admin_create_user(request: web.Request) -> web.Response:
 
 
 async def create_project(request: web.Request) -> web.Response:
-    actor = await query_principal(request)
+    return await _create_project(request, await query_principal(request))
+
+
+async def _create_project(request: web.Request, actor: Principal) -> web.Response:
     body = await json_body(request, CreateProjectBody)
     made = await services(request).accounts.create_project(body.name, body.owner, actor)
     return json_answer(credentials_doc(made), 201)
