@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from opspilot.domain.tenancy import digest
+from opspilot.domain.tenancy import Role, digest
 from tests.unit.conftest import NOW, Tenant, drain
 
 
@@ -110,14 +110,16 @@ async def test_me_lists_the_tokens_projects(api: Any, container: Any, tenant: Te
     response = await api.get("/api/me", headers={"Authorization": f"Bearer {tenant.token}"})
     assert response.status == 200
     doc = await response.json()
-    assert doc["projects"] == [{"id": tenant.project_id, "name": "alpha"}]
+    assert doc["projects"] == [{"id": tenant.project_id, "name": "alpha", "role": "owner"}]
     assert doc["user_id"]
     # a user in two projects sees both, by name
     principal = await container.authenticator().principal(tenant.token)
-    await container.tenancy().add_membership(principal.user_id, other_tenant.project_id)
+    await container.tenancy().add_membership(principal.user_id, other_tenant.project_id,
+                                             Role.VIEWER)
     await container.cache().delete(f"principal:{digest(tenant.token)}")
     doc = await (await api.get("/api/me", headers={"Authorization": f"Bearer {tenant.token}"})).json()
-    assert [p["name"] for p in doc["projects"]] == ["alpha", "beta"]
+    assert [(p["name"], p["role"]) for p in doc["projects"]] == [("alpha", "owner"),
+                                                                  ("beta", "viewer")]
     for headers in ({}, {"Authorization": "Bearer opt_wrong"}, {"Authorization": "Basic x"}):
         assert (await api.get("/api/me", headers=headers)).status == 401
 

@@ -216,6 +216,7 @@ class MetricTags(Closed):
 class MeProject(Closed):
     id: str
     name: str
+    role: Role = Field(description="what the user may do there (docs/security.md)")
 
 
 class Me(Closed):

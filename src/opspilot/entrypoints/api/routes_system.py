@@ -49,7 +49,8 @@ async def me(request: web.Request) -> web.Response:
     principal = await query_principal(request)
     projects = await svc.auth.projects(principal)
     return json_answer({"user_id": principal.user_id,
-                        "projects": [{"id": p.id, "name": p.name} for p in projects]})
+                        "projects": [{"id": p.id, "name": p.name,
+                                      "role": principal.roles[p.id].value} for p in projects]})
 
 
 def register(app: web.Application) -> None:
