@@ -183,6 +183,11 @@ async def test_the_cli_manages_users_keys_and_tokens(deployment: Stack) -> None:
     revoked = deployment.run("keys", "revoke", "--project", pid, "--key", rotated["id"],
                         "--server", api)
     assert "revoked" in revoked
+    trail = _json_lines(deployment.run("audit", "--project", pid, "--limit", "3"))
+    assert [e["action"] for e in trail] == ["key.revoke", "key.rotate", "key.create"]
+    assert trail[0]["actor"] == "operator"  # the admin token, over HTTP
+    over_http = _json_lines(deployment.run("audit", "--project", pid, "--server", api))
+    assert over_http[:3] == trail
 
 
 async def test_channel_secrets_go_in_through_the_api_and_never_come_out(

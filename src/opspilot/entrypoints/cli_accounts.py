@@ -1,4 +1,5 @@
-"""Account commands: `admin create-user`, `create-project`, `keys …`, `tokens …`.
+"""Account commands: `admin create-user`, `create-project`, `keys …`, `tokens …`, `audit`,
+`secrets rotate`.
 
 Each runs against a server (`--server URL`, over the HTTP API) or, without `--server`,
 straight on the database of OPSPILOT_DATABASE_URL as the operator. Against a server, the
@@ -134,7 +135,10 @@ def _bearer(args: Any) -> dict[str, str]:
 
 
 def _print(doc: Any) -> None:
-    print(json.dumps(doc, default=str))
+    """One JSON object per line, datetimes written as the API writes them (orjson)."""
+    import orjson
+
+    print(orjson.dumps(doc).decode())
 
 
 # -- projects and users ---------------------------------------------------------------------------
@@ -279,6 +283,27 @@ def _token_id(args: Any) -> str:
     return str(args.token_id)
 
 
+# -- audit ------------------------------------------------------------------------------------------
+
+
+async def audit(args: Any) -> int:
+    if args.server:
+        headers = _bearer(args)
+        found = await call(args.server, "GET",
+                           f"/api/projects/{args.project}/audit?limit={args.limit}",
+                           headers=headers)
+        for event in found["events"]:
+            _print(event)
+        return 0
+    from opspilot.domain.tenancy import OPERATOR
+    from opspilot.entrypoints.api.routes_accounts import audit_doc
+
+    async with database_container() as container:
+        for event in await container.accounts().audit_log(OPERATOR, args.project, args.limit):
+            _print(audit_doc(event))
+    return 0
+
+
 # -- secrets ----------------------------------------------------------------------------------
 
 
@@ -323,6 +348,11 @@ def add_commands(command: Command) -> None:
     p.add_argument("--scope", default="ingest", choices=["ingest"])
     p.add_argument("--grace", default="24h",
                    help="how long a rotated key keeps working: 0 to 7d (rotate)")
+    _server_options(p, personal=True)
+
+    p = command("audit", audit, "a project's credential and membership changes, newest first")
+    p.add_argument("--project", required=True, help="the project id")
+    p.add_argument("--limit", type=int, default=100)
     _server_options(p, personal=True)
 
     p = command("secrets", secrets_command,
