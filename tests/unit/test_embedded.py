@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
@@ -296,3 +299,38 @@ async def test_rate_limit_headers_survive_the_prefix(aiohttp_client: Any) -> Non
                                    headers={"X-API-Key": project["api_key"]})
         assert answer.status == 400
         assert answer.headers["X-RateLimit-Limit"] == "200"
+
+
+ENGINE_CLIENTS = ("asyncpg", "sqlalchemy", "alembic", "opensearchpy", "aio_pika", "aiormq",
+                  "redis")
+
+
+def test_the_in_memory_shape_imports_no_engine_client() -> None:
+    """In memory, OpsPilot (library, mounted API, serve's app) runs without the PostgreSQL,
+    OpenSearch, RabbitMQ and Redis clients: what makes them optional extras possible (ADR
+    0018). Checked in a fresh interpreter, where nothing else imported them."""
+    script = f"""
+import asyncio, sys
+from datetime import UTC, datetime
+import opspilot
+from opspilot.entrypoints.self_monitoring import start_self_monitoring
+
+async def main():
+    async with opspilot.OpsPilot.in_memory() as ops:
+        pid = (await ops.create_project("p")).project_id
+        await ops.ingest_logs(pid, [opspilot.Log("ERROR", "boom", datetime.now(UTC))])
+        await ops.drain()
+        await ops.search_logs(pid)
+        opspilot.web_app(ops)
+        monitor = start_self_monitoring(ops.container, ops.container.api_telemetry().registry,
+                                        worker=True)
+        await monitor.stop()
+
+asyncio.run(main())
+print(sorted({{name.split(".")[0] for name in sys.modules}} & set({ENGINE_CLIENTS!r})))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPSPILOT_")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
