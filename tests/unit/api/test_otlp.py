@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pytest
 from google.protobuf import json_format
+from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
@@ -189,19 +190,30 @@ async def test_nothing_to_keep_is_a_400_naming_the_field(
     old = NumberDataPoint(time_unix_nano=now_ns(clock) - 200 * 86_400 * 10**9, as_double=1.0)
     response = await post(api, "/v1/metrics", gauge_request(clock, [old]), tenant.ingest_headers)
     assert response.status == 400
-    error = (await response.json())["error"]
-    assert error["details"]["field"] == (
-        "resourceMetrics[0].scopeMetrics[0].metrics[0].gauge.dataPoints[0].timeUnixNano")
-    assert "retention" in error["message"]
+    # a protobuf request's error is a protobuf google.rpc.Status (OTLP/HTTP spec)
+    assert response.content_type == "application/x-protobuf"
+    status = Status.FromString(await response.read())
+    assert status.code == 3  # INVALID_ARGUMENT
+    assert status.message.startswith(
+        "resourceMetrics[0].scopeMetrics[0].metrics[0].gauge.dataPoints[0].timeUnixNano: ")
+    assert "retention" in status.message
     bad_name = NumberDataPoint(time_unix_nano=now_ns(clock), as_double=1.0)
-    response = await post(api, "/v1/metrics", gauge_request(clock, [bad_name], "bad name!"),
-                          tenant.ingest_headers)
+    doc = json_format.MessageToDict(gauge_request(clock, [bad_name], "bad name!"))
+    response = await api.post("/v1/metrics", json=doc, headers=tenant.ingest_headers)
+    assert response.status == 400  # a JSON request's error is the standard JSON error body
     assert (await response.json())["error"]["details"]["field"].endswith("metrics[0].name")
     assert container.memory_queue().depth(Stream.METRICS) == 0
 
 
+async def test_garbage_protobuf_is_a_400_status(api: Any, tenant: Any) -> None:
+    response = await api.post("/v1/logs", data=b"\xff\xff\xff garbage",
+                              headers={**PROTOBUF, **tenant.ingest_headers})
+    assert response.status == 400
+    status = Status.FromString(await response.read())
+    assert status.code == 3 and status.message.startswith("body: not a protobuf")
+
+
 @pytest.mark.parametrize(("body", "headers", "status", "field"), [
-    (b"\xff\xff\xff garbage", PROTOBUF, 400, "body"),
     (b"{not json", {"Content-Type": "application/json"}, 400, "body"),
     (b'{"resourceMetrics": 5}', {"Content-Type": "application/json"}, 400, "body"),
     (b"metrics", {"Content-Type": "text/plain"}, 415, "Content-Type"),

@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 from aiohttp import web
+from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
@@ -23,9 +24,10 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 
 from opspilot.application.ingest import TimeCheck
-from opspilot.domain.errors import LimitExceeded, ValidationError
+from opspilot.domain.errors import LimitExceeded, OpsPilotError, ValidationError
+from opspilot.entrypoints.api.errors import from_domain
 from opspilot.entrypoints.api.guards import ingest_identity
-from opspilot.entrypoints.api.otlp.body import answer, encoding_of, read_export
+from opspilot.entrypoints.api.otlp.body import PROTOBUF, answer, encoding_of, read_export
 from opspilot.entrypoints.api.otlp.logs import map_logs
 from opspilot.entrypoints.api.otlp.mapped import Mapped
 from opspilot.entrypoints.api.otlp.metrics import map_metrics
@@ -56,18 +58,46 @@ LOGS = Signal("logs", ExportLogsServiceRequest, ExportLogsServiceResponse,
 
 def exporter(signal: Signal) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def export(request: web.Request) -> web.Response:
-        identity = await ingest_identity(request, bearer_key=True)
-        encoding = encoding_of(request)
-        body = await read_export(request, signal.request_type, encoding)
-        mapped = signal.mapper(body, services(request).ingest.time_check(signal.kind))
-        await _publish(request, identity, mapped, signal.kind)
-        response = signal.response_type()
-        if mapped.rejected:
-            setattr(response.partial_success, signal.rejected_field, mapped.rejected)
-            response.partial_success.error_message = mapped.message()
-        return answer(response, encoding)
+        try:
+            return await _export(request, signal)
+        except OpsPilotError as exc:
+            if request.content_type != PROTOBUF:
+                raise  # the standard JSON error body (error middleware)
+            return as_status(from_domain(exc), exc.message)
+        except web.HTTPRequestEntityTooLarge as exc:
+            if request.content_type != PROTOBUF:
+                raise
+            return as_status(exc, f"body: {exc.reason}")
 
     return export
+
+
+def as_status(answer: web.Response, message: str) -> web.Response:
+    """An error for a protobuf request as the OTLP/HTTP spec requires: the same status and
+    headers (Retry-After), the body a protobuf google.rpc.Status whose message names the
+    field (`resourceMetrics[0]…: …`), in the request's Content-Type."""
+    code = GRPC_CODES.get(answer.status, 2)  # 2: UNKNOWN
+    headers = {k: v for k, v in answer.headers.items()
+               if k.lower() not in ("content-type", "content-length")}
+    return web.Response(status=answer.status, headers=headers, content_type=PROTOBUF,
+                        body=Status(code=code, message=message).SerializeToString())
+
+
+# HTTP status → google.rpc.Code, for the Status body of protobuf errors.
+GRPC_CODES = {400: 3, 401: 16, 403: 7, 413: 8, 415: 3, 429: 8, 503: 14}
+
+
+async def _export(request: web.Request, signal: Signal) -> web.Response:
+    identity = await ingest_identity(request, bearer_key=True)
+    encoding = encoding_of(request)
+    body = await read_export(request, signal.request_type, encoding)
+    mapped = signal.mapper(body, services(request).ingest.time_check(signal.kind))
+    await _publish(request, identity, mapped, signal.kind)
+    response = signal.response_type()
+    if mapped.rejected:
+        setattr(response.partial_success, signal.rejected_field, mapped.rejected)
+        response.partial_success.error_message = mapped.message()
+    return answer(response, encoding)
 
 
 async def _publish(request: web.Request, identity: Any, mapped: Mapped, kind: str) -> None:
