@@ -21,7 +21,6 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import aiohttp
-from aiohttp import web
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -33,7 +32,7 @@ from opspilot.domain.logs import log_id_for
 from opspilot.domain.metrics import Aggregation, SeriesSelector
 from opspilot.domain.ports import WindowRequest
 from opspilot.domain.timewindow import TimeRange
-from opspilot.entrypoints.api.app import create_app
+from opspilot.entrypoints.api.app import create_app, start_api_site
 from opspilot.entrypoints.assembly import api_services, ingest_worker
 from opspilot.settings import Settings
 
@@ -98,9 +97,8 @@ class Pipeline:
         await start_container(self.container)
         made = await self.container.provisioner().create_project("whole")
         self.project_id, self.key = made.project_id, made.api_key
-        self.runner = web.AppRunner(create_app(api_services(self.container)))
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.runner = await start_api_site(create_app(api_services(self.container)),
+                                           "127.0.0.1", 0)
         self.base = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
         self.session = aiohttp.ClientSession()
         self.worker = ingest_worker(self.container, self._consumer(self.container))

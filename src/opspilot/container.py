@@ -29,7 +29,8 @@ from opspilot.adapters.secrets import principal_seal_secret, secret_box
 from opspilot.adapters.system import SystemClock, UuidGenerator
 from opspilot.adapters.telemetry import ApiTelemetry, WorkerTelemetry
 from opspilot.application.accounts import Accounts
-from opspilot.application.auth import Authenticator, PrincipalSeal
+from opspilot.application.admission import ByteBudget
+from opspilot.application.auth import Authenticator, FailureThrottle, PrincipalSeal
 from opspilot.application.caching import DataVersions, QueryCache
 from opspilot.application.compaction import CompactionPolicy
 from opspilot.application.ingest import IngestService
@@ -268,9 +269,16 @@ class Container(containers.DeclarativeContainer):
     principal_seal = providers.Singleton(
         PrincipalSeal, providers.Callable(principal_seal_secret, config.secret_key)
     )
-    authenticator = providers.Singleton(Authenticator, tenancy, cache, clock, principal_seal)
+    authenticator = providers.Singleton(
+        Authenticator, tenancy, cache, clock, principal_seal, config.unknown_credential_seconds
+    )
     accounts = providers.Singleton(Accounts, tenancy, authenticator, clock, ids)
     provisioner = accounts  # the name tests and benches create projects through
+    auth_failures = providers.Singleton(
+        FailureThrottle, rate_limiter, clock, config.auth_failure_rate,
+        config.auth_failure_burst, config.rate_limits_enabled,
+    )
+    request_budget = providers.Singleton(ByteBudget, config.max_inflight_bytes)
     ingest = providers.Singleton(IngestService, queue, clock, ids, retention_policy)
     metric_queries = providers.Singleton(
         MetricQueries, metric_store, analyzer, query_cache, query_limits

@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     query_rate: float = 20.0
     query_burst: int = 100
     rate_limits_enabled: bool = True
+    # What one API process takes on at once (docs/adr/0014-hardening.md, README limits).
+    max_inflight_bytes: int = 32 * 1024 * 1024  # request bodies held at once, inflated
+    max_connections: int = 1000  # open client connections; more are answered 503 and closed
+    http_idle_seconds: float = 15.0  # a connection idle, or still sending its headers
+    http_body_seconds: float = 30.0  # reading one request body
+    auth_failure_rate: float = 1.0  # 401/403 answers per second and client address
+    auth_failure_burst: int = 20
+    unknown_credential_seconds: float = 60.0  # an unknown key or token is not looked up again
 
     # Worker.
     worker_batch_records: int = 1000

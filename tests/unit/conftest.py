@@ -13,7 +13,8 @@ import pytest
 from opspilot.adapters.system import FixedClock
 from opspilot.container import Container, build_container, start_container, stop_container
 from opspilot.domain.ingest import Stream
-from opspilot.entrypoints.api.app import create_app
+from opspilot.entrypoints.api.app import create_app, server_options
+from opspilot.entrypoints.api.state import SERVICES
 from opspilot.entrypoints.assembly import api_services, ingest_worker
 from opspilot.settings import Settings
 
@@ -58,7 +59,8 @@ class Tenant:
 
 @pytest.fixture
 async def api(aiohttp_client: Any, container: Container) -> Any:
-    return await aiohttp_client(create_app(api_services(container)))
+    app = create_app(api_services(container))
+    return await aiohttp_client(app, server_kwargs=server_options(app[SERVICES]))
 
 
 async def new_tenant(container: Container, name: str) -> Tenant:

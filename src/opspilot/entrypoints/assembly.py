@@ -8,7 +8,7 @@ from opspilot.application.worker import IngestWorker
 from opspilot.container import Container
 from opspilot.entrypoints.alert_scheduler import alert_rules_service
 from opspilot.entrypoints.api.routes_alerts import alert_routes
-from opspilot.entrypoints.api.state import ApiServices, RateLimits
+from opspilot.entrypoints.api.state import ApiServices, HttpLimits, RateLimits
 
 
 def readiness_checks(container: Container) -> dict[str, Any]:
@@ -42,6 +42,10 @@ def api_services(container: Container) -> ApiServices:
         readiness=readiness_checks(container),
         max_body_bytes=config.max_body_bytes(),
         admin_token=config.admin_token(),
+        budget=container.request_budget(),
+        auth_failures=container.auth_failures(),
+        http=HttpLimits(config.http_idle_seconds(), config.http_body_seconds(),
+                        config.max_connections()),
         extra_routes=[alert_routes(alert_rules_service(container))],
     )
 

@@ -99,12 +99,9 @@ async def _until_signalled() -> None:
 
 
 async def _start_site(app: Any, host: str, port: int) -> Any:
-    from aiohttp import web
+    from opspilot.entrypoints.api.app import start_api_site
 
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner
+    return await start_api_site(app, host, port)
 
 
 async def _serve(args: Any) -> int:

@@ -26,14 +26,13 @@ from typing import Any
 
 import pytest
 import schemathesis
-from aiohttp import web
 from hypothesis import HealthCheck, settings
 from schemathesis import checks as st_checks
 from schemathesis.specs.openapi import checks as oa_checks
 
 from opspilot.adapters.system import FixedClock
 from opspilot.container import build_container, start_container, stop_container
-from opspilot.entrypoints.api.app import create_app
+from opspilot.entrypoints.api.app import create_app, start_api_site
 from opspilot.entrypoints.api.openapi import build_document
 from opspilot.entrypoints.assembly import api_services  # (adds the alert routes)
 from opspilot.settings import Settings
@@ -73,10 +72,8 @@ class EmbeddedServer:
         self.container.clock.override(FixedClock(NOW))
         await start_container(self.container)
         self.tenant = await new_tenant(self.container, "fuzz")
-        self.runner = web.AppRunner(create_app(api_services(self.container)))
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
+        self.runner = await start_api_site(create_app(api_services(self.container)),
+                                           "127.0.0.1", 0)
         port = self.runner.addresses[0][1]
         self.base_url = f"http://127.0.0.1:{port}"
 

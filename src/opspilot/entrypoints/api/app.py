@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+import orjson
 from aiohttp import web
 
 from opspilot.entrypoints.api import (
@@ -17,6 +20,7 @@ from opspilot.entrypoints.api import (
     routes_system,
     routes_ui,
 )
+from opspilot.entrypoints.api.body import release_body
 from opspilot.entrypoints.api.errors import error_middleware
 from opspilot.entrypoints.api.guards import add_rate_headers
 from opspilot.entrypoints.api.otlp import routes as routes_otlp
@@ -73,10 +77,72 @@ async def body_limit_middleware(request: web.Request, handler: Handler) -> web.S
         request.update(clone)
 
 
+@web.middleware
+async def body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Gives back the request's share of the byte budget once it is answered, and closes the
+    connection after an answer given before the body was read (an early 401, 413, 415):
+    the rest of such a body is never read, let alone inflated (server_options lingers 0 s)."""
+    try:
+        response = await handler(request)
+    finally:
+        release_body(request)
+    if request.body_exists and not request.content.is_eof() and response.status >= 400:
+        response.force_close()
+    return response
+
+
+def server_options(svc: ApiServices) -> dict[str, Any]:
+    """aiohttp server settings for the API (AppRunner / TestServer keyword arguments):
+    bodies are inflated by `body.read_body` after authentication, never by the parser; a
+    connection idle or still sending its headers is closed after `http.idle_seconds`; an
+    unread body is not drained (closed at once). Header lines and fields stay at aiohttp's
+    8,190 bytes, 128 headers."""
+    return {
+        "auto_decompress": False,
+        "keepalive_timeout": svc.http.idle_seconds,
+        "lingering_time": 0,
+        "access_log": None,
+    }
+
+
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        b"Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s")
+
+
+def limit_connections(server: web.Server, limit: int) -> None:
+    """At most `limit` open connections on `server` (a started runner's `.server`): one
+    more is answered 503 JSON and closed at once. aiohttp has no such setting, so the
+    server's `connection_made` hook is wrapped."""
+    admit = server.connection_made
+    body = orjson.dumps({"error": {"code": "service_unavailable", "message":
+                                   f"too many open connections (at most {limit})",
+                                   "details": {"retry_after": 1}}})
+
+    def connection_made(handler: Any, transport: asyncio.Transport) -> None:
+        admit(handler, transport)
+        if len(server.connections) > limit:
+            transport.write(BUSY % (len(body), body))
+            transport.close()
+
+    server.connection_made = connection_made  # type: ignore[method-assign]
+
+
+async def start_api_site(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """The API served with its limits: server_options and limit_connections."""
+    svc = app[SERVICES]
+    runner = web.AppRunner(app, **server_options(svc))
+    await runner.setup()
+    assert runner.server is not None
+    limit_connections(runner.server, svc.http.max_connections)
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
 def create_app(svc: ApiServices) -> web.Application:
     # Error handling sits inside telemetry so that mapped errors are counted with their status.
     app = web.Application(
-        middlewares=[telemetry_middleware, error_middleware, body_limit_middleware],
+        middlewares=[telemetry_middleware, body_middleware, error_middleware,
+                     body_limit_middleware],
         client_max_size=svc.max_body_bytes,
     )
     app[SERVICES] = svc

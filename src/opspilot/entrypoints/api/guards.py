@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from opspilot.domain.errors import (
+    Forbidden,
     RateLimited,
     ServiceUnavailable,
     Unauthenticated,
@@ -25,15 +28,35 @@ ADMIN_BURST = 20
 log = logging.getLogger(__name__)
 
 
+@contextlib.asynccontextmanager
+async def _authenticating(request: web.Request) -> AsyncIterator[None]:
+    """401/403 answers are rate limited per client address (FailureThrottle): a blocked
+    address is answered 429 before its credential is looked up."""
+    throttle = services(request).auth_failures
+    source = request.remote or "unknown"
+    if throttle is not None:
+        throttle.check(source)
+    try:
+        yield
+    except (Unauthenticated, Forbidden):
+        if throttle is not None:
+            try:
+                await throttle.failed(source)
+            except ServiceUnavailable:  # fail open, as the other limits do
+                services(request).telemetry.limiter_failures.inc()
+        raise
+
+
 async def ingest_identity(request: web.Request, bearer_key: bool = False) -> IngestIdentity:
     """The project of the request's API key: `X-API-Key`, or (bearer_key, for the standard
     protocols whose clients can only set `Authorization`, e.g. Prometheus' remote_write
     `authorization:` block) `Authorization: Bearer <api key>`."""
     svc = services(request)
-    api_key = _credential(request, "X-API-Key")
-    if not api_key and bearer_key:
-        api_key = bearer_token(request)
-    identity = await svc.auth.ingest_identity(api_key)
+    async with _authenticating(request):
+        api_key = _credential(request, "X-API-Key")
+        if not api_key and bearer_key:
+            api_key = bearer_token(request)
+        identity = await svc.auth.ingest_identity(api_key)
     limits = svc.rate_limits
     await _limit(request, "ingest", f"ingest:{identity.key_id}", limits.ingest_rate, limits.ingest_burst)
     return identity
@@ -53,31 +76,40 @@ async def query_project(
 async def project_principal(
     request: web.Request, role: Role = Role.VIEWER, headers: tuple[str, ...] = ("X-Project-ID",)
 ) -> tuple[Principal, str]:
-    principal = await query_principal(request)
-    named = {h: v for h in headers if (v := request.headers.get(h, "").strip())}
-    if not named:
-        raise ValidationError(headers[0], "header is required")
-    for header, value in named.items():
-        check_text(value, header)
-    project_id = next(iter(named.values()))
-    if any(v != project_id for v in named.values()):
-        raise ValidationError(" / ".join(named), "the project headers name different projects")
-    principal.require(project_id, role)
+    async with _authenticating(request):
+        principal = await _caller(request)
+        named = {h: v for h in headers if (v := request.headers.get(h, "").strip())}
+        if not named:
+            raise ValidationError(headers[0], "header is required")
+        for header, value in named.items():
+            check_text(value, header)
+        project_id = next(iter(named.values()))
+        if any(v != project_id for v in named.values()):
+            raise ValidationError(" / ".join(named), "the project headers name different projects")
+        principal.require(project_id, role)
+    await _query_limit(request, principal)
     return principal, project_id
 
 
 async def query_principal(request: web.Request) -> Principal:
     """Who a bearer token is (the admin token's is the operator), rate-limited per user; for
     the calls that span projects, and under every project-scoped one."""
-    svc = services(request)
+    async with _authenticating(request):
+        principal = await _caller(request)
+    await _query_limit(request, principal)
+    return principal
+
+
+async def _caller(request: web.Request) -> Principal:
     bearer = bearer_token(request)
     if bearer is not None and _is_admin_token(request, bearer):
-        principal = OPERATOR
-    else:
-        principal = await svc.auth.principal(bearer)
-    limits = svc.rate_limits
+        return OPERATOR
+    return await services(request).auth.principal(bearer)
+
+
+async def _query_limit(request: web.Request, principal: Principal) -> None:
+    limits = services(request).rate_limits
     await _limit(request, "query", f"query:{principal.user_id}", limits.query_rate, limits.query_burst)
-    return principal
 
 
 async def admin_caller(request: web.Request) -> Principal:

@@ -14,12 +14,13 @@ from aiohttp import web
 
 from opspilot.domain.errors import ValidationError
 from opspilot.domain.timewindow import TimeRange
+from opspilot.entrypoints.api.body import read_body
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
 
 async def json_body(request: web.Request, model: type[M]) -> M:
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw:
         raise ValidationError("body", "a JSON body is required")
     try:

@@ -9,7 +9,8 @@ from aiohttp import web
 
 from opspilot.adapters.telemetry import ApiTelemetry
 from opspilot.application.accounts import Accounts
-from opspilot.application.auth import Authenticator
+from opspilot.application.admission import ByteBudget
+from opspilot.application.auth import Authenticator, FailureThrottle
 from opspilot.application.ingest import IngestService
 from opspilot.application.log_queries import LogQueries
 from opspilot.application.metric_queries import MetricQueries
@@ -26,6 +27,15 @@ class RateLimits:
     query_rate: float = 20.0
     query_burst: int = 100
     enabled: bool = True
+
+
+@attrs.frozen
+class HttpLimits:
+    """What one connection may hold (aiohttp's own limits are set from these, app.py)."""
+
+    idle_seconds: float = 15.0
+    body_seconds: float = 30.0
+    max_connections: int = 1000
 
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -47,6 +57,9 @@ class ApiServices:
     extra_routes: list[Callable[[web.Application], None]] = attrs.Factory(list)
     max_body_bytes: int = 10 * 1024 * 1024
     admin_token: str | None = None  # None: no /api/admin/* at all
+    budget: ByteBudget = attrs.Factory(lambda: ByteBudget(32 * 1024 * 1024))
+    auth_failures: FailureThrottle | None = None
+    http: HttpLimits = HttpLimits()
 
 
 SERVICES = web.AppKey("services", ApiServices)
