@@ -63,6 +63,14 @@ async def closed(reader: asyncio.StreamReader) -> bool:
         return True
 
 
+async def ingest(served: Served, data: bytes, *headers: bytes) -> tuple[int, dict[str, str], bytes]:
+    """POST /api/ingest/metrics with the project's key; the connection is closed after."""
+    status, answer_headers, text, _, writer = await served.raw(post(
+        "/api/ingest/metrics", data, *headers, f"X-API-Key: {served.api_key}".encode()))
+    writer.close()
+    return status, answer_headers, text
+
+
 def post(path: str, body: bytes, *headers: bytes) -> bytes:
     head = [f"POST {path} HTTP/1.1".encode(), b"Host: x", b"Content-Type: application/json",
             f"Content-Length: {len(body)}".encode(), *headers]
@@ -140,10 +148,7 @@ async def test_an_early_answer_closes_the_connection_without_reading_the_rest(
 async def test_an_authenticated_gzip_body_is_inflated_and_accepted(served: Served) -> None:
     for encoding, data in (("gzip", gzip.compress(metrics_body(3))),
                            ("deflate", zlib.compress(metrics_body(3)))):
-        status, _, text, _, writer = await served.raw(post(
-            "/api/ingest/metrics", data, f"Content-Encoding: {encoding}".encode(),
-            f"X-API-Key: {served.api_key}".encode()))
-        writer.close()
+        status, _, text = await ingest(served, data, f"Content-Encoding: {encoding}".encode())
         assert status == 202, text
         assert orjson.loads(text)["accepted"] == 3
 
@@ -151,10 +156,7 @@ async def test_an_authenticated_gzip_body_is_inflated_and_accepted(served: Serve
 async def test_an_authenticated_bomb_stops_at_the_body_limit_with_413(served: Served) -> None:
     body = bomb(1024 * MiB)
     started = time.monotonic()
-    status, _, text, _, writer = await served.raw(post(
-        "/api/ingest/metrics", body, b"Content-Encoding: gzip",
-        f"X-API-Key: {served.api_key}".encode()))
-    writer.close()
+    status, _, text = await ingest(served, body, b"Content-Encoding: gzip")
     assert status == 413, text
     assert orjson.loads(text)["error"]["details"]["field"] == "body"
     assert time.monotonic() - started < 2.0  # it stopped at 10 MiB, not at 1 GiB
@@ -162,20 +164,14 @@ async def test_an_authenticated_bomb_stops_at_the_body_limit_with_413(served: Se
 
 @pytest.mark.parametrize("data", [b"\x1f\x8bnot gzip", gzip.compress(b'{"metrics": []}')[:-12]])
 async def test_undecodable_or_truncated_gzip_is_400(served: Served, data: bytes) -> None:
-    status, _, text, _, writer = await served.raw(post(
-        "/api/ingest/metrics", data, b"Content-Encoding: gzip",
-        f"X-API-Key: {served.api_key}".encode()))
-    writer.close()
+    status, _, text = await ingest(served, data, b"Content-Encoding: gzip")
     assert status == 400, text
     assert orjson.loads(text)["error"]["details"]["field"] == "body"
 
 
 @pytest.mark.parametrize("encoding", [b"br", b"zstd", b"gzip, gzip", b"compress"])
 async def test_other_encodings_are_415_json(served: Served, encoding: bytes) -> None:
-    status, headers, text, _, writer = await served.raw(post(
-        "/api/ingest/metrics", b"\x00\x01\x02", b"Content-Encoding: " + encoding,
-        f"X-API-Key: {served.api_key}".encode()))
-    writer.close()
+    status, headers, text = await ingest(served, b"\x00\x01\x02", b"Content-Encoding: " + encoding)
     assert status == 415
     assert headers["content-type"].startswith("application/json")
     error = orjson.loads(text)["error"]
@@ -202,15 +198,11 @@ def test_the_budget_admits_what_fits_and_one_oversized_body_alone() -> None:
 async def test_past_the_budget_ingest_is_503_with_retry_after(served: Served) -> None:
     budget = served.container.request_budget()
     budget.take(4000)  # another request in flight
-    status, headers, text, _, writer = await served.raw(post(
-        "/api/ingest/metrics", metrics_body(10), f"X-API-Key: {served.api_key}".encode()))
-    writer.close()
+    status, headers, text = await ingest(served, metrics_body(10))
     assert status == 503, text
     assert headers["retry-after"] == "1"
     budget.give_back(4000)
-    status, _, _, _, writer = await served.raw(post(
-        "/api/ingest/metrics", metrics_body(10), f"X-API-Key: {served.api_key}".encode()))
-    writer.close()
+    status, _, _ = await ingest(served, metrics_body(10))
     assert status == 202
     assert budget.in_use == 0  # given back once answered
 
@@ -265,9 +257,7 @@ async def test_failed_authentications_are_rate_limited_per_address(served: Serve
         statuses.append(status)
     assert statuses == [401] * 5 + [429] * 3
     # the right key from the same address is blocked too, until the bucket refills
-    status, headers, _, _, writer = await served.raw(post(
-        "/api/ingest/metrics", metrics_body(), f"X-API-Key: {served.api_key}".encode()))
-    writer.close()
+    status, headers, _ = await ingest(served, metrics_body())
     assert status == 429 and int(headers["retry-after"]) >= 1
     # and so is a query with another project's id (403 counts as a failure too)
     status, *_ , writer = await served.raw(
