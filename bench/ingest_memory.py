@@ -31,6 +31,7 @@ import orjson
 BIN = Path(sys.executable).parent / "opspilot"
 AMQP = os.environ.get("OPSPILOT_AMQP_URL", "")
 PREFIX = f"bench-mem-{os.getpid()}."
+ADMIN = f"bench-admin-{os.getpid()}-{time.time_ns()}"
 
 
 async def delete_queues(url: str, prefix: str) -> None:
@@ -82,14 +83,15 @@ async def run(budget: int, clients: int, port: int, payload: bytes) -> dict[str,
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSPILOT_")}
     env.update(OPSPILOT_QUEUE_MAX_DEPTH="1", OPSPILOT_RATE_LIMITS_ENABLED="false",
                OPSPILOT_MAX_INFLIGHT_BYTES=str(budget), OPSPILOT_AMQP_URL=AMQP,
-               OPSPILOT_QUEUE_PREFIX=PREFIX)
+               OPSPILOT_QUEUE_PREFIX=PREFIX, OPSPILOT_ADMIN_TOKEN=ADMIN)
     proc = subprocess.Popen([str(BIN), "api", "--port", str(port)], env=env,  # noqa: ASYNC220
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         await asyncio.to_thread(wait_ready, base)
         async with aiohttp.ClientSession() as session:
-            async with session.post(base + "/api/admin/projects", json={"name": "mem"}) as r:
+            async with session.post(base + "/api/admin/projects", json={"name": "mem"},
+                                    headers={"Authorization": f"Bearer {ADMIN}"}) as r:
                 key = (await r.json())["api_key"]
             idle = rss_kib(proc.pid, "VmRSS")
             started = time.monotonic()

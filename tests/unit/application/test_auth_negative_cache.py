@@ -7,9 +7,11 @@ import pytest
 
 from opspilot.adapters.memory.cache import InMemoryCache
 from opspilot.adapters.memory.tenancy import InMemoryTenancyStore
-from opspilot.application.auth import Authenticator
+from opspilot.adapters.system import FixedClock
+from opspilot.application.auth import Authenticator, PrincipalSeal
 from opspilot.domain.errors import Unauthenticated
 from opspilot.domain.tenancy import ApiKey, Token
+from tests.unit.conftest import NOW
 
 
 class CountingTenancy(InMemoryTenancyStore):
@@ -30,7 +32,8 @@ class CountingTenancy(InMemoryTenancyStore):
 
 async def test_an_unknown_key_and_token_cost_one_lookup_each() -> None:
     tenancy = CountingTenancy()
-    auth = Authenticator(tenancy, InMemoryCache(), unknown_ttl=60)
+    auth = Authenticator(tenancy, InMemoryCache(), FixedClock(NOW), PrincipalSeal(b"k" * 32),
+                         unknown_ttl=60)
     for _ in range(5):
         with pytest.raises(Unauthenticated):
             await auth.ingest_identity("opk_guessed")
