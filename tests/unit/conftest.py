@@ -9,6 +9,8 @@ from typing import Any
 
 import attrs
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from opspilot.adapters.system import FixedClock
 from opspilot.container import Container, build_container, start_container, stop_container
@@ -59,8 +61,16 @@ class Tenant:
 
 @pytest.fixture
 async def api(aiohttp_client: Any, container: Container) -> Any:
-    app = create_app(api_services(container))
-    return await aiohttp_client(app, server_kwargs=server_options(app[SERVICES]))
+    return await aiohttp_client(await api_test_server(create_app(api_services(container))))
+
+
+async def api_test_server(app: web.Application) -> TestServer:
+    """The app served with the API's own server options (no inflation by aiohttp, ...):
+    TestServer drops keyword arguments given to its constructor, so they go to
+    start_server, which aiohttp_client then finds started."""
+    server = TestServer(app)
+    await server.start_server(**server_options(app[SERVICES]))
+    return server
 
 
 async def new_tenant(container: Container, name: str) -> Tenant:

@@ -26,12 +26,26 @@ INFLATE_IN_THREAD = 256 * 1024  # compressed bytes past which inflating leaves t
 
 
 async def read_body(request: web.Request) -> bytes:
-    svc = services(request)
+    """The body, inflated if it is gzip or deflate (415 for any other Content-Encoding)."""
     encoding = request.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in PLAIN and encoding not in DECODERS:
         raise UnsupportedMediaType(
             f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none",
             {"field": "Content-Encoding"})
+    raw = await read_raw_body(request)
+    if encoding in PLAIN:
+        return raw
+    limit = services(request).max_body_bytes
+    _hold(request, limit)  # the inflated body may reach the limit: reserve it first
+    if len(raw) > INFLATE_IN_THREAD:
+        return await asyncio.to_thread(inflate, raw, DECODERS[encoding], limit, encoding)
+    return inflate(raw, DECODERS[encoding], limit, encoding)
+
+
+async def read_raw_body(request: web.Request) -> bytes:
+    """The body's bytes as sent (for a protocol that decodes its own, e.g. snappy), within
+    the byte budget, the size limit and the body timeout."""
+    svc = services(request)
     limit = svc.max_body_bytes
     declared = request.content_length
     if declared is not None and declared > limit:
@@ -39,16 +53,10 @@ async def read_body(request: web.Request) -> bytes:
     _hold(request, declared if declared is not None else limit)
     try:
         async with asyncio.timeout(svc.http.body_seconds):
-            raw = await request.read()
+            return await request.read()
     except TimeoutError:
         raise ValidationError(
             "body", f"not received within {svc.http.body_seconds:g} s") from None
-    if encoding in PLAIN:
-        return raw
-    _hold(request, limit)  # the inflated body may reach the limit: reserve it first
-    if len(raw) > INFLATE_IN_THREAD:
-        return await asyncio.to_thread(inflate, raw, DECODERS[encoding], limit, encoding)
-    return inflate(raw, DECODERS[encoding], limit, encoding)
 
 
 def inflate(raw: bytes, wbits: int, limit: int, encoding: str) -> bytes:

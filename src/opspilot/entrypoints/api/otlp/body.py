@@ -1,7 +1,7 @@
 """OTLP/HTTP bodies: binary protobuf or the OTLP JSON encoding, in and out.
 
 The request's encoding is also the response's (the spec requires it). gzip bodies are
-inflated by aiohttp before `read()`, and `client_max_size` bounds the inflated size (413).
+inflated by `api.body.read_body` (after authentication, capped at the body limit: 413).
 OTLP JSON differs from protobuf's canonical JSON in one way json_format does not know:
 trace and span ids are hex, not base64; they are converted before parsing.
 """
@@ -17,6 +17,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
 from opspilot.domain.errors import UnsupportedMediaType, ValidationError
+from opspilot.entrypoints.api.body import read_body
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -34,7 +35,7 @@ def encoding_of(request: web.Request) -> str:
 
 
 async def read_export(request: web.Request, message_type: type[M], encoding: str) -> M:
-    raw = await request.read()
+    raw = await read_body(request)
     message: M = message_type()
     if encoding == PROTOBUF:
         try:

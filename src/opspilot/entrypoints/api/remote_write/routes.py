@@ -14,6 +14,7 @@ from aiohttp import web
 from google.protobuf.message import DecodeError
 
 from opspilot.domain.errors import LimitExceeded, UnsupportedMediaType, ValidationError
+from opspilot.entrypoints.api.body import read_raw_body
 from opspilot.entrypoints.api.guards import ingest_identity
 from opspilot.entrypoints.api.remote_write.mapping import map_write
 from opspilot.entrypoints.api.remote_write.remote_write_pb2 import WriteRequest
@@ -46,7 +47,7 @@ async def _read(request: web.Request, max_bytes: int) -> WriteRequest:
     if request.headers.get("Content-Encoding", "").lower() != "snappy":
         raise UnsupportedMediaType("Content-Encoding: remote-write bodies are snappy-compressed"
                                    " (Content-Encoding: snappy)", {"field": "Content-Encoding"})
-    compressed = await request.read()
+    compressed = await read_raw_body(request)
     try:
         size = cramjam.snappy.decompress_raw_len(compressed)
         if size > max_bytes:
