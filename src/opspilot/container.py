@@ -155,7 +155,7 @@ class Container(containers.DeclarativeContainer):
 
     clock = providers.Singleton(SystemClock)
     ids = providers.Singleton(UuidGenerator)
-    api_telemetry = providers.Singleton(ApiTelemetry)
+    api_telemetry = providers.Singleton(ApiTelemetry, per_project=config.metrics_per_project)
     worker_telemetry = providers.Singleton(WorkerTelemetry)
 
     # -- connections -------------------------------------------------------------------

@@ -64,7 +64,9 @@ class Settings(BaseSettings):
     http_body_seconds: float = 30.0  # reading one request body
     auth_failure_rate: float = 1.0  # 401/403 answers per second and client address
     auth_failure_burst: int = 20
-    unknown_credential_seconds: float = 60.0  # an unknown key or token is not looked up again
+    unknown_credential_seconds: float = 60.0
+    # /metrics on the API port answers anyone: series per project id only when enabled.
+    metrics_per_project: bool = False  # an unknown key or token is not looked up again
 
     # Worker.
     worker_batch_records: int = 1000

@@ -54,11 +54,18 @@ def include_registries(target: CollectorRegistry, others: Iterable[CollectorRegi
 
 
 class ProjectLabels:
-    def __init__(self, cap: int = MAX_PROJECT_LABELS) -> None:
+    """The `project` label of per-project series: the project id when the operator enabled
+    them (OPSPILOT_METRICS_PER_PROJECT; /metrics is unauthenticated, so by default it does
+    not list every project id), else `all`."""
+
+    def __init__(self, cap: int = MAX_PROJECT_LABELS, enabled: bool = True) -> None:
         self._seen: set[str] = set()
         self._cap = cap
+        self._enabled = enabled
 
     def __call__(self, project_id: str) -> str:
+        if not self._enabled:
+            return "all"
         if project_id in self._seen:
             return project_id
         if len(self._seen) < self._cap:
@@ -68,10 +75,11 @@ class ProjectLabels:
 
 
 class ApiTelemetry:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None,
+                 per_project: bool = True) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.project_label = ProjectLabels()
+        self.project_label = ProjectLabels(enabled=per_project)
         self.requests = Counter(
             "opspilot_http_requests_total", "HTTP requests by route and status",
             ["method", "route", "status"], registry=r,

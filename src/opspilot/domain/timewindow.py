@@ -30,6 +30,19 @@ def parse_duration(text: str, field: str) -> timedelta:
     return timedelta(seconds=seconds)
 
 
+_COMPOUND = re.compile(r"^(?=\d)(?:(\d{1,6})d)?(?:(\d{1,6})h)?(?:(\d{1,6})m)?(?:(\d{1,6})s)?$")
+
+
+def parse_compound_duration(text: str, field: str) -> timedelta:
+    """A Prometheus-style duration, units in descending order (`0s`, `90s`, `1m30s`,
+    `2d12h`) → timedelta; zero is allowed (how long a condition must hold)."""
+    match = _COMPOUND.match(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        raise ValidationError(field, f"expected a duration such as 0, 90s or 1m30s, got {text!r}")
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+
+
 def format_duration(value: timedelta) -> str:
     seconds = int(value.total_seconds())
     for unit in ("d", "h", "m"):

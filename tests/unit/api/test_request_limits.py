@@ -265,3 +265,25 @@ async def test_failed_authentications_are_rate_limited_per_address(served: Serve
         + served.token.encode() + b"\r\nX-Project-ID: other\r\n\r\n")
     writer.close()
     assert status == 429
+
+
+# -- item 8: aiohttp's own protocol errors --------------------------------------------------
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n",
+    b"POST /api/ingest/metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+    b"Content-Length: 3\r\n\r\n{}",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Name: v\r\n\r\n",
+    b"GET /healthz HTTP/9.9 extra\r\nHost: x\r\n\r\n",
+])
+async def test_protocol_errors_are_answered_with_the_json_error_body(
+    served: Served, request_bytes: bytes
+) -> None:
+    status, headers, text, _, writer = await served.raw(request_bytes)
+    writer.close()
+    assert 400 <= status < 500
+    assert headers["content-type"].startswith("application/json")
+    error = orjson.loads(text)["error"]
+    assert error["details"]["field"] == "request"
+    assert error["message"].startswith("malformed HTTP request")

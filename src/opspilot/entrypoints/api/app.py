@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from opspilot.entrypoints.api import (
     openapi,
@@ -21,7 +24,7 @@ from opspilot.entrypoints.api import (
     routes_ui,
 )
 from opspilot.entrypoints.api.body import release_body
-from opspilot.entrypoints.api.errors import error_middleware
+from opspilot.entrypoints.api.errors import error_middleware, error_response
 from opspilot.entrypoints.api.guards import add_rate_headers
 from opspilot.entrypoints.api.otlp import routes as routes_otlp
 from opspilot.entrypoints.api.remote_write import routes as routes_remote_write
@@ -127,12 +130,39 @@ def limit_connections(server: web.Server, limit: int) -> None:
     server.connection_made = connection_made  # type: ignore[method-assign]
 
 
+class JsonErrorHandler(RequestHandler):
+    """aiohttp answers what it cannot parse (a header line over 8,190 bytes, a duplicate
+    Content-Length, a bad header name or request line) itself, in text/plain, before any
+    middleware runs: this answers with the standard JSON error body instead."""
+
+    def handle_error(self, request: BaseRequest, status: int = 500,
+                     exc: BaseException | None = None, message: str | None = None
+                     ) -> web.StreamResponse:
+        if request.writer.output_size > 0 or status >= 500:
+            return super().handle_error(request, status, exc, message)
+        self.logger.debug("refused a malformed request from %s: %s", request.remote, exc)
+        detail = getattr(exc, "message", None) or message or HTTPStatus(status).phrase
+        response = error_response(status, "bad_request" if status == 400 else "http_error",
+                                  f"malformed HTTP request: {detail}"[:500],
+                                  {"field": "request"})
+        response.force_close()
+        return response
+
+
+class JsonErrorServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return JsonErrorHandler(self, loop=self._loop, **self._kwargs)
+
+
 async def start_api_site(app: web.Application, host: str, port: int) -> web.AppRunner:
-    """The API served with its limits: server_options and limit_connections."""
+    """The API served with its limits (server_options, limit_connections) and with its
+    protocol errors in JSON (the runner's server made a JsonErrorServer: aiohttp builds
+    the server inside AppRunner.setup and has no hook for the handler class)."""
     svc = app[SERVICES]
     runner = web.AppRunner(app, **server_options(svc))
     await runner.setup()
     assert runner.server is not None
+    runner.server.__class__ = JsonErrorServer
     limit_connections(runner.server, svc.http.max_connections)
     await web.TCPSite(runner, host, port).start()
     return runner

@@ -113,6 +113,9 @@ def _message(error: Any) -> str:
     if error["type"] == "string_pattern_mismatch" and \
             error.get("ctx", {}).get("pattern") == storable.STORABLE_PATTERN:
         return storable.NUL_REASON
+    if error["type"] == "string_pattern_mismatch" and \
+            error.get("ctx", {}).get("pattern") == storable.PRINTABLE_PATTERN:
+        return storable.CONTROL_REASON
     if error["type"] == "string_unicode":
         return storable.SURROGATE_REASON
     return str(error["msg"])

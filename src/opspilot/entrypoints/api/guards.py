@@ -42,8 +42,8 @@ async def _authenticating(request: web.Request) -> AsyncIterator[None]:
         if throttle is not None:
             try:
                 await throttle.failed(source)
-            except ServiceUnavailable:  # fail open, as the other limits do
-                services(request).telemetry.limiter_failures.inc()
+            except ServiceUnavailable as exc:  # fail open, as the other limits do
+                _limiter_failed(request, exc)
         raise
 
 
@@ -155,10 +155,12 @@ async def _limit(request: web.Request, scope: str, key: str, rate: float, burst:
         return
     try:
         decision = await svc.limiter.hit(key, rate, burst)
-    except ServiceUnavailable:
-        # Failing open: a limiter outage must not stop ingestion; it is counted and alertable.
-        svc.telemetry.limiter_failures.inc()
+    except ServiceUnavailable as exc:
+        # Failing open: a limiter outage must not stop ingestion; it is counted, logged once
+        # per outage, reported by /readyz and alertable (deploy/prometheus/alerts.yml).
+        _limiter_failed(request, exc)
         return
+    svc.limiter_health.worked(svc.clock.now())
     request["rate_headers"] = {
         "X-RateLimit-Limit": str(decision.limit),
         "X-RateLimit-Remaining": str(decision.remaining),
@@ -171,6 +173,12 @@ async def _limit(request: web.Request, scope: str, key: str, rate: float, burst:
             retry_after=decision.retry_after,
             field="X-API-Key" if scope == "ingest" else "Authorization",
         )
+
+
+def _limiter_failed(request: web.Request, exc: ServiceUnavailable) -> None:
+    svc = services(request)
+    svc.telemetry.limiter_failures.inc()
+    svc.limiter_health.failed(svc.clock.now(), exc.message)
 
 
 async def add_rate_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -80,7 +80,7 @@ class Health(Closed):
 class Readiness(Closed):
     """200 when every check is "ok", else 503 with the same shape."""
 
-    status: Literal["ready", "unready"]
+    status: Literal["ready", "degraded", "unready"]
     checks: dict[str, str] = Field(
         description='adapter → "ok" or "failed: <reason>"'
     )

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints
 
 from opspilot.application.alerting import AlertRules, RuleSpec, RuleView
 from opspilot.domain.alerts import (
@@ -34,7 +34,7 @@ from opspilot.domain.errors import ValidationError
 from opspilot.domain.metrics import MAX_TAGS, Aggregation
 from opspilot.domain.storable import check_text
 from opspilot.domain.tenancy import Role
-from opspilot.domain.timewindow import format_duration, parse_duration
+from opspilot.domain.timewindow import format_duration, parse_compound_duration, parse_duration
 from opspilot.entrypoints.api import openapi
 from opspilot.entrypoints.api import responses as r
 from opspilot.entrypoints.api.guards import project_principal, query_project
@@ -52,10 +52,14 @@ from opspilot.entrypoints.api.schemas import (
 
 ALERTS = web.AppKey("alert_rules", AlertRules)
 
-Text = Annotated[str, storable(1, 200, strip=True)]
+Text = Annotated[str, storable(1, 200, strip=True, name=True)]
 Id = Annotated[str, storable(1, 100)]
 Duration = Annotated[str, StringConstraints(pattern=r"^[1-9]\d{0,5}[smhd]$")]
-MaybeZeroDuration = Annotated[str, StringConstraints(pattern=r"^(0|[1-9]\d{0,5}[smhd])$")]
+# `0`, or a Prometheus-style duration: 0s, 90s, 1m30s, 1h, 2d12h (at most 6 digits a unit;
+# spelled without look-ahead, which pydantic-core's regex engine does not have)
+_H, _M, _S = r"(?:\d{1,6}h)?", r"(?:\d{1,6}m)?", r"(?:\d{1,6}s)?"
+MaybeZeroDuration = Annotated[str, StringConstraints(
+    pattern=rf"^(?:0|\d{{1,6}}d{_H}{_M}{_S}|\d{{1,6}}h{_M}{_S}|\d{{1,6}}m{_S}|\d{{1,6}}s)$")]
 # strict: a JSON number only (lax mode would read `false` as 0.0)
 Threshold = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 Tags = dict[TagKey, TagValue]
@@ -108,10 +112,14 @@ class RulePatch(Strict):
 
 
 class ChannelBody(Strict):
-    name: Annotated[str, storable(1, 100, strip=True)]
+    name: Annotated[str, storable(1, 100, strip=True, name=True)]
     type: ChannelType
+    # `url` (webhook, slack) and `to` (email) are what users type; `target` is the name
+    # the API answers with. Giving two of them is refused (the others are extra inputs).
     target: Annotated[str, storable(3, 2000)] = Field(
         description="URL for webhook and slack; comma-separated addresses for email"
+                    " (also accepted as `url` or `to`)",
+        validation_alias=AliasChoices("target", "url", "to"),
     )
     secret: Annotated[str, storable(16, 256)] | None = Field(
         None, description="webhook only: HMAC-SHA256 key of X-OpsPilot-Signature; write-only"
@@ -146,12 +154,16 @@ def _duration(text: str, field: str) -> timedelta:
     return timedelta(0) if text == "0" else parse_duration(text, field)
 
 
+def _hold_for(text: str, field: str) -> timedelta:
+    return timedelta(0) if text == "0" else parse_compound_duration(text, field)
+
+
 def _spec(body: RuleBody) -> RuleSpec:
     return RuleSpec(
         name=body.name, metric_name=body.metric_name, kind=body.kind,
         window=_duration(body.window, "window"), service_name=body.service_name,
         tags=body.tags, aggregation=body.aggregation, comparator=body.comparator,
-        threshold=body.threshold, for_duration=_duration(body.for_duration, "for_duration"),
+        threshold=body.threshold, for_duration=_hold_for(body.for_duration, "for_duration"),
         severity=body.severity, channels=tuple(body.channels), enabled=body.enabled,
     )
 
@@ -162,8 +174,10 @@ def _changes(patch: RulePatch) -> dict[str, Any]:
         value = getattr(patch, field)
         if value is None and field not in NULLABLE:
             raise ValidationError(field, "may not be null")
-        if field in ("window", "for_duration") and value is not None:
+        if field == "window" and value is not None:
             value = _duration(value, field)
+        elif field == "for_duration" and value is not None:
+            value = _hold_for(value, field)
         elif field == "channels":
             value = tuple(value)
         changes[field] = value

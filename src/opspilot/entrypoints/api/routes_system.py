@@ -23,9 +23,14 @@ async def readyz(request: web.Request) -> web.Response:
     results = await asyncio.gather(*(_check(fn) for fn in checks.values()))
     report = dict(zip(checks, results, strict=True))
     ready = all(r == "ok" for r in report.values())
-    return json_answer(
-        {"status": "ready" if ready else "unready", "checks": report}, 200 if ready else 503
-    )
+    limiter = services(request).limiter_health
+    status = "ready" if ready else "unready"
+    if ready and limiter.down_since is not None:
+        # Still ready (the limits fail open by design), but not silently so.
+        report["rate limits"] = (f"degraded: failing open since"
+                                 f" {limiter.down_since.isoformat()}: {limiter.reason}"[:300])
+        status = "degraded"
+    return json_answer({"status": status, "checks": report}, 200 if ready else 503)
 
 
 async def _check(fn) -> str:  # type: ignore[no-untyped-def]

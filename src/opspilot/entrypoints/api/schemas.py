@@ -23,7 +23,7 @@ from opspilot.domain.analysis import DEFAULT_ANOMALY_THRESHOLD
 from opspilot.domain.ingest import MAX_BATCH_ITEMS
 from opspilot.domain.logs import LEVEL_ALIASES, MAX_MESSAGE_LENGTH, LogLevel
 from opspilot.domain.metrics import MAX_ABS_VALUE, MAX_TAGS, Aggregation
-from opspilot.domain.storable import STORABLE_PATTERN
+from opspilot.domain.storable import PRINTABLE_PATTERN, STORABLE_PATTERN
 from opspilot.domain.timewindow import EARLIEST, LATEST
 
 # The year as written: 1970-4999 (the instant, offset applied, must also lie in that range).
@@ -74,12 +74,13 @@ AggregationName = Annotated[str, StringConstraints(pattern=f"^(?:{_AGGREGATION})
 
 
 def storable(min_length: int = 0, max_length: int | None = None,
-             strip: bool = False) -> StringConstraints:
+             strip: bool = False, name: bool = False) -> StringConstraints:
     """Free text that ends in PostgreSQL or OpenSearch: besides its length, what the stores
     can hold (domain/storable.py): no NUL; pydantic-core already refuses lone surrogates.
     Every free-text field of a request model takes its constraints from here."""
     return StringConstraints(min_length=min_length, max_length=max_length,
-                             strip_whitespace=strip or None, pattern=STORABLE_PATTERN)
+                             strip_whitespace=strip or None,
+                             pattern=PRINTABLE_PATTERN if name else STORABLE_PATTERN)
 
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,99}$")]

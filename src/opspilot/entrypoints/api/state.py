@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 import attrs
 from aiohttp import web
@@ -16,6 +18,8 @@ from opspilot.application.log_queries import LogQueries
 from opspilot.application.metric_queries import MetricQueries
 from opspilot.application.promql.queries import PrometheusQueries
 from opspilot.domain.ports import Clock, RateLimiter
+
+log = logging.getLogger("opspilot.api")
 
 
 @attrs.frozen
@@ -36,6 +40,29 @@ class HttpLimits:
     idle_seconds: float = 15.0
     body_seconds: float = 30.0
     max_connections: int = 1000
+
+
+@attrs.define
+class LimiterHealth:
+    """Rate limits fail open when the limiter (Redis) cannot answer: that must not be
+    silent. The first failure of an outage is logged (not every request's), its end too,
+    and /readyz reports `degraded` while it lasts."""
+
+    down_since: datetime | None = None
+    reason: str = ""
+
+    def failed(self, now: datetime, reason: str) -> None:
+        if self.down_since is None:
+            log.warning("rate limiter unavailable, rate limits are OFF (failing open): %s",
+                        reason)
+            self.down_since = now
+        self.reason = reason
+
+    def worked(self, now: datetime) -> None:
+        if self.down_since is not None:
+            log.warning("rate limiter is back after %.0f s; rate limits are on again",
+                        (now - self.down_since).total_seconds())
+            self.down_since = None
 
 
 ReadinessCheck = Callable[[], Awaitable[None]]
@@ -60,6 +87,7 @@ class ApiServices:
     budget: ByteBudget = attrs.Factory(lambda: ByteBudget(32 * 1024 * 1024))
     auth_failures: FailureThrottle | None = None
     http: HttpLimits = HttpLimits()
+    limiter_health: LimiterHealth = attrs.Factory(LimiterHealth)
 
 
 SERVICES = web.AppKey("services", ApiServices)
