@@ -554,6 +554,15 @@ async def test_a_later_write_of_the_same_millisecond_wins(metric_store: Any) -> 
     assert series.labels == (("__name__", "x"), ("k", "v"), ("service", "api"))
 
 
+async def test_samples_come_in_time_order_whatever_the_write_order(metric_store: Any) -> None:
+    at = [T0 + timedelta(seconds=s) for s in (50, 10, 30, 10, 40, 20)]
+    for i, t in enumerate(at):  # one write each: 10 s is written twice, 4.0 last
+        await metric_store.write_batches([batch(f"m{i}", [MetricPoint(A, t, "x", float(i))])])
+    [series] = await metric_store.select_samples(_selection(("__name__", "=", "x")))
+    assert [(t - millis(T0)) // 1000 for t in series.timestamps] == [10, 20, 30, 40, 50]
+    assert list(series.values) == [3.0, 5.0, 2.0, 4.0, 0.0]
+
+
 async def test_select_refuses_past_its_limits(loaded: tuple[Any, list[MetricPoint]]) -> None:
     store, points = loaded
     everything = (("__name__", "=~", ".+"),)
