@@ -554,6 +554,28 @@ async def test_a_later_write_of_the_same_millisecond_wins(metric_store: Any) -> 
     assert series.labels == (("__name__", "x"), ("k", "v"), ("service", "api"))
 
 
+async def test_remote_written_series_keep_their_labels(metric_store: Any) -> None:
+    """Remote-write keeps every label as a tag and takes the service from `service`, else
+    from `job` (docs/otlp.md): the series goes out with the labels it came in with."""
+    points = [MetricPoint(A, T0, "up", 1.0, "node", {"job": "node", "instance": "h:9100"}),
+              MetricPoint(A, T0, "up", 2.0, "api", {"job": "web", "service": "api"}),
+              MetricPoint(A, T0, "up", 3.0, "db", {"job": "db", "service": "db"}),
+              MetricPoint(A, T0, "up", 4.0, "db", {"job": "batch"})]
+    await metric_store.write_batches([batch("rw", points)])
+    everything = await metric_store.select_samples(_selection(("__name__", "=", "up")))
+    assert {s.labels: list(s.values) for s in everything} == {
+        (("__name__", "up"), ("instance", "h:9100"), ("job", "node")): [1.0],
+        (("__name__", "up"), ("job", "web"), ("service", "api")): [2.0],
+        (("__name__", "up"), ("job", "db"), ("service", "db")): [3.0],
+        (("__name__", "up"), ("job", "batch"), ("service", "db")): [4.0],
+    }
+    no_service = await metric_store.select_labels(_selection(("__name__", "=", "up"),
+                                                             ("service", "=", "")))
+    assert no_service == [(("__name__", "up"), ("instance", "h:9100"), ("job", "node"))]
+    db = await metric_store.select_labels(_selection(("service", "=~", "d.*|node")))
+    assert [dict(labels)["job"] for labels in db] == ["batch", "db"]
+
+
 async def test_samples_come_in_time_order_whatever_the_write_order(metric_store: Any) -> None:
     at = [T0 + timedelta(seconds=s) for s in (50, 10, 30, 10, 40, 20)]
     for i, t in enumerate(at):  # one write each: 10 s is written twice, 4.0 last

@@ -3,8 +3,11 @@ selector reads.
 
 A point's labels are `__name__` = its metric name, `service` = its service (absent when it has
 none) and one label per tag. A tag named `service` or `__name__` cannot override the point's
-own name and service. As in Prometheus, an absent label and an empty one are the same thing to
-a matcher (`x=""` selects series without `x`).
+own name and service. Remote-write (docs/otlp.md) stores a series' `service` label, else its
+`job` label, as the service and keeps every label as a tag: so a point whose `job` tag equals
+its service and that has no `service` tag gets no `service` label, and a remote-written
+series goes out with exactly the labels it came in with. As in Prometheus, an absent label
+and an empty one are the same thing to a matcher (`x=""` selects series without `x`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from opspilot.domain.storable import check_text
 
 NAME_LABEL = "__name__"
 SERVICE_LABEL = "service"
+JOB_LABEL = "job"
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
@@ -30,8 +34,9 @@ Labels = tuple[tuple[str, str], ...]  # sorted by name; the identity of a series
 
 def labels_of(name: str, service: str | None, tags: Mapping[str, str] | None) -> Labels:
     pairs = {k: v for k, v in (tags or {}).items() if v != ""}
+    from_job = pairs.get(JOB_LABEL) == service and SERVICE_LABEL not in pairs
     pairs[NAME_LABEL] = name
-    if service:
+    if service and not from_job:
         pairs[SERVICE_LABEL] = service
     else:
         pairs.pop(SERVICE_LABEL, None)

@@ -44,8 +44,10 @@ _FLAGS = ("(?i)",)
 def _column(matcher: LabelMatcher, args: list[Any]) -> str:
     if matcher.name == NAME_LABEL:
         return "m.metric_name"
-    if matcher.name == SERVICE_LABEL:
-        return "coalesce(m.service_name, '')"
+    if matcher.name == SERVICE_LABEL:  # as domain.labels.labels_of
+        return ("CASE WHEN m.tags ->> 'job' = m.service_name"
+                " AND coalesce(m.tags ->> 'service', '') = '' THEN ''"
+                " ELSE coalesce(m.service_name, '') END")
     args.append(matcher.name)
     return f"coalesce(m.tags ->> ${len(args)}, '')"
 
