@@ -944,6 +944,7 @@ class AlertScheduler:
         self._observer = observer or AlertObserver()
         self._loaded_tick: str | None = None
         self._loaded: dict[str, dict[str, AlertRule]] = {}
+        self.last_tick: TickReport | None = None
 
     def tick_at(self, now: datetime) -> datetime:
         return Bucketing(self.interval).floor(now)
@@ -951,10 +952,12 @@ class AlertScheduler:
     def tick_key(self, at: datetime) -> str:
         return f"alerts/{int(self.interval.total_seconds())}s/{at.isoformat()}"
 
-    async def tick(self, now: datetime) -> TickReport:
+    async def tick(self, now: datetime, force: bool = False) -> TickReport:
+        """Publish the tick's chunks if this replica takes the tick (`force`: without asking
+        the lock, for an operator's `opspilot alerts --once --force`)."""
         at = self.tick_at(now)
         key = self.tick_key(at)
-        if not await self._lock.acquire_tick(key):
+        if not force and not await self._lock.acquire_tick(key):
             self._observer.ticked(False, 0)
             return TickReport(key, at, False)
         rules = await self._rules.enabled_rules()
@@ -990,10 +993,12 @@ class AlertScheduler:
         await delivery.ack()
         return report
 
-    async def run_once(self, now: datetime, drain_timeout: float = 0.0) -> EvaluationReport:
-        """`opspilot alerts --once`: take the tick if nobody has, then evaluate every chunk
-        waiting in the queue."""
-        await self.tick(now)
+    async def run_once(self, now: datetime, drain_timeout: float = 0.0,
+                       force: bool = False) -> EvaluationReport:
+        """`opspilot alerts --once`: take the tick if nobody has (or regardless, `force`),
+        then evaluate every chunk waiting in the queue. `last_tick` says whether the tick
+        was taken here."""
+        self.last_tick = await self.tick(now, force)
         total = EvaluationReport()
         while (report := await self.evaluate_next(drain_timeout)) is not None:
             total = total + report

@@ -144,6 +144,7 @@ async def run_alerts(
     stop: asyncio.Event,
     *,
     once: bool = False,
+    force: bool = False,
     poll_seconds: float = 1.0,
     drain_seconds: float = 0.5,
     retention: Retention | None = None,
@@ -152,7 +153,13 @@ async def run_alerts(
     """Run until `stop` is set (or one tick with `once`, without retention or compaction).
     Returns the exit code."""
     if once:
-        report = await scheduler.run_once(clock.now(), drain_seconds)
+        report = await scheduler.run_once(clock.now(), drain_seconds, force)
+        tick = scheduler.last_tick
+        if tick is not None and not tick.owned:
+            # Not silent: the minute's tick belongs to whoever took it first.
+            print(f"tick {tick.tick_key} ({tick.at.isoformat()}) was already taken by a"
+                  " scheduler; nothing evaluated for it here (--force evaluates now"
+                  " regardless)", flush=True)
         log.info("evaluated %d rules: %d incidents opened, %d resolved, %d skipped",
                  report.evaluated, len(report.fired), len(report.resolved), report.skipped)
         return 0
@@ -357,8 +364,9 @@ async def run_alert_process(
     metrics_port: int | None = DEFAULT_METRICS_PORT,
     metrics_host: str = "127.0.0.1",
     telemetry: AlertTelemetry | None = None,
+    force: bool = False,
 ) -> int:
-    """`opspilot alerts [--once]`. The container's resources must be initialised. Without
+    """`opspilot alerts [--once [--force]]`. The container's resources must be initialised. Without
     `stop`, SIGINT/SIGTERM stop the loop; `metrics_port=None` serves no /metrics (`serve`
     passes its own `telemetry` and serves its registry on the API's /metrics)."""
     interval = timedelta(seconds=settings.alert_interval_seconds)
@@ -378,7 +386,7 @@ async def run_alert_process(
             log.info("alert engine running every %gs (lock: %s, queue: %s)",
                      interval.total_seconds(), type(lock).__name__, type(queue).__name__)
             return await run_alerts(engine.scheduler, container.clock(), stop, once=once,
-                                    retention=engine.retention, compaction=engine.compaction)
+                                    force=force, retention=engine.retention, compaction=engine.compaction)
         finally:
             if runner is not None:
                 await runner.cleanup()

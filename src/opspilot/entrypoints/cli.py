@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     _metrics_address(p, 9101)
     p = command("alerts", _alerts, "the alert scheduler and evaluator (every minute)")
     p.add_argument("--once", action="store_true", help="evaluate one tick and exit")
+    p.add_argument("--force", action="store_true",
+                   help="with --once: evaluate now even if this minute's tick was taken")
     _metrics_address(p, 9102)
     p = command("compact", _compact,
                 "compact closed hours of metric points into per-series blocks")
@@ -255,7 +257,8 @@ async def _alerts(args: Any) -> int:
     try:
         return await run_alert_process(settings, container, args.once,
                                        metrics_port=args.metrics_port,
-                                       metrics_host=args.metrics_host, telemetry=telemetry)
+                                       metrics_host=args.metrics_host, telemetry=telemetry,
+                                       force=args.force)
     finally:
         await monitoring.stop()
         await stop_container(container)

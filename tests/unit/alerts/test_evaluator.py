@@ -360,3 +360,25 @@ async def test_a_hanging_channel_is_bounded_by_the_budget() -> None:
     assert [(a.attempt, a.ok) for a in stuck] == [(1, False)]
     assert stuck[0].detail.startswith("no answer within the 0.3s budget")
     assert notifier.delivered == ["fine"]
+
+
+async def test_run_once_says_when_the_tick_was_taken_and_force_evaluates_anyway(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue #15 item 15: `opspilot alerts --once` twice in one minute."""
+    from opspilot.entrypoints.alert_scheduler import run_alerts
+
+    engine = Engine()
+    await _setup(engine)
+    engine.clock.current = T0 + 12 * MINUTE
+    stop = asyncio.Event()
+    assert await run_alerts(engine.scheduler, engine.clock, stop, once=True) == 0
+    assert engine.scheduler.last_tick is not None and engine.scheduler.last_tick.owned
+    assert "already taken" not in capsys.readouterr().out
+
+    assert await run_alerts(engine.scheduler, engine.clock, stop, once=True) == 0
+    assert not engine.scheduler.last_tick.owned
+    assert "was already taken" in capsys.readouterr().out
+
+    report = await engine.scheduler.run_once(engine.clock.current, force=True)
+    assert engine.scheduler.last_tick.owned and report.evaluated > 0
