@@ -8,6 +8,8 @@ comes from which `OPSPILOT_*_URL` settings are present. Connections are async
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -40,7 +42,10 @@ from opspilot.application.metric_queries import MetricQueries
 from opspilot.application.promql.queries import PrometheusQueries, PromqlLimits
 from opspilot.application.retention import RetentionPolicy
 from opspilot.application.worker import WorkerSettings
+from opspilot.domain.errors import ServiceUnavailable
 from opspilot.settings import Settings
+
+log = logging.getLogger("opspilot.container")
 
 
 def backends(settings: Settings) -> dict[str, str]:
@@ -85,6 +90,25 @@ async def opensearch_resource(url: str | None, prefix: str) -> AsyncIterator[Any
         await client.close()
 
 
+STARTUP_CONNECT_ATTEMPTS = 3
+
+
+async def _connect_with_retries(queue: Any) -> None:
+    """A broker that is up but slow to finish the AMQP handshake (seen on a loaded machine:
+    the 3 s connect timeout passed) should not kill a starting process; one that is really
+    absent still fails the start, a couple of seconds later."""
+    for attempt in range(1, STARTUP_CONNECT_ATTEMPTS + 1):
+        try:
+            await queue.connect()
+            return
+        except ServiceUnavailable:
+            if attempt == STARTUP_CONNECT_ATTEMPTS:
+                raise
+            log.warning("message broker not ready (attempt %d of %d); retrying",
+                        attempt, STARTUP_CONNECT_ATTEMPTS)
+            await asyncio.sleep(attempt)
+
+
 async def rabbitmq_resource(url: str | None, prefix: str, max_depth: int) -> AsyncIterator[Any]:
     if not url:
         yield None
@@ -92,7 +116,7 @@ async def rabbitmq_resource(url: str | None, prefix: str, max_depth: int) -> Asy
     from opspilot.adapters.rabbitmq.queue import RabbitMQQueue
 
     queue = RabbitMQQueue(url, prefix=prefix, max_depth=max_depth)
-    await queue.connect()
+    await _connect_with_retries(queue)
     try:
         yield queue
     finally:
