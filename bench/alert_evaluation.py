@@ -28,9 +28,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from opspilot.adapters.clock_and_ids import FixedClock, UuidGenerator
 from opspilot.adapters.memory.notify import RecordingNotifier
 from opspilot.adapters.memory.scheduling import InMemoryEvaluationQueue, InMemorySchedulerLock
-from opspilot.adapters.system import FixedClock, UuidGenerator
 from opspilot.application.alerting import (
     AlertRules,
     AlertScheduler,

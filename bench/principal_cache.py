@@ -21,10 +21,10 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from opspilot.adapters.clock_and_ids import SystemClock
 from opspilot.adapters.memory.cache import InMemoryCache
 from opspilot.adapters.memory.tenancy import InMemoryTenancyStore
 from opspilot.adapters.secrets import new_secret_key, principal_seal_secret
-from opspilot.adapters.system import SystemClock
 from opspilot.application.auth import Authenticator, PrincipalSeal
 from opspilot.domain.ports import Cache, TenancyStore
 from opspilot.domain.tenancy import Principal, Project, Role, Token, User, digest

@@ -24,7 +24,7 @@ import aiohttp
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from opspilot.adapters.system import FixedClock
+from opspilot.adapters.clock_and_ids import FixedClock
 from opspilot.container import Container, build_container, start_container, stop_container
 from opspilot.domain.errors import TransientStoreError
 from opspilot.domain.ingest import Stream

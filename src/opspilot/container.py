@@ -16,6 +16,7 @@ from typing import Any
 
 from dependency_injector import containers, providers
 
+from opspilot.adapters.clock_and_ids import SystemClock, UuidGenerator
 from opspilot.adapters.memory.alerting import (
     InMemoryChannelStore,
     InMemoryIncidentStore,
@@ -28,7 +29,6 @@ from opspilot.adapters.memory.queue import InMemoryQueue
 from opspilot.adapters.memory.tenancy import InMemoryTenancyStore
 from opspilot.adapters.notify.dispatch import channel_notifier_resource
 from opspilot.adapters.secrets import principal_seal_secret, secret_box
-from opspilot.adapters.system import SystemClock, UuidGenerator
 from opspilot.adapters.telemetry import ApiTelemetry, WorkerTelemetry
 from opspilot.application.accounts import Accounts
 from opspilot.application.admission import ByteBudget

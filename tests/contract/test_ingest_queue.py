@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from opspilot.adapters.codec import encode_batch
+from opspilot.adapters.queue_wire_format import encode_batch
 from opspilot.domain.errors import RateLimited
 from opspilot.domain.ingest import LogBatch, MetricBatch, Stream
 from opspilot.domain.logs import LogLevel, LogRecord, log_id_for

@@ -560,14 +560,14 @@ async def test_retention_drops_whole_days_and_nothing_else(
     opensearch_store: OpenSearchLogStore,
 ) -> None:
     days = [datetime(2024, 3, d, 12, tzinfo=UTC) for d in (1, 2, 3, 4)]
-    assert await opensearch_store.drop_indices_older_than(2, now=days[-1]) == []
+    assert await opensearch_store.drop_before(days[-1] - timedelta(days=2)) == []
     await write(opensearch_store, [rec(f"d{at.day}", at) for at in days])
     foreign = f"{opensearch_store._prefix}logs-archive"
     await opensearch_store._client.indices.create(index=foreign)
 
     # Kept for 2 days at 4 March 06:00: 1 March ended more than 2 days ago, 2 March did not.
-    dropped = await opensearch_store.drop_indices_older_than(
-        2, now=datetime(2024, 3, 4, 6, tzinfo=UTC)
+    dropped = await opensearch_store.drop_before(
+        datetime(2024, 3, 4, 6, tzinfo=UTC) - timedelta(days=2)
     )
 
     assert dropped == [mapping.index_for(opensearch_store._prefix, days[0])]

@@ -44,9 +44,9 @@ async def test_memberships_give_each_user_their_projects(tenancy_store: Any) -> 
     await tenancy_store.add_membership("u-1", "p-b")
     await tenancy_store.add_membership("u-1", "p-b")  # twice: no error, no duplicate
     await tenancy_store.add_membership("u-2", "p-b")
-    assert await tenancy_store.projects_of("u-1") == frozenset({"p-a", "p-b"})
-    assert await tenancy_store.projects_of("u-2") == frozenset({"p-b"})
-    assert await tenancy_store.projects_of("nobody") == frozenset()
+    assert await tenancy_store.roles_of("u-1") == {"p-a": Role.OWNER, "p-b": Role.OWNER}
+    assert await tenancy_store.roles_of("u-2") == {"p-b": Role.OWNER}
+    assert await tenancy_store.roles_of("nobody") == {}
 
 
 async def test_api_keys_are_found_by_hash_unless_revoked(tenancy_store: Any) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from opspilot.adapters.system import FixedClock
+from opspilot.adapters.clock_and_ids import FixedClock
 from opspilot.container import Container, build_container, start_container, stop_container
 from opspilot.entrypoints.api.app import create_app
 from opspilot.entrypoints.assembly import api_services

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from dependency_injector import providers
 
-from opspilot.adapters.system import FixedClock
+from opspilot.adapters.clock_and_ids import FixedClock
 from opspilot.application.alerting import RuleSpec
 from opspilot.container import build_container
 from opspilot.domain.ingest import MetricBatch

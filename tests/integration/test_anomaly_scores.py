@@ -16,8 +16,8 @@ from aiohttp import web
 
 from opspilot.adapters.ai.http_client import HttpAnalyzer
 from opspilot.adapters.ai.in_process import InProcessAnalyzer
+from opspilot.adapters.clock_and_ids import FixedClock, UuidGenerator
 from opspilot.adapters.memory.notify import RecordingNotifier
-from opspilot.adapters.system import FixedClock, UuidGenerator
 from opspilot.application.alerting import (
     AlertRules,
     NotificationDispatcher,

@@ -82,7 +82,7 @@ async def test_retention_drops_whole_old_partitions() -> None:
         days = [NOW - timedelta(days=d) for d in (20, 8, 6, 4, 1, 0)]
         moments = [*days, datetime(1990, 1, 1, tzinfo=UTC)]
         await db.metric_store.write_batches([batch("m", points_at(*moments))])
-        dropped = await db.drop_partitions_older_than(5)
+        dropped = await db.drop_before("metrics", NOW - timedelta(days=5))
         # cutoff 2024-03-05 12:00: only days that end before it go, whole
         assert dropped == ["metrics_p20240219", "metrics_p20240302", "metrics_p20240304"]
         remaining = await rows_by_partition(db)
@@ -115,15 +115,6 @@ async def test_racing_writers_of_one_batch_write_it_once() -> None:
                 assert stored == 2_000
         finally:
             await twin.close()
-
-
-async def test_tick_lock_is_held_by_one_scheduler_at_a_time() -> None:
-    async with fresh_database() as db:
-        async with (db.tick_lock("tick-1") as first, db.tick_lock("tick-1") as second,
-                    db.tick_lock("tick-2") as other):
-            assert (first, second, other) == (True, False, True)
-        async with db.tick_lock("tick-1") as again:
-            assert again is True
 
 
 async def test_unreachable_server_is_a_transient_error() -> None:

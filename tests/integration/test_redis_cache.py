@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from opspilot.adapters.clock_and_ids import FixedClock, UuidGenerator
 from opspilot.adapters.memory.cache import InMemoryRateLimiter
 from opspilot.adapters.memory.tenancy import InMemoryTenancyStore
 from opspilot.adapters.redis.cache import RedisCache
 from opspilot.adapters.redis.connection import connect_redis
 from opspilot.adapters.redis.limiter import RedisRateLimiter
 from opspilot.adapters.secrets import principal_seal_secret
-from opspilot.adapters.system import FixedClock, UuidGenerator
 from opspilot.application.auth import Authenticator, PrincipalSeal
 from opspilot.application.caching import (
     PAST_TTL,

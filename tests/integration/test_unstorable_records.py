@@ -21,10 +21,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from opspilot.adapters.codec import decode_batch
 from opspilot.adapters.opensearch import mapping
 from opspilot.adapters.postgres.database import asyncpg_dsn
 from opspilot.adapters.postgres.migrate import migrate
+from opspilot.adapters.queue_wire_format import decode_batch
 from opspilot.adapters.rabbitmq.consumer import RabbitMQConsumer
 from opspilot.adapters.rabbitmq.dead_letters import RabbitMQDeadLetters
 from opspilot.container import Container, build_container, start_container, stop_container

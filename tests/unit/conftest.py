@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from opspilot.adapters.system import FixedClock
+from opspilot.adapters.clock_and_ids import FixedClock
 from opspilot.container import Container, build_container, start_container, stop_container
 from opspilot.domain.ingest import Stream
 from opspilot.entrypoints.api.app import create_app, server_options

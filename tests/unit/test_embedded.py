@@ -14,7 +14,7 @@ from aiohttp import web
 
 import opspilot
 from opspilot import Log, Metric, OpsPilot
-from opspilot.adapters.system import FixedClock
+from opspilot.adapters.clock_and_ids import FixedClock
 from opspilot.domain.ingest import Stream
 from opspilot.domain.metrics import MetricQuery, SeriesSelector
 from opspilot.domain.timewindow import Bucketing, TimeRange

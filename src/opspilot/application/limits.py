@@ -13,6 +13,5 @@ class QueryLimits:
     max_buckets: int = 11_000
     max_series_per_overlay: int = 20
     max_histogram_bins: int = 200
-    max_anomaly_points: int = 100_000
     max_pattern_logs: int = 10_000
     max_search_length: int = 1_000

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -284,7 +284,3 @@ class DeliveryAttempt:
     at: datetime
     ok: bool
     detail: str = ""
-
-
-def rule_summary(rules: Sequence[AlertRule]) -> dict[str, int]:
-    return {kind.value: sum(1 for r in rules if r.kind is kind) for kind in RuleKind}

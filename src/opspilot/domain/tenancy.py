@@ -164,9 +164,6 @@ class Principal:
             )
         return role
 
-    def require_member(self, project_id: str) -> None:
-        self.require(project_id, Role.VIEWER)
-
     def require_admin(self) -> None:
         if not self.admin:
             raise Forbidden("only administrators may do this", {"field": "Authorization"})

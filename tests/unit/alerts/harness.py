@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from opspilot.adapters.clock_and_ids import FixedClock
 from opspilot.adapters.memory.alerting import (
     InMemoryChannelStore,
     InMemoryIncidentStore,
@@ -15,7 +16,6 @@ from opspilot.adapters.memory.alerting import (
 from opspilot.adapters.memory.metrics import InMemoryMetricStore
 from opspilot.adapters.memory.notify import RecordingNotifier
 from opspilot.adapters.memory.scheduling import InMemoryEvaluationQueue, InMemorySchedulerLock
-from opspilot.adapters.system import FixedClock
 from opspilot.application.alerting import (
     AlertRules,
     AlertScheduler,

@@ -12,9 +12,9 @@ from aiohttp import web
 from dependency_injector import providers
 from prometheus_client import generate_latest
 
+from opspilot.adapters.clock_and_ids import SystemClock
 from opspilot.adapters.memory.notify import RecordingNotifier
 from opspilot.adapters.memory.scheduling import InMemoryEvaluationQueue, InMemorySchedulerLock
-from opspilot.adapters.system import SystemClock
 from opspilot.application.alerting import RuleSpec
 from opspilot.domain.alerts import ChannelType
 from opspilot.domain.ingest import MetricBatch

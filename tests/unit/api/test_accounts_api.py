@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from opspilot.adapters.system import FixedClock
+from opspilot.adapters.clock_and_ids import FixedClock
 from opspilot.container import Container
 from opspilot.domain.tenancy import Role, digest
 from opspilot.entrypoints.api.app import create_app

@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis import checks as st_checks
 from schemathesis.specs.openapi import checks as oa_checks
 
-from opspilot.adapters.system import FixedClock
+from opspilot.adapters.clock_and_ids import FixedClock
 from opspilot.container import build_container, start_container, stop_container
 from opspilot.entrypoints.api.app import create_app, start_api_site
 from opspilot.entrypoints.api.openapi import build_document

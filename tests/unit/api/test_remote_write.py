@@ -14,7 +14,7 @@ from typing import Any
 import cramjam
 import pytest
 
-from opspilot.adapters.system import FixedClock
+from opspilot.adapters.clock_and_ids import FixedClock
 from opspilot.domain.ingest import Stream
 from opspilot.entrypoints.api.remote_write import remote_write_pb2
 from opspilot.entrypoints.api.remote_write.remote_write_pb2 import (

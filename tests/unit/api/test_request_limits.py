@@ -20,7 +20,7 @@ import attrs
 import orjson
 import pytest
 
-from opspilot.adapters.system import FixedClock
+from opspilot.adapters.clock_and_ids import FixedClock
 from opspilot.application.admission import ByteBudget
 from opspilot.container import build_container, start_container, stop_container
 from opspilot.domain.errors import ServiceUnavailable

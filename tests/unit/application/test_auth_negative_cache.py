@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from opspilot.adapters.clock_and_ids import FixedClock
 from opspilot.adapters.memory.cache import InMemoryCache
 from opspilot.adapters.memory.tenancy import InMemoryTenancyStore
-from opspilot.adapters.system import FixedClock
 from opspilot.application.auth import Authenticator, PrincipalSeal
 from opspilot.domain.errors import Unauthenticated
 from opspilot.domain.tenancy import ApiKey, Token

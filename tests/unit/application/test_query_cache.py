@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from opspilot.adapters.clock_and_ids import FixedClock, UuidGenerator
 from opspilot.adapters.memory.cache import InMemoryCache
-from opspilot.adapters.system import FixedClock, UuidGenerator
 from opspilot.application.caching import (
     LATE_AFTER,
     PAST_TTL,

@@ -7,10 +7,10 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
-from opspilot.adapters.codec import decode_batch
 from opspilot.adapters.memory.logs import InMemoryLogMetadataStore, InMemoryLogStore
 from opspilot.adapters.memory.metrics import InMemoryMetricStore
 from opspilot.adapters.memory.queue import InMemoryQueue
+from opspilot.adapters.queue_wire_format import decode_batch
 from opspilot.application.worker import IngestWorker, WorkerObserver
 from opspilot.domain.ingest import LogBatch, MetricBatch, Stream
 from opspilot.domain.logs import LogLevel, LogRecord, log_id_for

@@ -1,7 +1,7 @@
 """In-process ingest queue: the embedded shape's broker.
 
-Real code, not a stub: messages pass through the same codec as on RabbitMQ, are held until
-acknowledged, go back to the queue if the consumer stops without acking, and can be
+Real code, not a stub: messages pass through the same queue wire format as on RabbitMQ,
+are held until acknowledged, go back to the queue if the consumer stops without acking, and can be
 dead-lettered and replayed. A depth limit gives the same backpressure as the real broker.
 """
 
@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import attrs
 
-from opspilot.adapters.codec import DecodedDelivery, encode_batch
+from opspilot.adapters.queue_wire_format import DecodedDelivery, encode_batch
 from opspilot.domain.errors import RateLimited
 from opspilot.domain.ingest import LogBatch, MetricBatch, Stream
 from opspilot.domain.ports import DeadLetter

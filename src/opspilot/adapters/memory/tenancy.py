@@ -47,9 +47,6 @@ class InMemoryTenancyStore:
     async def roles_of(self, user_id: str) -> dict[str, Role]:
         return {p: role for (u, p), role in self.memberships.items() if u == user_id}
 
-    async def projects_of(self, user_id: str) -> frozenset[str]:
-        return frozenset(await self.roles_of(user_id))
-
     async def members(self, project_id: str) -> list[Membership]:
         found = [Membership(u, p, role) for (u, p), role in self.memberships.items()
                  if p == project_id]

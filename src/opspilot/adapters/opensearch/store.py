@@ -101,11 +101,6 @@ class OpenSearchLogStore:
         with _translated("refresh"):
             await self._client.indices.refresh(index=self._pattern, allow_no_indices=True)
 
-    async def drop_indices_older_than(self, days: int, now: datetime) -> list[str]:
-        """Retention: delete the daily indices whose whole day ended `days` days or more
-        before `now`; returns their names. Whole indices only, so it costs no merges."""
-        return await self.drop_before(now - timedelta(days=days))
-
     async def drop_before(self, cutoff: datetime) -> list[str]:
         """The daily indices whose whole day ended at or before `cutoff`, deleted."""
         cutoff = cutoff.astimezone(UTC)

@@ -3,7 +3,6 @@
     db = PostgresDatabase(url, schema=None)
     await db.connect()            # opens the pool; creates the partitions due soon
     db.metric_store, db.tenancy_store, ...   # the port implementations
-    async with db.tick_lock("alerts:2024-03-01T12:00") as got_it: ...
     await db.close()
 
 `connect` does not migrate: run `opspilot migrate` (migrate.py) first. The hot paths (COPY,
@@ -236,19 +235,6 @@ class PostgresDatabase:
 
     # -- scheduling and maintenance -----------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def tick_lock(self, tick_key: str) -> AsyncIterator[bool]:
-        """`pg_try_advisory_xact_lock` on the tick key, held until the block ends: of
-        schedulers asking at the same time, exactly one gets True. (It does not remember
-        the tick afterwards: a scheduler asking after the holder finished gets it again;
-        PostgresSchedulerLock's tick rows are the durable form.)"""
-        async with self.connection() as conn, conn.transaction():
-            got = await conn.fetchval(
-                "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
-                f"opspilot:tick:{self.schema or ''}:{tick_key}",
-            )
-            yield bool(got)
-
     async def ensure_partitions(self, first: datetime, last: datetime) -> list[str]:
         """Create the daily partitions of both tables for [first, last] (within the horizon)."""
         if self.timescale:
@@ -256,12 +242,6 @@ class PostgresDatabase:
         async with self.connection() as conn:
             created = await self.metric_partitions.ensure(conn, first, last)
             return created + await self.log_partitions.ensure(conn, first, last)
-
-    async def drop_partitions_older_than(self, days: float) -> list[str]:
-        """Retention of both tables at once (the stores' `drop_before` with one cutoff)."""
-        cutoff = self.now() - timedelta(days=days)
-        dropped = await self.drop_before("metrics", cutoff)
-        return dropped + await self.drop_before("log_metadata", cutoff)
 
     async def drop_before(self, table: str, cutoff: datetime) -> list[str]:
         """Retention of one table: drop its whole partitions (chunks, with TimescaleDB)

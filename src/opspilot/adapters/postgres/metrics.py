@@ -45,8 +45,6 @@ _first = operator.itemgetter(0)
 COLUMNS = ("project_id", "timestamp", "metric_name", "metric_value", "service_name", "tags")
 WINDOW_CHUNK = 5_000  # windows per round trip in aggregate_windows
 
-BUCKET_FUNCTIONS = ("date_bin", "time_bucket")  # plain PostgreSQL / TimescaleDB, same result
-
 
 # A selector's parameters, in this order: ord, project_id, name, service, tags, start, end,
 # width (the bucket; unused by aggregate_windows).

@@ -123,9 +123,6 @@ class PostgresTenancyStore:
             )
         return {r["project_id"]: Role(r["role"]) for r in rows}
 
-    async def projects_of(self, user_id: str) -> frozenset[str]:
-        return frozenset(await self.roles_of(user_id))
-
     async def members(self, project_id: str) -> list[Membership]:
         async with self._db.connection() as conn:
             rows = await conn.fetch(

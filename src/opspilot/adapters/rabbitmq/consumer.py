@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from opspilot.adapters.codec import DecodedDelivery, encode_batch
+from opspilot.adapters.queue_wire_format import DecodedDelivery, encode_batch
 from opspilot.adapters.rabbitmq._amqp import (
     DRIVER_ERRORS,
     broker_errors,

@@ -16,13 +16,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
-import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aio_pika.exceptions import DeliveryError, PublishError
 
-from opspilot.adapters.codec import encode_batch
+from opspilot.adapters.queue_wire_format import encode_batch
 from opspilot.adapters.rabbitmq._amqp import (
     DRIVER_ERRORS,
     broker_errors,
@@ -102,10 +100,6 @@ class RabbitMQQueue:
 
     async def publish(self, batch: MetricBatch | LogBatch) -> None:
         await self.publish_raw(stream_of(batch), encode_batch(batch), batch.message_id)
-
-    async def publish_json(self, stream: Stream, payload: dict[str, Any], message_id: str) -> None:
-        """For messages that are not ingest batches (the alert scheduler's rule ids)."""
-        await self.publish_raw(stream, orjson.dumps(payload), message_id)
 
     async def publish_raw(self, stream: Stream, body: bytes, message_id: str | None = None) -> None:
         """Publish bytes as they are (DLQ tooling, tests, foreign producers)."""

@@ -87,7 +87,6 @@ Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,9
 ServiceName = Annotated[str, storable(1, 100)]
 TagKey = Annotated[str, storable(1, 100)]
 TagValue = Annotated[str, storable(0, 200)]
-Finite = Annotated[float, Field(allow_inf_nan=False, strict=True)]
 MetricValue = Annotated[float, Field(allow_inf_nan=False, strict=True, ge=-MAX_ABS_VALUE,
                                      le=MAX_ABS_VALUE)]
 Flag = StrictBool  # JSON true/false only: lax mode would read 0, 1 or "yes" as booleans

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from opspilot.adapters.codec import UndecodableMessage, decode_batch, encode_batch
+from opspilot.adapters.queue_wire_format import UndecodableMessage, decode_batch, encode_batch
 from opspilot.domain.ingest import LogBatch, MetricBatch
 from opspilot.domain.logs import LogLevel, LogRecord
 from opspilot.domain.metrics import MetricPoint
@@ -16,7 +16,7 @@ RECEIVED = datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
 def test_points_from_the_api_round_trip_with_offsets_and_microseconds() -> None:
-    """The API's pydantic datetimes (their own tzinfo type) are what the codec is given."""
+    """The API's pydantic datetimes (their own tzinfo type) are what the wire format is given."""
     body = MetricsIngestBody.model_validate({"metrics": [
         {"name": "a", "value": 1, "timestamp": "2024-03-01T10:00:00.000001Z",
          "tags": {"k": "v"}},
