@@ -24,12 +24,13 @@ import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import attrs
 import pytest
 
 from tests.browser import backends
+from tests.services import unavailable
 
 CHROMIUM = os.environ.get("OPSPILOT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -39,13 +40,10 @@ ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = Path(os.environ.get("OPSPILOT_BROWSER_OUTPUT", ROOT / "build" / "browser-tests"))
 PORTS = range(22110, 22200)  # this suite's share of the project's port plan
 BIN = Path(sys.executable).parent / "opspilot"
-REQUIRED = bool(os.environ.get("CI") or os.environ.get("OPSPILOT_REQUIRE_SERVICES"))
 
 
-def _missing(reason: str) -> None:
-    if REQUIRED:
-        pytest.fail(reason)
-    pytest.skip(reason)
+def _missing(reason: str) -> NoReturn:
+    unavailable("the browser suite's tools", reason)
 
 
 def _port() -> int:

@@ -13,7 +13,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from cryptography.fernet import Fernet
@@ -27,6 +27,7 @@ from opspilot.adapters.memory.logs import InMemoryLogMetadataStore
 from opspilot.adapters.memory.metrics import InMemoryMetricStore
 from opspilot.adapters.memory.tenancy import InMemoryTenancyStore
 from opspilot.adapters.secrets import FernetSecretBox
+from tests.services import services_required, unavailable
 
 BACKENDS = ["memory", "postgres"]
 # The PostgreSQL stores' clock: daily partitions exist around it (the tests' data is in
@@ -34,14 +35,8 @@ BACKENDS = ["memory", "postgres"]
 PG_NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def services_required() -> bool:
-    return bool(os.environ.get("CI")) or os.environ.get("OPSPILOT_REQUIRE_SERVICES") == "1"
-
-
-def _unavailable(reason: str) -> None:
-    if services_required():
-        pytest.fail(f"PostgreSQL is required here (CI / OPSPILOT_REQUIRE_SERVICES): {reason}")
-    pytest.skip(f"PostgreSQL not available: {reason}")
+def _unavailable(reason: str) -> NoReturn:
+    unavailable("PostgreSQL", reason)
 
 
 async def database_url_or_skip() -> str:

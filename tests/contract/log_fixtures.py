@@ -13,7 +13,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from opensearchpy import AsyncOpenSearch
@@ -21,6 +21,7 @@ from opensearchpy import AsyncOpenSearch
 from opspilot.adapters.memory.logs import InMemoryLogStore
 from opspilot.adapters.opensearch import mapping
 from opspilot.adapters.opensearch.store import OpenSearchLogStore, connect_opensearch
+from tests.services import services_required, unavailable
 
 __all__ = [
     "LOG_BACKENDS", "log_store", "opensearch_log_store", "opensearch_store",
@@ -30,14 +31,8 @@ __all__ = [
 LOG_BACKENDS = ["memory", "opensearch"]
 
 
-def services_required() -> bool:
-    return bool(os.environ.get("CI")) or os.environ.get("OPSPILOT_REQUIRE_SERVICES") == "1"
-
-
-def _unavailable(reason: str) -> None:
-    if services_required():
-        pytest.fail(f"OpenSearch is required here (CI / OPSPILOT_REQUIRE_SERVICES): {reason}")
-    pytest.skip(f"OpenSearch not available: {reason}")
+def _unavailable(reason: str) -> NoReturn:
+    unavailable("OpenSearch", reason)
 
 
 async def _wait_for_node(url: str) -> None:

@@ -13,7 +13,7 @@ import inspect
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import aio_pika
 import attrs
@@ -25,18 +25,13 @@ from opspilot.adapters.rabbitmq.dead_letters import RabbitMQDeadLetters
 from opspilot.adapters.rabbitmq.queue import RabbitMQQueue
 from opspilot.adapters.rabbitmq.topology import dlq_name, queue_name
 from opspilot.domain.ingest import Stream
+from tests.services import services_required, unavailable
 
 BACKENDS = ["memory", "rabbitmq"]
 
 
-def services_required() -> bool:
-    return bool(os.environ.get("CI")) or os.environ.get("OPSPILOT_REQUIRE_SERVICES") == "1"
-
-
-def _unavailable(reason: str) -> None:
-    if services_required():
-        pytest.fail(f"RabbitMQ is required here (CI / OPSPILOT_REQUIRE_SERVICES): {reason}")
-    pytest.skip(f"RabbitMQ not available: {reason}")
+def _unavailable(reason: str) -> NoReturn:
+    unavailable("RabbitMQ", reason)
 
 
 _UNREACHABLE: dict[str, str] = {}  # url -> why; probed once per test session

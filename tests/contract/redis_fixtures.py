@@ -14,23 +14,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import NoReturn
 
-import pytest
 from redis.asyncio import Redis
 
 from opspilot.adapters.redis.connection import connect_redis
+from tests.services import services_required, unavailable
 
 _unreachable: dict[str, str | None] = {}  # url -> why it could not be reached, per session
 
 
-def services_required() -> bool:
-    ci = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-    return ci or os.environ.get("OPSPILOT_REQUIRE_SERVICES") == "1"
-
-
 def missing(reason: str) -> NoReturn:
-    if services_required():
-        pytest.fail(f"{reason} (services are required here)", pytrace=False)
-    pytest.skip(reason)
+    unavailable("Redis", reason)
 
 
 def redis_url() -> str:

@@ -10,7 +10,6 @@ fail). Each case uses its own PostgreSQL schema / queue prefix and removes it af
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -20,25 +19,15 @@ import pytest
 
 from opspilot.adapters.memory.scheduling import InMemoryEvaluationQueue, InMemorySchedulerLock
 from opspilot.application.alerting import EvaluationTask, RuleRef
+from tests.contract.conftest import database_url_or_skip
 from tests.contract.queue_fixtures import (
     amqp_url_or_skip,
     delete_queues,
-    services_required,
     unique_prefix,
 )
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 LockFactory = Callable[[], Awaitable[Any]]
-
-
-async def database_url_or_skip() -> str:
-    url = os.environ.get("OPSPILOT_DATABASE_URL")
-    if url:
-        return url
-    if services_required():
-        pytest.fail("PostgreSQL is required here (CI / OPSPILOT_REQUIRE_SERVICES)")
-    pytest.skip("PostgreSQL not available: OPSPILOT_DATABASE_URL is not set")
-    raise AssertionError("unreachable")
 
 
 @pytest.fixture(params=["memory", "postgres"])

@@ -38,12 +38,15 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 import attrs
 import orjson
 import pytest
+
+from tests import services
+from tests.services import services_required
 
 pytestmark = pytest.mark.integration
 
@@ -56,14 +59,8 @@ METRIC = "e2e_load"
 SERVICE = "e2e-svc"
 
 
-def services_required() -> bool:
-    return bool(os.environ.get("CI")) or os.environ.get("OPSPILOT_REQUIRE_SERVICES") == "1"
-
-
-def unavailable(reason: str) -> None:
-    if services_required():
-        pytest.fail(f"the pipeline needs the real services (CI / OPSPILOT_REQUIRE_SERVICES): {reason}")
-    pytest.skip(f"services not available: {reason}")
+def unavailable(reason: str) -> NoReturn:
+    services.unavailable("the pipeline's real services", reason)
 
 
 def free_port() -> int:

@@ -27,7 +27,8 @@ from opspilot.entrypoints.api.app import create_app
 from opspilot.entrypoints.assembly import api_services
 from opspilot.settings import Settings
 from tests import promql_peer
-from tests.contract.conftest import fresh_database, services_required
+from tests.contract.conftest import fresh_database
+from tests.services import services_required
 
 KNOWN_DIFFERENCES: dict[str, str] = {}
 PORTS = {"memory": 22010, "postgres": 22011}

@@ -6,18 +6,15 @@ import os
 import uuid
 
 import aiohttp
-import pytest
 
-REQUIRED = bool(os.environ.get("CI")) or os.environ.get("OPSPILOT_REQUIRE_SERVICES") == "1"
+from tests.services import unavailable
 
 
 def url_of(name: str) -> str:
     url = os.environ.get(f"OPSPILOT_{name}_URL")
     if not url:
         message = f"OPSPILOT_{name}_URL is not set (eval \"$(scripts/services env)\")"
-        if REQUIRED:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(name, message)
     return url
 
 

@@ -41,7 +41,6 @@ from tests.integration.test_pipeline_e2e import (  # noqa: F401  (`run` is a fix
     Run,
     Stack,
     run,
-    services_required,
     wait_for,
 )
 from tests.otel_clients import (
@@ -52,6 +51,7 @@ from tests.otel_clients import (
     send_logs,
     send_metrics,
 )
+from tests.services import services_required
 
 pytestmark = pytest.mark.integration
 
