@@ -90,15 +90,49 @@ class SentMetrics:
     counter_total: float  # the cumulative value after both exports
     counter_increase: float  # between the two exports
     gauge_value: float
+    temporality: str = "cumulative"
+
+    @property
+    def counter_values(self) -> list[float]:
+        """What each export carried for the counter: running totals, or (delta) what it
+        grew by since the previous export."""
+        return [5.0, 3.0] if self.temporality == "delta" else [5.0, 8.0]
+
+    @property
+    def window_increase(self) -> float:
+        """`increase` over a window holding both exports: a cumulative series' first
+        sample adds nothing (it grows from nothing known), a delta series' first sample
+        is a growth of its own."""
+        return self.counter_total if self.temporality == "delta" else self.counter_increase
+
+    @property
+    def observed(self) -> list[float]:
+        """The histogram observations its percentiles over both exports cover."""
+        if self.temporality == "delta":
+            return [*FIRST_LATENCIES, *SECOND_LATENCIES]
+        return list(SECOND_LATENCIES)
 
 
 def send_metrics(base_url: str, api_key: str, encoding: str,
-                 path: str = "/v1/metrics") -> SentMetrics:
-    """Two collections (cumulative temporality, the SDK's default for OTLP): a counter, a
-    synchronous gauge and a histogram with explicit bounds; the second export adds
-    SECOND_LATENCIES to the histogram and 3 to the counter."""
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+                 path: str = "/v1/metrics", temporality: str = "cumulative") -> SentMetrics:
+    """Two collections: a counter, a synchronous gauge and a histogram with explicit
+    bounds; the second export adds SECOND_LATENCIES to the histogram and 3 to the counter.
+    Cumulative temporality is the SDK's default for OTLP; `temporality="delta"` configures
+    the exporter as OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=delta does (counters
+    and histograms delta, up-down counters cumulative)."""
+    from opentelemetry.sdk.metrics import (
+        Counter,
+        Histogram,
+        MeterProvider,
+        ObservableCounter,
+        ObservableGauge,
+        ObservableUpDownCounter,
+        UpDownCounter,
+    )
+    from opentelemetry.sdk.metrics.export import (
+        AggregationTemporality,
+        PeriodicExportingMetricReader,
+    )
     from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
     from opentelemetry.sdk.resources import Resource
 
@@ -106,8 +140,13 @@ def send_metrics(base_url: str, api_key: str, encoding: str,
     tag = uuid.uuid4().hex[:6]
     service = f"otel-metrics-{encoding}-{tag}"
     names = SentMetrics(service, f"otel_requests_{tag}", f"otel_temperature_{tag}",
-                        f"otel_latency_{tag}", 8.0, 3.0, 21.5)
-    exporter = exporter_type(endpoint=base_url + path, headers={"x-api-key": api_key})
+                        f"otel_latency_{tag}", 8.0, 3.0, 21.5, temporality)
+    delta, cumulative = AggregationTemporality.DELTA, AggregationTemporality.CUMULATIVE
+    preferred = {Counter: delta, Histogram: delta, ObservableCounter: delta,
+                 UpDownCounter: cumulative, ObservableUpDownCounter: cumulative,
+                 ObservableGauge: cumulative} if temporality == "delta" else None
+    exporter = exporter_type(endpoint=base_url + path, headers={"x-api-key": api_key},
+                             preferred_temporality=preferred)
     # A long interval: the test decides when to collect (force_flush).
     reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
     view = View(instrument_name=names.histogram,

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import attrs
 import pytest
 
 from opspilot.domain.errors import LimitExceeded
@@ -684,3 +685,35 @@ async def test_increases_by_tag_reads_histogram_buckets(metric_store: Any) -> No
         MetricQuery(B, SeriesSelector("lat_bucket"), q.window, q.aggregation, q.bucketing),
         "le") == {"1": found["1"].__class__("lat_bucket", None, Aggregation.INCREASE, "1h",
                                            [T0], [198.0], [2])}
+
+
+async def test_delta_series_count_every_sample_as_growth(metric_store: Any) -> None:
+    """A series tagged `__temporality__: delta` (OTLP delta sums and histograms) holds
+    growths: each sample in the window is its own, the first included, a lower value is
+    no reset, and the lookback sample adds nothing. Beside it, a cumulative series of the
+    same name keeps the counter reading; `increase` sums both, and the bucket counters of
+    a delta histogram give per-`le` increases the same way."""
+    delta = {"__temporality__": "delta"}
+    points = []
+    for i, value in enumerate([7.0, 4.0, 1.0, 6.0, 2.0]):  # T0-1m (lookback), T0 … T0+3m
+        at = T0 + timedelta(minutes=i - 1)
+        points.append(MetricPoint(A, at, "reqs", value, "api", delta))
+        points.append(MetricPoint(A, at, "reqs", 10.0 * i, "api", {}))  # cumulative 0..40
+        for le, count in (("1", value - 1), ("+Inf", value)):
+            points.append(MetricPoint(A, at, "lat_bucket", count, "api", {**delta, "le": le}))
+    await metric_store.write_batches([batch("d", points)])
+    window = TimeRange(T0, T0 + timedelta(minutes=4))
+    q = MetricQuery(A, SeriesSelector("reqs", None, delta), window, Aggregation.INCREASE,
+                    Bucketing.parse("2m"))
+    [series] = await metric_store.query([q])
+    assert as_tuples(series) == [(T0, 5.0, 2), (T0 + timedelta(minutes=2), 8.0, 2)]
+    [both] = await metric_store.query([attrs.evolve(q, series=SeriesSelector("reqs"))])
+    assert as_tuples(both) == [(T0, 25.0, 4), (T0 + timedelta(minutes=2), 28.0, 4)]
+    [rate] = await metric_store.aggregate_windows(
+        [WindowRequest(A, SeriesSelector("reqs", "api", delta), Aggregation.RATE, window)])
+    assert rate.value == pytest.approx(13.0 / 240) and rate.count == 4
+    by_le = await metric_store.increases_by_tag(
+        MetricQuery(A, SeriesSelector("lat_bucket"), window, Aggregation.P95,
+                    Bucketing.parse("1h")), "le")
+    assert {le: as_tuples(s) for le, s in by_le.items()} == {
+        "1": [(T0, 9.0, 4)], "+Inf": [(T0, 13.0, 4)]}

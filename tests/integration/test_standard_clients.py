@@ -57,9 +57,10 @@ pytestmark = pytest.mark.integration
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 HAVE_PROMETHEUS = Path(PROMETHEUS).exists()
-PROM_PORT = 21710
-TARGET_PORT = 21711
-SERVE_PORT = 21712
+# In the otlp session's port range (23300-23399), outside the shared services' 21000-21999.
+PROM_PORT = 23310
+TARGET_PORT = 23311
+SERVE_PORT = 23312
 
 
 @attrs.frozen
@@ -196,6 +197,35 @@ async def test_the_otel_sdk_reaches_the_query_api(target: Target, encoding: str)
         f"{target.url}/api/logs/query?trace_id={sent_logs.trace_id}&{window()}",
         target.project.query_headers())
     assert [entry["level"] for entry in traced["logs"]] == ["ERROR"]
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+async def test_the_otel_sdk_with_delta_temporality(target: Target, encoding: str) -> None:
+    """The SDK configured for delta temporality (counters and histograms): `increase`,
+    `rate` and the bucket percentiles read each export as a growth, in SQL and in memory."""
+    sent = await asyncio.to_thread(send_metrics, target.url, target.project.api_key,
+                                   encoding, temporality="delta")
+    service = f"&service_name={sent.service}"
+
+    async def both_exports() -> list[dict[str, Any]] | None:
+        found = await points(target, f"{sent.histogram}_count", "count", extra=service)
+        return found if found and found[0]["count"] == 2 else None
+
+    await wait_for(both_exports, 60, "both delta exports")
+    [counter] = await points(target, sent.counter, "max", extra=service)
+    assert counter["value"] == max(sent.counter_values)  # stored as sent
+    [grown] = await points(target, sent.counter, "increase", extra=service)
+    assert grown["value"] == sent.window_increase == sent.counter_total
+    [total] = await points(target, sent.counter, "sum", extra=service)
+    assert total["value"] == sent.counter_total
+    delta_only = "&tags=__temporality__:delta"
+    [rate] = await points(target, sent.counter, "rate", extra=service + delta_only)
+    assert rate["value"] == pytest.approx(sent.counter_total / 86_400)
+    for aggregation, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+        [quantile] = await points(target, sent.histogram, aggregation, extra=service)
+        assert quantile["value"] == pytest.approx(
+            expected_quantile(q, sent.observed, LATENCY_BOUNDS))
+        assert quantile["count"] == len(sent.observed)
 
 
 # -- a real Prometheus -------------------------------------------------------------------

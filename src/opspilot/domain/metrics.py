@@ -209,9 +209,20 @@ def bucket_series_name(histogram: str) -> str:
 # first sample has something to grow from (Prometheus' default lookback delta).
 COUNTER_LOOKBACK = timedelta(minutes=5)
 
+# The tag that marks a series of DELTA values (OTLP sums and histograms exported with delta
+# temporality): each sample is what the counter grew by since the previous export, not a
+# running total. The name and value are those of Prometheus' native delta ingestion
+# (`__temporality__="delta"`); a series without it is cumulative.
+TEMPORALITY_TAG = "__temporality__"
+DELTA = "delta"
+
+
+def is_delta(tags: Mapping[str, str]) -> bool:
+    return tags.get(TEMPORALITY_TAG) == DELTA
+
 
 def counter_increases(samples: Sequence[tuple[datetime, float]],
-                      start: datetime) -> list[tuple[datetime, float]]:
+                      start: datetime, delta: bool = False) -> list[tuple[datetime, float]]:
     """The growth of ONE counter series (samples in time order, ties by value): for each
     sample at or after `start` that has a predecessor, what the counter grew by since
     that predecessor, stamped with the sample's time. A drop is a reset (the process
@@ -222,7 +233,12 @@ def counter_increases(samples: Sequence[tuple[datetime, float]],
     divided by the bucket's seconds. The predecessor of a window's first sample may lie up
     to COUNTER_LOOKBACK before the window (the store reads that far back); a series' very
     first sample grows from nothing known, so it adds nothing.
+
+    A `delta` series (is_delta) holds growths already: each sample at or after `start` is
+    its own growth, the first one included, and nothing is a reset.
     """
+    if delta:
+        return [(moment, value) for moment, value in samples if moment >= start]
     grown = []
     previous: float | None = None
     for moment, value in samples:

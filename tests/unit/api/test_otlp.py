@@ -45,7 +45,6 @@ from opspilot.domain.ingest import Stream
 from tests.otel_clients import (
     ENCODINGS,
     LATENCY_BOUNDS,
-    SECOND_LATENCIES,
     expected_quantile,
     send_logs,
     send_metrics,
@@ -76,32 +75,43 @@ async def series(api: Any, tenant: Any, clock: FixedClock, name: str, aggregatio
     return list((await response.json())["points"])
 
 
+@pytest.mark.parametrize("temporality", ["cumulative", "delta"])
 @pytest.mark.parametrize("encoding", ENCODINGS)
 async def test_the_sdk_exports_metrics_that_the_queries_answer(
-    api: Any, tenant: Any, container: Any, clock: FixedClock, encoding: str
+    api: Any, tenant: Any, container: Any, clock: FixedClock, encoding: str, temporality: str
 ) -> None:
     base = str(api.make_url("")).rstrip("/")
-    sent = await asyncio.to_thread(send_metrics, base, tenant.api_key, encoding)
+    sent = await asyncio.to_thread(send_metrics, base, tenant.api_key, encoding,
+                                   temporality=temporality)
     await drain(container)
     tags = "&tags=route:/checkout"
     service = f"&service_name={sent.service}"
     [gauge] = await series(api, tenant, clock, sent.gauge, "max", service + tags)
     assert gauge["value"] == sent.gauge_value
+    # stored as sent: running totals, or (delta) what each export added
     [counter] = await series(api, tenant, clock, sent.counter, "max", service)
-    assert counter["value"] == sent.counter_total  # cumulative, stored as given
+    assert counter["value"] == max(sent.counter_values)
     [grown] = await series(api, tenant, clock, sent.counter, "increase", service)
-    assert grown["value"] == sent.counter_increase
+    assert grown["value"] == sent.window_increase
     [rate] = await series(api, tenant, clock, sent.counter, "rate", service)
-    assert rate["value"] == pytest.approx(sent.counter_increase / 86_400)
-    # Percentiles of the histogram's own name come from its buckets: between the two
-    # exports it observed 1..100 once each.
+    assert rate["value"] == pytest.approx(sent.window_increase / 86_400)
+    # Percentiles of the histogram's own name come from its buckets: cumulative, between
+    # the two exports it observed 1..100 once each; delta, both exports count.
     bounds = [*LATENCY_BOUNDS]
     for aggregation, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
         [point] = await series(api, tenant, clock, sent.histogram, aggregation, service)
-        assert point["value"] == pytest.approx(expected_quantile(q, SECOND_LATENCIES, bounds))
-        assert point["count"] == len(SECOND_LATENCIES)
+        assert point["value"] == pytest.approx(expected_quantile(q, sent.observed, bounds))
+        assert point["count"] == len(sent.observed)
     [p95] = await series(api, tenant, clock, sent.histogram, "p95")
-    assert p95["value"] == pytest.approx(95.0)
+    assert p95["value"] == pytest.approx(expected_quantile(0.95, sent.observed, bounds))
+    if temporality == "delta":
+        # the SDK's delta points are marked so; its gauge has no temporality
+        store = container.metric_store()._points
+        for name in (sent.counter, f"{sent.histogram}_bucket", f"{sent.histogram}_count"):
+            assert {p.tags.get("__temporality__") for p in store[(tenant.project_id, name)]} == {
+                "delta"}
+        assert all("__temporality__" not in p.tags
+                   for p in store[(tenant.project_id, sent.gauge)])
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)

@@ -42,6 +42,7 @@ from opspilot.domain.metrics import (
     bin_index,
     counter_increases,
     equal_width_edges,
+    is_delta,
 )
 from opspilot.domain.ports import CompactionResult, WindowRequest, WindowValue
 from opspilot.domain.storable import first_problem
@@ -197,7 +198,8 @@ class InMemoryMetricStore:
         for points in by_series.values():
             group = points[0].tags.get(group_tag) if group_tag else None
             ordered = sorted((p.timestamp, p.value) for p in points)
-            for moment, grown in counter_increases(ordered, window.start):
+            delta = is_delta(points[0].tags)
+            for moment, grown in counter_increases(ordered, window.start, delta):
                 yield group, moment, grown
 
     def _counter_series(self, query: MetricQuery) -> Series:

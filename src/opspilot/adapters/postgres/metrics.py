@@ -26,6 +26,8 @@ from opspilot.domain.labels import Labels, SampleSeries, SeriesSelection
 from opspilot.domain.metrics import (
     COMPACTION_PERIOD,
     COUNTER_LOOKBACK,
+    DELTA,
+    TEMPORALITY_TAG,
     Aggregation,
     Histogram,
     HistogramBin,
@@ -63,21 +65,24 @@ def _selectors(first: int, many: bool) -> str:
 
 # A counter's growth at each sample (domain.counter_increases): the difference from the
 # previous sample of the same series (service and tags), or the value itself after a drop
-# (a reset); the previous sample may lie up to the lookback before the window. Samples come
-# from both tiers (metric_sql.tiered_rows): growths need raw values, so periods whose values
-# expired (summaries only) have none.
+# (a reset); the previous sample may lie up to the lookback before the window. A delta
+# series (tagged `__temporality__: delta`) holds growths already: each sample is its own,
+# the first one included. Samples come from both tiers (metric_sql.tiered_rows): growths
+# need raw values, so periods whose values expired (summaries only) have none.
 _LOOKBACK = f"interval '{int(COUNTER_LOOKBACK.total_seconds())} seconds'"
+_DELTA = orjson.dumps({TEMPORALITY_TAG: DELTA}).decode()
 GROWTHS_SQL = f"""
     SELECT m."timestamp" AS ts, m.tags, m.metric_value AS v,
-           lag(m.metric_value) OVER w AS prev
+           lag(m.metric_value) OVER w AS prev,
+           coalesce(m.tags @> '{_DELTA}'::jsonb, false) AS delta
     FROM {tiered_rows("q.project_id", f"q.start_ts - {_LOOKBACK}", "q.end_ts")} m
     WHERE m.project_id = q.project_id AND m.metric_name = q.name
       AND m."timestamp" >= q.start_ts - {_LOOKBACK} AND m."timestamp" < q.end_ts
       AND (q.service IS NULL OR m.service_name = q.service)
       AND (q.tags IS NULL OR m.tags @> q.tags)
     WINDOW w AS (PARTITION BY m.service_name, m.tags ORDER BY m."timestamp", m.metric_value)"""
-_GROWTH = "CASE WHEN g.v >= g.prev THEN g.v - g.prev ELSE g.v END"
-_GROWN = "g.prev IS NOT NULL AND g.ts >= q.start_ts"
+_GROWTH = "CASE WHEN g.delta OR g.v < g.prev THEN g.v ELSE g.v - g.prev END"
+_GROWN = "(g.prev IS NOT NULL OR g.delta) AND g.ts >= q.start_ts"
 
 
 def counter_value_sql(aggregation: Aggregation, bucket: str | None) -> str:

@@ -5,7 +5,9 @@ counters stay cumulative; the query side's `increase`/`rate` handle resets). His
 stored as Prometheus stores them, so that percentiles come from the buckets: cumulative
 `<name>_bucket` points with an `le` tag (`+Inf` = the count), `<name>_sum`, `<name>_count`.
 Exponential histograms become the same explicit-bound buckets; summaries become
-`<name>{quantile=…}`, `<name>_sum`, `<name>_count`.
+`<name>{quantile=…}`, `<name>_sum`, `<name>_count`. Sums and histograms of DELTA
+temporality are stored as sent too, tagged `__temporality__: delta`, which tells the query
+side that each value is already a growth (domain.counter_increases).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from opspilot.application.ingest import TimeCheck
-from opspilot.domain.metrics import MAX_ABS_VALUE
+from opspilot.domain.metrics import DELTA, MAX_ABS_VALUE, TEMPORALITY_TAG
 from opspilot.entrypoints.api.otlp.mapped import Mapped, MetricIn
 from opspilot.entrypoints.api.otlp.values import (
     Refused,
@@ -28,6 +30,7 @@ from opspilot.entrypoints.api.otlp.values import (
 )
 
 NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE_MASK
+DELTA_TEMPORALITY = 1  # AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 KINDS = {"gauge": "gauge", "sum": "sum", "histogram": "histogram",
          "exponential_histogram": "exponentialHistogram", "summary": "summary"}
 
@@ -87,15 +90,18 @@ def _map_metric(metric: Any, service: str | None, where: str, ctx: _Context,
     kind = metric.WhichOneof("data")
     if kind is None:
         return  # no data: nothing to keep, nothing refused
-    points = getattr(metric, kind).data_points
+    data = getattr(metric, kind)
+    points = data.data_points
+    # (gauges and summaries have no temporality; UNSPECIFIED is read as cumulative)
+    delta = kind in TEMPORAL and data.aggregation_temporality == DELTA_TEMPORALITY
     try:
-        emit = EMITTERS[kind](metric.name)
+        emit = EMITTERS[kind](metric.name, delta)
     except Refused as refused:
         mapped.refuse(f"{where}.{refused.field}", refused.message, len(points))
         return
     out = mapped.records
     if kind in ("gauge", "sum"):
-        _map_numbers(points, metric.name, service, where, kind, ctx, mapped)
+        _map_numbers(points, metric.name, service, where, kind, ctx, mapped, delta)
         return
     for di, point in enumerate(points):
         if point.flags & NO_RECORDED_VALUE:
@@ -109,11 +115,12 @@ def _map_metric(metric: Any, service: str | None, where: str, ctx: _Context,
 
 
 def _map_numbers(points: Any, name: str, service: str | None, where: str, kind: str,
-                 ctx: _Context, mapped: Mapped) -> None:
+                 ctx: _Context, mapped: Mapped, delta: bool) -> None:
     """Gauge and sum points: the bulk of most exports, so one loop without a call per
     point for what the common case does not need."""
     out = mapped.records
     good = ctx.good
+    extra = 1 if delta else 0
     for di, point in enumerate(points):
         try:
             if point.flags & NO_RECORDED_VALUE:
@@ -127,7 +134,10 @@ def _map_numbers(points: Any, name: str, service: str | None, where: str, kind: 
                     check_value(value, "asDouble")
             else:
                 value = float(point.as_int)
-            out.append(MetricIn(name, value, moment, service, tags_of(point.attributes)))
+            tags = tags_of(point.attributes, extra)
+            if delta:
+                tags[TEMPORALITY_TAG] = DELTA
+            out.append(MetricIn(name, value, moment, service, tags))
         except Refused as refused:
             mapped.refuse(f"{where}.{kind}.dataPoints[{di}].{refused.field}", refused.message)
 
@@ -135,7 +145,16 @@ def _map_numbers(points: Any, name: str, service: str | None, where: str, kind: 
 Emitter = Callable[[Any, "str | None", _Context], "list[MetricIn] | Iterator[MetricIn]"]
 
 
-def _numbers(name: str) -> Emitter:
+TEMPORAL = ("sum", "histogram", "exponential_histogram")
+
+
+def _with_temporality(tags: dict[str, str], delta: bool) -> dict[str, str]:
+    if delta:
+        tags[TEMPORALITY_TAG] = DELTA
+    return tags
+
+
+def _numbers(name: str, delta: bool) -> Emitter:
     check_name(name)
 
     def emit(point: Any, service: str | None, ctx: _Context) -> list[MetricIn]:
@@ -144,7 +163,8 @@ def _numbers(name: str) -> Emitter:
             value = float(point.as_int)
         else:
             value = check_value(point.as_double, "asDouble")
-        return [MetricIn(name, value, moment, service, tags_of(point.attributes))]
+        tags = _with_temporality(tags_of(point.attributes, int(delta)), delta)
+        return [MetricIn(name, value, moment, service, tags)]
 
     return emit
 
@@ -154,12 +174,12 @@ def _suffixed(name: str) -> tuple[str, str, str]:
             check_name(f"{name}_count", "name"))
 
 
-def _histogram(name: str) -> Emitter:
+def _histogram(name: str, delta: bool) -> Emitter:
     bucket, total, count = _suffixed(name)
 
     def emit(point: Any, service: str | None, ctx: _Context) -> list[MetricIn]:
         moment = ctx.stamp(point.time_unix_nano)
-        tags = tags_of(point.attributes, extra=1)
+        tags = _with_temporality(tags_of(point.attributes, extra=1 + delta), delta)
         bounds, counts = point.explicit_bounds, point.bucket_counts
         if counts and len(counts) != len(bounds) + 1:
             raise Refused("bucketCounts", f"{len(counts)} counts for {len(bounds)} bounds"
@@ -191,12 +211,12 @@ def _tail(total: str, count: str, point: Any, moment: datetime, service: str | N
     return out
 
 
-def _exponential(name: str) -> Emitter:
+def _exponential(name: str, delta: bool) -> Emitter:
     bucket, total, count = _suffixed(name)
 
     def emit(point: Any, service: str | None, ctx: _Context) -> list[MetricIn]:
         moment = ctx.stamp(point.time_unix_nano)
-        tags = tags_of(point.attributes, extra=1)
+        tags = _with_temporality(tags_of(point.attributes, extra=1 + delta), delta)
         out = _tail(total, count, point, moment, service, tags, point.HasField("sum"))
         running = 0
         for upper, n in exponential_buckets(point):
@@ -231,7 +251,7 @@ def exponential_buckets(point: Any) -> list[tuple[float, int]]:
     return out
 
 
-def _summary(name: str) -> Emitter:
+def _summary(name: str, delta: bool) -> Emitter:
     check_name(name)
     total, count = check_name(f"{name}_sum"), check_name(f"{name}_count")
 
@@ -247,7 +267,7 @@ def _summary(name: str) -> Emitter:
     return emit
 
 
-EMITTERS: dict[str, Callable[[str], Emitter]] = {
+EMITTERS: dict[str, Callable[[str, bool], Emitter]] = {
     "gauge": _numbers, "sum": _numbers, "histogram": _histogram,
     "exponential_histogram": _exponential, "summary": _summary,
 }
