@@ -114,6 +114,23 @@ class IngestService:
         await self._queue.publish(batch)
         return Accepted(message_id, len(points))
 
+    async def accept_points(
+        self, identity: IngestIdentity, points: Sequence[MetricPoint]
+    ) -> Accepted:
+        """accept_metrics for points an entry point already built for the key's project
+        (the OTLP mapper builds each point once: a field record then a point cost ~0.9 µs
+        a point more, a fifth of the OTLP path's CPU). Points of another project are
+        refused, so a mapper cannot write across tenants."""
+        project = identity.project_id
+        if any(p.project_id != project for p in points):
+            raise ValidationError("project_id", "points must belong to the API key's project")
+        message_id = self._ids.new_id()
+        now = self._clock.now()
+        _check_times([p.timestamp for p in points], TimeCheck(now, self._retention.metrics,
+                                                               "metrics"))
+        await self._queue.publish(MetricBatch(message_id, project, now, list(points)))
+        return Accepted(message_id, len(points))
+
     async def accept_logs(self, identity: IngestIdentity, logs: Sequence[LogFields]) -> Accepted:
         message_id = self._ids.new_id()
         now = self._clock.now()

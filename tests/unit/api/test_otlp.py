@@ -354,3 +354,22 @@ async def test_a_full_queue_is_a_retryable_429_for_otlp_and_remote_write(
         headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "snappy",
                  **tenant.ingest_headers})
     assert response.status == 429 and int(response.headers["Retry-After"]) >= 1
+
+
+async def test_points_of_another_project_are_never_published(
+    tenant: Any, other_tenant: Any, container: Any, clock: FixedClock
+) -> None:
+    """The OTLP mapper builds points for the key's project; the use case refuses a point
+    of any other project, so no mapping can write across tenants."""
+    from opspilot.domain.errors import ValidationError
+    from opspilot.domain.metrics import MetricPoint
+    from opspilot.domain.tenancy import IngestIdentity
+
+    ingest = container.ingest()
+    mine = MetricPoint(tenant.project_id, clock.now(), "x", 1.0)
+    theirs = MetricPoint(other_tenant.project_id, clock.now(), "x", 2.0)
+    with pytest.raises(ValidationError, match="API key's project"):
+        await ingest.accept_points(IngestIdentity(tenant.project_id, "k"), [mine, theirs])
+    assert container.memory_queue().depth(Stream.METRICS) == 0
+    accepted = await ingest.accept_points(IngestIdentity(tenant.project_id, "k"), [mine])
+    assert accepted.accepted == 1 and container.memory_queue().depth(Stream.METRICS) == 1

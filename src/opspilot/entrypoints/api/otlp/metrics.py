@@ -13,13 +13,14 @@ side that each value is already a growth (domain.counter_increases).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opspilot.application.ingest import TimeCheck
-from opspilot.domain.metrics import DELTA, MAX_ABS_VALUE, TEMPORALITY_TAG
-from opspilot.entrypoints.api.otlp.mapped import Mapped, MetricIn
+from opspilot.application.ingest import MAX_AHEAD, TimeCheck
+from opspilot.domain.metrics import DELTA, MAX_ABS_VALUE, TEMPORALITY_TAG, MetricPoint
+from opspilot.entrypoints.api.otlp.mapped import Mapped
 from opspilot.entrypoints.api.otlp.values import (
+    EPOCH,
     Refused,
     as_datetime,
     check_name,
@@ -36,35 +37,45 @@ KINDS = {"gauge": "gauge", "sum": "sum", "histogram": "histogram",
 
 
 class _Context:
-    """Per-request state: the time rules and the timestamps already converted."""
+    """Per-request state: the time rules, as nanosecond bounds, and the timestamps already
+    converted."""
 
-    def __init__(self, times: TimeCheck) -> None:
+    def __init__(self, times: TimeCheck, project_id: str) -> None:
         self.times = times
-        self.stamps: dict[int, tuple[datetime, str | None]] = {}
+        self.project = project_id
+        # TimeCheck.problem's bounds on the microsecond a datetime keeps, in nanoseconds: a
+        # timestamp between them is kept without building the refusal's datetimes.
+        ahead = _micros(times.now + MAX_AHEAD)
+        self.latest_ns = ahead * 1000 + 999
+        self.oldest_ns = max(1, _micros(times.now - times.keep) * 1000) if times.keep else 1
         self.good: dict[int, datetime] = {}  # the accepted ones, for the per-point fast path
 
     def stamp(self, nanos: int) -> datetime:
-        good = self.good.get(nanos)
-        if good is not None:
-            return good
-        found = self.stamps.get(nanos)
-        if found is None:
-            if not nanos:
-                found = (datetime.min, "required (nanoseconds since the epoch)")
-            else:
-                moment = as_datetime(nanos)
-                found = (moment, self.times.problem(moment))
-            self.stamps[nanos] = found
-        if found[1] is not None:
-            raise Refused("timeUnixNano", found[1])
-        self.good[nanos] = found[0]
-        return found[0]
+        """`nanos` as a datetime, or Refused with TimeCheck's reason (a point's
+        time_unix_nano: 0 means unset, which the spec does not allow)."""
+        moment = self.good.get(nanos)
+        return moment if moment is not None else self.convert(nanos)
+
+    def convert(self, nanos: int) -> datetime:
+        """stamp() for a timestamp not seen yet in this request."""
+        if self.oldest_ns <= nanos <= self.latest_ns:
+            # (as_datetime's fast branch: the latest bound is centuries before its limit)
+            moment = self.good[nanos] = datetime.fromtimestamp((nanos // 1000) / 1e6, UTC)
+            return moment
+        if not nanos:
+            raise Refused("timeUnixNano", "required (nanoseconds since the epoch)")
+        raise Refused("timeUnixNano", self.times.problem(as_datetime(nanos)) or "out of range")
 
 
-def map_metrics(request: Any, times: TimeCheck) -> Mapped:
-    """Every data point of an ExportMetricsServiceRequest, mapped or refused."""
+def _micros(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+def map_metrics(request: Any, times: TimeCheck, project_id: str) -> Mapped:
+    """Every data point of an ExportMetricsServiceRequest, mapped to the points of the
+    key's project (built once, here: IngestService.accept_points), or refused."""
     mapped = Mapped()
-    ctx = _Context(times)
+    ctx = _Context(times, project_id)
     for ri, resource_metrics in enumerate(request.resource_metrics):
         where = f"resourceMetrics[{ri}]"
         try:
@@ -120,6 +131,7 @@ def _map_numbers(points: Any, name: str, service: str | None, where: str, kind: 
     point for what the common case does not need."""
     out = mapped.records
     good = ctx.good
+    project = ctx.project
     extra = 1 if delta else 0
     for di, point in enumerate(points):
         try:
@@ -127,22 +139,21 @@ def _map_numbers(points: Any, name: str, service: str | None, where: str, kind: 
                 mapped.skipped += 1
                 continue
             nanos = point.time_unix_nano
-            moment = good.get(nanos) or ctx.stamp(nanos)
-            if point.HasField("as_double"):
-                value = point.as_double
-                if not -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE:  # NaN fails both
-                    check_value(value, "asDouble")
-            else:
-                value = float(point.as_int)
+            moment = good.get(nanos) or ctx.convert(nanos)
+            # One oneof read fewer: as_double reads 0.0 when the point has as_int (or an
+            # as_double of 0.0, which as_int's default 0 gives back).
+            value = point.as_double or float(point.as_int)
+            if not -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE:  # NaN fails both
+                check_value(value, "asDouble")
             tags = tags_of(point.attributes, extra)
             if delta:
                 tags[TEMPORALITY_TAG] = DELTA
-            out.append(MetricIn(name, value, moment, service, tags))
+            out.append(MetricPoint(project, moment, name, value, service, tags))
         except Refused as refused:
             mapped.refuse(f"{where}.{kind}.dataPoints[{di}].{refused.field}", refused.message)
 
 
-Emitter = Callable[[Any, "str | None", _Context], "list[MetricIn] | Iterator[MetricIn]"]
+Emitter = Callable[[Any, "str | None", _Context], "list[MetricPoint] | Iterator[MetricPoint]"]
 
 
 TEMPORAL = ("sum", "histogram", "exponential_histogram")
@@ -157,14 +168,14 @@ def _with_temporality(tags: dict[str, str], delta: bool) -> dict[str, str]:
 def _numbers(name: str, delta: bool) -> Emitter:
     check_name(name)
 
-    def emit(point: Any, service: str | None, ctx: _Context) -> list[MetricIn]:
+    def emit(point: Any, service: str | None, ctx: _Context) -> list[MetricPoint]:
         moment = ctx.stamp(point.time_unix_nano)
         if point.WhichOneof("value") == "as_int":
             value = float(point.as_int)
         else:
             value = check_value(point.as_double, "asDouble")
         tags = _with_temporality(tags_of(point.attributes, int(delta)), delta)
-        return [MetricIn(name, value, moment, service, tags)]
+        return [MetricPoint(ctx.project, moment, name, value, service, tags)]
 
     return emit
 
@@ -177,14 +188,14 @@ def _suffixed(name: str) -> tuple[str, str, str]:
 def _histogram(name: str, delta: bool) -> Emitter:
     bucket, total, count = _suffixed(name)
 
-    def emit(point: Any, service: str | None, ctx: _Context) -> list[MetricIn]:
+    def emit(point: Any, service: str | None, ctx: _Context) -> list[MetricPoint]:
         moment = ctx.stamp(point.time_unix_nano)
         tags = _with_temporality(tags_of(point.attributes, extra=1 + delta), delta)
         bounds, counts = point.explicit_bounds, point.bucket_counts
         if counts and len(counts) != len(bounds) + 1:
             raise Refused("bucketCounts", f"{len(counts)} counts for {len(bounds)} bounds"
                                           " (must be one more than the bounds)")
-        out = _tail(total, count, point, moment, service, tags, point.HasField("sum"))
+        out = _tail(total, count, point, moment, service, tags, ctx)
         running = 0
         previous = float("-inf")
         for bound, n in zip(bounds, counts, strict=False):
@@ -192,38 +203,42 @@ def _histogram(name: str, delta: bool) -> Emitter:
                 raise Refused("explicitBounds", "must be strictly increasing")
             previous = bound
             running += n
-            out.append(MetricIn(bucket, float(running), moment, service,
-                                {**tags, "le": go_float(check_value(bound, "explicitBounds"))}))
+            out.append(MetricPoint(ctx.project, moment, bucket, float(running), service,
+                                   {**tags, "le": go_float(check_value(bound, "explicitBounds"))}))
         if counts:
-            out.append(MetricIn(bucket, float(point.count), moment, service, {**tags, "le": "+Inf"}))
+            out.append(MetricPoint(ctx.project, moment, bucket, float(point.count), service,
+                                   {**tags, "le": "+Inf"}))
         return out
 
     return emit
 
 
 def _tail(total: str, count: str, point: Any, moment: datetime, service: str | None,
-          tags: dict[str, str], has_sum: bool) -> list[MetricIn]:
+          tags: dict[str, str], ctx: _Context, has_sum: bool | None = None) -> list[MetricPoint]:
     """`<name>_count`, and `<name>_sum` when the point has one (`sum` is proto3 `optional`
-    on histogram points: absent when the measurements could be negative)."""
-    out = [MetricIn(count, float(point.count), moment, service, tags)]
-    if has_sum:
-        out.append(MetricIn(total, check_value(point.sum, "sum"), moment, service, tags))
+    on histogram points: absent when the measurements could be negative; summaries always
+    have one)."""
+    out = [MetricPoint(ctx.project, moment, count, float(point.count), service, tags)]
+    if point.HasField("sum") if has_sum is None else has_sum:
+        out.append(MetricPoint(ctx.project, moment, total, check_value(point.sum, "sum"), service,
+                               tags))
     return out
 
 
 def _exponential(name: str, delta: bool) -> Emitter:
     bucket, total, count = _suffixed(name)
 
-    def emit(point: Any, service: str | None, ctx: _Context) -> list[MetricIn]:
+    def emit(point: Any, service: str | None, ctx: _Context) -> list[MetricPoint]:
         moment = ctx.stamp(point.time_unix_nano)
         tags = _with_temporality(tags_of(point.attributes, extra=1 + delta), delta)
-        out = _tail(total, count, point, moment, service, tags, point.HasField("sum"))
+        out = _tail(total, count, point, moment, service, tags, ctx)
         running = 0
         for upper, n in exponential_buckets(point):
             running += n
-            out.append(MetricIn(bucket, float(running), moment, service,
-                                {**tags, "le": go_float(upper)}))
-        out.append(MetricIn(bucket, float(point.count), moment, service, {**tags, "le": "+Inf"}))
+            out.append(MetricPoint(ctx.project, moment, bucket, float(running), service,
+                                   {**tags, "le": go_float(upper)}))
+        out.append(MetricPoint(ctx.project, moment, bucket, float(point.count), service,
+                               {**tags, "le": "+Inf"}))
         return out
 
     return emit
@@ -255,13 +270,14 @@ def _summary(name: str, delta: bool) -> Emitter:
     check_name(name)
     total, count = check_name(f"{name}_sum"), check_name(f"{name}_count")
 
-    def emit(point: Any, service: str | None, ctx: _Context) -> list[MetricIn]:
+    def emit(point: Any, service: str | None, ctx: _Context) -> list[MetricPoint]:
         moment = ctx.stamp(point.time_unix_nano)
         tags = tags_of(point.attributes, extra=1)
-        out = _tail(total, count, point, moment, service, tags, True)
+        out = _tail(total, count, point, moment, service, tags, ctx, has_sum=True)
         for quantile in point.quantile_values:
-            out.append(MetricIn(name, check_value(quantile.value, "quantileValues"), moment,
-                                service, {**tags, "quantile": go_float(quantile.quantile)}))
+            out.append(MetricPoint(ctx.project, moment, name,
+                                   check_value(quantile.value, "quantileValues"), service,
+                                   {**tags, "quantile": go_float(quantile.quantile)}))
         return out
 
     return emit

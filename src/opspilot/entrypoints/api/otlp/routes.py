@@ -47,13 +47,13 @@ class Signal:
     request_type: Any
     response_type: Any
     rejected_field: str  # partial_success's count of refused records
-    mapper: Callable[[Any, TimeCheck], Mapped]
+    mapper: Callable[[Any, TimeCheck, str], Mapped]  # (request, time rules, project id)
 
 
 METRICS = Signal("metrics", ExportMetricsServiceRequest, ExportMetricsServiceResponse,
                  "rejected_data_points", map_metrics)
 LOGS = Signal("logs", ExportLogsServiceRequest, ExportLogsServiceResponse,
-              "rejected_log_records", map_logs)
+              "rejected_log_records", lambda request, times, _project: map_logs(request, times))
 
 
 def exporter(signal: Signal) -> Callable[[web.Request], Awaitable[web.Response]]:
@@ -91,7 +91,8 @@ async def _export(request: web.Request, signal: Signal) -> web.Response:
     identity = await ingest_identity(request, bearer_key=True)
     encoding = encoding_of(request)
     body = await read_export(request, signal.request_type, encoding)
-    mapped = signal.mapper(body, services(request).ingest.time_check(signal.kind))
+    mapped = signal.mapper(body, services(request).ingest.time_check(signal.kind),
+                           identity.project_id)
     await _publish(request, identity, mapped, signal.kind)
     response = signal.response_type()
     if mapped.rejected:
@@ -114,7 +115,7 @@ async def _publish(request: web.Request, identity: Any, mapped: Mapped, kind: st
                                   summary=mapped.message())
         return
     if kind == "metrics":
-        accepted = await svc.ingest.accept_metrics(identity, mapped.records)
+        accepted = await svc.ingest.accept_points(identity, mapped.records)
     else:
         accepted = await svc.ingest.accept_logs(identity, mapped.records)
     telemetry = svc.telemetry

@@ -144,10 +144,13 @@ def tags_of(attributes: Any, extra: int = 0, field: str = "attributes") -> dict[
     tags = {}
     for kv in attributes:
         value = kv.value
-        # string attributes are nearly all of them: skip the oneof dispatch for those
-        text = value.string_value if value.HasField("string_value") else tag_text(value)
+        # String attributes are nearly all of them: a non-empty string_value is one, and
+        # only an empty one needs the oneof asked (an int attribute reads as "" too).
+        text = value.string_value
+        if not text and not value.HasField("string_value"):
+            text = tag_text(value)
         key = kv.key
-        if (not key or len(key) > MAX_TAG_KEY_LENGTH or len(text) > MAX_TAG_LENGTH
+        if (len(key) > MAX_TAG_KEY_LENGTH or len(text) > MAX_TAG_LENGTH or not key
                 or "\x00" in key or "\x00" in text):  # (protobuf strings are valid UTF-8)
             return check_tags({k.key: tag_text(k.value) for k in attributes}, field)
         tags[key] = text
