@@ -12,6 +12,13 @@
 // This launcher lifts the port cap, binds HTTP and transport to loopback on fixed ports,
 // prints any startup failure, then keeps the JVM alive until the node is closed (SIGTERM runs
 // the shutdown hook, which closes the node gracefully).
+//
+// Cluster mode (`scripts/services up --cluster`, ADR 0028): three JVMs, one node each. The
+// runner forces `discovery.type=single-node` when -numOfNode is 1, but only with putIfAbsent,
+// after this callback: the system properties below replace it.
+//   -Dopspilot.nodeName=os-1 -Dopspilot.discovery=zen
+//   -Dopspilot.seedHosts=127.0.0.1:22301,127.0.0.1:22302,127.0.0.1:22303
+//   -Dopspilot.initialManagers=os-1,os-2,os-3
 import org.codelibs.opensearch.runner.OpenSearchRunner;
 
 public class OpsPilotOpenSearch {
@@ -23,7 +30,18 @@ public class OpsPilotOpenSearch {
         runner.onBuild((number, settings) -> {
             settings.put("network.host", host);
             settings.put("transport.port", String.valueOf(transportPort + number - 1));
-            settings.put("discovery.type", "single-node");
+            final String discovery = System.getProperty("opspilot.discovery", "single-node");
+            settings.put("discovery.type", discovery);
+            final String nodeName = System.getProperty("opspilot.nodeName");
+            if (nodeName != null) {
+                settings.put("node.name", nodeName);
+            }
+            if (!"single-node".equals(discovery)) {
+                settings.putList("discovery.seed_hosts",
+                    System.getProperty("opspilot.seedHosts", "").split(","));
+                settings.putList("cluster.initial_cluster_manager_nodes",
+                    System.getProperty("opspilot.initialManagers", "").split(","));
+            }
             // Test machines may have little free disk: never flip indices to read-only.
             settings.put("cluster.routing.allocation.disk.threshold_enabled", false);
         });
