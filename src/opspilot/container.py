@@ -75,7 +75,9 @@ async def postgres_resource(
         await database.close()
 
 
-async def opensearch_resource(url: str | None, prefix: str) -> AsyncIterator[Any]:
+async def opensearch_resource(
+    url: str | None, prefix: str, shards: int = 1, replicas: int = 0
+) -> AsyncIterator[Any]:
     if not url:
         yield None
         return
@@ -83,7 +85,7 @@ async def opensearch_resource(url: str | None, prefix: str) -> AsyncIterator[Any
 
     client = await connect_opensearch(url)
     try:
-        store = OpenSearchLogStore(client, prefix=prefix)
+        store = OpenSearchLogStore(client, prefix=prefix, shards=shards, replicas=replicas)
         await store.ensure_template()
         yield store
     finally:
@@ -186,7 +188,10 @@ class Container(containers.DeclarativeContainer):
     postgres = providers.Resource(
         postgres_resource, config.database_url, config.database_schema, config.secret_key
     )
-    opensearch = providers.Resource(opensearch_resource, config.opensearch_url, config.index_prefix)
+    opensearch = providers.Resource(
+        opensearch_resource, config.opensearch_url, config.index_prefix,
+        config.log_index_shards, config.log_index_replicas,
+    )
     rabbitmq = providers.Resource(
         rabbitmq_resource, config.amqp_url, config.queue_prefix, config.queue_max_depth
     )

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     # host mounts it under a prefix): makes the incident links in notifications absolute.
     public_url: str = ""
 
+    # The daily log indices' layout (ADR 0028): one shard, no replica on a single node; on a
+    # cluster one primary per data node and one replica, so a node's loss loses no write.
+    log_index_shards: int = Field(1, ge=1, le=64)
+    log_index_replicas: int = Field(0, ge=0, le=5)
+
     log_retention_days: int = 30
     metric_retention_days: int = 90  # raw metric values (hot rows and compacted blocks)
     # Hourly summaries (count, sum, min, max, percentile sketch) outlive the values

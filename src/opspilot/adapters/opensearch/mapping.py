@@ -61,16 +61,21 @@ def millis(moment: datetime) -> int:
     return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
-def index_template(prefix: str, refresh_interval: str = "1s") -> dict[str, Any]:
+def index_template(prefix: str, refresh_interval: str = "1s", shards: int = 1,
+                   replicas: int = 0) -> dict[str, Any]:
     """The composable template. Its priority grows with the prefix length so that two
-    installations whose patterns overlap (`a-logs-*`, `a-logs-b-logs-*`) never collide."""
+    installations whose patterns overlap (`a-logs-*`, `a-logs-b-logs-*`) never collide.
+
+    `shards`/`replicas` (OPSPILOT_LOG_INDEX_SHARDS/_REPLICAS): 1/0 on one node; on a cluster
+    of N data nodes, one primary per node and 1 replica, so losing a node loses no write
+    (ADR 0028 has the sizing rule: ~10-50 GB per shard, daily indices)."""
     return {
         "index_patterns": [index_pattern(prefix)],
         "priority": 100 + len(prefix),
         "template": {
             "settings": {
-                "number_of_shards": 1,
-                "number_of_replicas": 0,
+                "number_of_shards": shards,
+                "number_of_replicas": replicas,
                 "refresh_interval": refresh_interval,
             },
             "aliases": {alias_name(prefix): {}},

@@ -56,9 +56,12 @@ class StoreRejected(OpsPilotError):
 
 async def connect_opensearch(url: str, request_timeout: float = 30.0) -> AsyncOpenSearch:
     """One client (one aiohttp session, pooled connections) for the app's lifetime; the
-    caller closes it with `await client.close()`."""
+    caller closes it with `await client.close()`. `url` may list a cluster's nodes,
+    comma-separated (ADR 0028): requests go round-robin, a node that refuses connections is
+    set aside for a while and the request retried on the next one."""
+    hosts = [part.strip() for part in url.split(",") if part.strip()]
     return AsyncOpenSearch(
-        hosts=[url], timeout=request_timeout, max_retries=2, retry_on_timeout=False,
+        hosts=hosts, timeout=request_timeout, max_retries=len(hosts) + 1, retry_on_timeout=False,
         http_compress=False, maxsize=16,
     )
 
@@ -71,6 +74,8 @@ class OpenSearchLogStore:
         refresh: bool | str = False,
         refresh_interval: str = "1s",
         scroll_keepalive: str = "2m",
+        shards: int = 1,
+        replicas: int = 0,
     ) -> None:
         """`refresh`: the bulk API's `refresh` (False, True or "wait_for"); tests use True
         so a write is searchable when it returns."""
@@ -79,6 +84,8 @@ class OpenSearchLogStore:
         self._refresh = refresh
         self._refresh_interval = refresh_interval
         self._scroll_keepalive = scroll_keepalive
+        self._shards = shards
+        self._replicas = replicas
         self._pattern = mapping.index_pattern(prefix)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -89,7 +96,8 @@ class OpenSearchLogStore:
         with _translated("put index template"):
             await self._client.indices.put_index_template(
                 name=mapping.alias_name(self._prefix),
-                body=mapping.index_template(self._prefix, self._refresh_interval),
+                body=mapping.index_template(self._prefix, self._refresh_interval,
+                                            shards=self._shards, replicas=self._replicas),
             )
 
     async def ping(self) -> None:

@@ -7,6 +7,7 @@ them leaves this package: callers see `ServiceUnavailable` with a `retry_after`.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -38,11 +39,33 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:300]
 
 
+def broker_urls(url: str) -> list[str]:
+    """OPSPILOT_AMQP_URL may list a cluster's nodes, comma-separated (ADR 0028)."""
+    return [part.strip() for part in url.split(",") if part.strip()]
+
+
+_first_node = random.randrange(1 << 16)  # this process's starting node: clients spread out
+
+
 async def open_connection(url: str, connect_seconds: float) -> AbstractConnection:
     """One plain (not robust) connection: the adapters reconnect explicitly, so a broken
-    connection surfaces as an error the caller can map instead of a silently waiting call."""
+    connection surfaces as an error the caller can map instead of a silently waiting call.
+
+    With several nodes listed, each is tried in turn (starting from one picked per process,
+    so replicas spread over the cluster) until one accepts: a dead node costs one connect
+    attempt, not an outage."""
+    urls = broker_urls(url)
+    start = _first_node % len(urls) if urls else 0
+    last: BaseException | None = None
+    for node in urls[start:] + urls[:start]:
+        try:
+            return await aio_pika.connect(node, timeout=connect_seconds, client_properties=_CLIENT)
+        except DRIVER_ERRORS as exc:
+            last = exc
     with broker_errors("connect"):
-        return await aio_pika.connect(url, timeout=connect_seconds, client_properties=_CLIENT)
+        if last is None:
+            raise ConnectionError("no broker URL given")
+        raise last
 
 
 async def close_quietly(closable: Any) -> None:
