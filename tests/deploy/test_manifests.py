@@ -107,7 +107,13 @@ def test_worker_autoscaling_reads_metrics_and_queues_that_exist() -> None:
     assert external, "the worker scales on queue depth"
     for metric in external:
         assert metric["name"] in exported
-        assert metric["selector"]["matchLabels"]["queue"] in QUEUES
+        if "selector" in metric:
+            assert metric["selector"]["matchLabels"]["queue"] in QUEUES
+    names = {m["name"] for m in external}
+    assert {"opspilot_queue_depth", "opspilot_queue_message_age_seconds",
+            "opspilot_worker_utilisation"} <= names
+    rules = yaml.safe_load((KUBERNETES / "prometheus-adapter-rules.yaml").read_text())
+    assert names <= {r["name"]["as"] for r in rules["externalRules"]}
 
 
 def test_keda_replaces_the_hpas_and_scales_the_worker_on_its_queues() -> None:
@@ -116,8 +122,13 @@ def test_keda_replaces_the_hpas_and_scales_the_worker_on_its_queues() -> None:
     deployments = by_kind(objects, "Deployment")
     scaled = by_kind(objects, "ScaledObject")
     assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled.values()} == set(deployments)
-    worker = scaled["opspilot-worker"]["spec"]["triggers"]
+    triggers = scaled["opspilot-worker"]["spec"]["triggers"]
+    worker = [t for t in triggers if t["type"] == "rabbitmq"]
     assert {t["metadata"]["queueName"] for t in worker} == {Stream.METRICS.value, Stream.LOGS.value}
+    exported = {m.name for m in WorkerTelemetry().registry.collect()}
+    ages = [t for t in triggers if t["type"] == "prometheus"]
+    assert ages and all(t["metadata"]["query"].split("(")[1].split("{")[0] in exported
+                        for t in ages)
     for trigger in worker:
         assert trigger["type"] == "rabbitmq" and trigger["metadata"]["mode"] == "QueueLength"
         assert trigger["metadata"]["hostFromEnv"] in SETTINGS

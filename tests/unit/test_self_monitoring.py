@@ -332,6 +332,68 @@ async def test_a_failed_depth_look_up_removes_only_its_series() -> None:
     assert queues == {"metrics.ingest": 7}
 
 
+# -- what an autoscaler reads besides the depth: message age, utilisation ------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_message_age_follows_deliveries_grows_while_stuck_and_is_zero_when_empty() -> None:
+    telemetry = WorkerTelemetry()
+    clock = Clock()
+    telemetry._monotonic = clock
+    telemetry.delivered("metrics.ingest", 4.0)
+    assert sample(telemetry.registry, "opspilot_queue_message_age_seconds",
+                  queue="metrics.ingest") == 4.0
+    clock.now += 10  # nothing taken since, 50 messages still waiting: the head is older
+    telemetry.queue_sampled("metrics.ingest", 50)
+    assert sample(telemetry.registry, "opspilot_queue_message_age_seconds",
+                  queue="metrics.ingest") == 14.0
+    telemetry.queue_sampled("metrics.ingest.dlq", 0)  # a DLQ has no age series
+    assert sample(telemetry.registry, "opspilot_queue_message_age_seconds",
+                  queue="metrics.ingest.dlq") is None
+    telemetry.queue_sampled("metrics.ingest", 0)
+    assert sample(telemetry.registry, "opspilot_queue_message_age_seconds",
+                  queue="metrics.ingest") == 0.0
+
+
+async def test_utilisation_is_the_busy_share_of_each_interval() -> None:
+    telemetry = WorkerTelemetry()
+    clock = Clock()
+    telemetry._monotonic = clock
+    telemetry.sample_utilisation()  # the first sample only starts the interval
+    assert sample(telemetry.registry, "opspilot_worker_utilisation") == 0.0
+    telemetry.batch_written("metrics.ingest", 1000, 1.5)
+    telemetry.batch_written("logs.ingest", 500, 0.5)
+    clock.now += 5
+    telemetry.sample_utilisation()
+    assert sample(telemetry.registry, "opspilot_worker_utilisation") == pytest.approx(0.4)
+    assert sample(telemetry.registry, "opspilot_worker_busy_seconds_total",
+                  stream="metrics.ingest") == 1.5
+    clock.now += 5
+    telemetry.sample_utilisation()
+    assert sample(telemetry.registry, "opspilot_worker_utilisation") == 0.0
+
+
+async def test_the_depth_sampler_hands_each_depth_to_the_telemetry() -> None:
+    queue = InMemoryQueue()
+    await queue.publish_raw(Stream.METRICS, b"{}")
+    telemetry = WorkerTelemetry()
+    telemetry.delivered("metrics.ingest", 2.0)
+    telemetry.delivered("logs.ingest", 3.0)
+    await QueueDepthSampler(queue, telemetry.queue_depth,
+                            on_depth=telemetry.queue_sampled).refresh()
+    assert sample(telemetry.registry, "opspilot_queue_message_age_seconds",
+                  queue="logs.ingest") == 0.0  # empty
+    assert sample(telemetry.registry, "opspilot_queue_message_age_seconds",
+                  queue="metrics.ingest") >= 2.0  # type: ignore[operator]
+
+
 # -- the sampling task -------------------------------------------------------------------------
 
 

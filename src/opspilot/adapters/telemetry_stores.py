@@ -299,10 +299,12 @@ class QueueDepthSampler:
     name = "queue"
 
     def __init__(self, queue: Any, gauge: Gauge,
-                 streams: Sequence[Stream] = DEPTH_STREAMS) -> None:
+                 streams: Sequence[Stream] = DEPTH_STREAMS,
+                 on_depth: Callable[[str, int], None] | None = None) -> None:
         self._queue = queue
         self._gauge = gauge
         self._streams = tuple(streams)
+        self._on_depth = on_depth
 
     async def refresh(self) -> None:
         failure: BaseException | None = None
@@ -314,7 +316,10 @@ class QueueDepthSampler:
                 lookups.append((f"{stream.value}.dlq", dead))
             for label, lookup in lookups:
                 try:
-                    self._gauge.labels(label).set(await _value(lookup(stream)))
+                    depth = int(await _value(lookup(stream)))
+                    self._gauge.labels(label).set(depth)
+                    if self._on_depth is not None:
+                        self._on_depth(label, depth)
                 except Exception as exc:  # one queue's failure must not hide the others
                     failure = exc
                     self._remove(label)

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 
 import attrs
 
@@ -44,6 +45,11 @@ class WorkerObserver:
 
     def dead_lettered(self, stream: str, reason: str) -> None: ...
 
+    def delivered(self, stream: str, age_seconds: float) -> None:
+        """A message reached the worker `age_seconds` after the API accepted it. Queues are
+        FIFO, so this is the age of the oldest message of the stream when it was taken: the
+        lag an autoscaler can act on (ADR 0028)."""
+
 
 class IngestWorker:
     def __init__(
@@ -57,8 +63,10 @@ class IngestWorker:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         monotonic: Callable[[], float] | None = None,
         versions: DataVersions | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._consumer = consumer
+        self._clock = clock
         self._metrics = metrics
         self._logs = logs
         self._log_metadata = log_metadata
@@ -89,6 +97,7 @@ class IngestWorker:
                 if fetch in done:
                     try:
                         pending.append(fetch.result())
+                        self._note_age(pending[-1])
                     except StopAsyncIteration:
                         break
                     finally:
@@ -107,6 +116,12 @@ class IngestWorker:
             if pending:
                 await self.flush(pending)
             await self._consumer.stop()
+
+    def _note_age(self, delivery: Delivery) -> None:
+        batch = delivery.batch
+        if batch is not None:
+            age = (self._clock() - batch.received_at).total_seconds()
+            self._observer.delivered(_stream_of(batch), max(0.0, age))
 
     async def flush(self, deliveries: Sequence[Delivery]) -> None:
         decodable = []

@@ -77,7 +77,12 @@ def start_self_monitoring(
     if not worker:
         return SelfMonitoring(None)
     health = ExporterHealth(registry)
-    queue_loop = [QueueDepthSampler(container.queue(), container.worker_telemetry().queue_depth)]
+    telemetry = container.worker_telemetry()
+    queue_loop: list[Any] = [
+        QueueDepthSampler(container.queue(), telemetry.queue_depth,
+                          on_depth=telemetry.queue_sampled),
+        WorkerLoad(telemetry),
+    ]
     stores: list[Any] = []
     if database is not None:
         stores.append(PostgresExporter(lambda: pool_of(database)))
@@ -93,6 +98,18 @@ def start_self_monitoring(
         name="self-monitoring",
     )
     return SelfMonitoring(task)
+
+
+class WorkerLoad:
+    """Every queue sample: the worker's busy share since the previous one."""
+
+    name = "worker_load"
+
+    def __init__(self, telemetry: Any) -> None:
+        self._telemetry = telemetry
+
+    async def refresh(self) -> None:
+        self._telemetry.sample_utilisation()
 
 
 def pool_of(database: Any) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opspilot.adapters.memory.logs import InMemoryLogMetadataStore, InMemoryLogStore
@@ -56,6 +56,9 @@ class Counting(WorkerObserver):
 
     def dead_lettered(self, stream: str, reason: str) -> None:
         self.dead += 1
+
+    def delivered(self, stream: str, age_seconds: float) -> None:
+        self.ages = [*getattr(self, "ages", []), (stream, age_seconds)]
 
 
 async def run_until_empty(queue: InMemoryQueue, store: InMemoryMetricStore, **kw: Any) -> Counting:
@@ -152,3 +155,20 @@ async def test_stop_returns_unacked_messages_to_the_queue() -> None:
     assert first.batch is not None
     await queue.stop()
     assert queue.depth(Stream.METRICS) == 2
+
+
+async def test_each_delivery_reports_its_age_since_the_api_accepted_it() -> None:
+    queue = InMemoryQueue()
+    await queue.publish(batch(1))  # received_at T0
+    observer = Counting()
+    worker = IngestWorker(queue, InMemoryMetricStore(), InMemoryLogStore(),
+                          InMemoryLogMetadataStore(), WorkerSettings(flush_interval=0.01),
+                          observer, clock=lambda: T0 + timedelta(seconds=42))
+    task = asyncio.create_task(worker.run())
+    for _ in range(400):
+        if getattr(observer, "ages", None):
+            break
+        await asyncio.sleep(0.005)
+    worker.request_stop()
+    await task
+    assert observer.ages == [("metrics.ingest", 42.0)]  # type: ignore[attr-defined]
