@@ -260,6 +260,7 @@ class Row:
     errors_during: str
     query_errors_during: str
     recover_s: float
+    longest_gap_s: float = 0.0
     detail: str = ""
 
 
@@ -351,6 +352,15 @@ class Run:
         detail = (f"{want_points} points / {want_logs} logs accepted so far; "
                   f"lost {len(lost_p)} points {lost_p[:3]}, {len(lost_l)} logs {lost_l[:3]}")
         return len(lost_p) + len(lost_l), dup, dup_resent, detail
+
+
+def longest_gap(attempts: list[tuple[float, str, int]], t0: float, t1: float) -> float:
+    """The longest stretch in [t0, t1] without a 202 (ingest interrupted for that long)."""
+    times = [a[0] for a in attempts if a[2] == 202 and a[0] <= t1]
+    before = [t for t in times if t < t0]
+    inside = [t for t in times if t >= t0]
+    points = ([before[-1]] if before else [t0]) + inside + [t1]
+    return round(max(b - a for a, b in zip(points, points[1:], strict=False)), 1)
 
 
 def error_share(attempts: list[tuple[float, Any, int]], t0: float, t1: float) -> str:
@@ -469,7 +479,7 @@ async def run_faults(short: bool, only: list[str] | None = None) -> list[Row]:
                 await run.probe_visible()
                 recovered = time.monotonic() - t0
             except Exception as exc:
-                rows.append(Row(name, -1, -1, -1, "", "", -1, f"FAILED: {exc!r}"[:500]))
+                rows.append(Row(name, -1, -1, -1, "", "", -1, -1, f"FAILED: {exc!r}"[:500]))
                 print(f"{name}: FAILED {exc!r}", flush=True)
                 await asyncio.sleep(settle)
                 continue
@@ -478,7 +488,7 @@ async def run_faults(short: bool, only: list[str] | None = None) -> list[Row]:
             lost, dup, dup_resent, census = await run.census(0, 240)
             row = Row(name, lost, dup, dup_resent, error_share(run.ledger.attempts, t0, t1),
                       error_share(run.queries, t0, t1), round(recovered, 1),
-                      f"{detail}; {census}")
+                      longest_gap(run.ledger.attempts, t0, t1), f"{detail}; {census}")
             rows.append(row)
             print(attrs.asdict(row), flush=True)
         stop.set()
@@ -487,7 +497,7 @@ async def run_faults(short: bool, only: list[str] | None = None) -> list[Row]:
         lost, dup, dup_resent, census = await run.census(0, 240)
         rows.append(Row("(end of run: all accepted)", lost, dup, dup_resent,
                         error_share(run.ledger.attempts, 0, time.monotonic()),
-                        error_share(run.queries, 0, time.monotonic()), 0.0,
+                        error_share(run.queries, 0, time.monotonic()), 0.0, 0.0,
                         f"{census}; requests that never got a 202: {len(run.ledger.failed)}"
                         f" {list(run.ledger.failed.items())[:3]}"))
     finally:
@@ -498,11 +508,13 @@ async def run_faults(short: bool, only: list[str] | None = None) -> list[Row]:
 
 def table(rows: list[Row]) -> str:
     out = ["| fault | lost | duplicated (never re-sent / re-sent by the client) | "
-           "ingest 5xx+refused during | query 5xx+refused during | time to recover (s) |",
-           "|---|---:|---:|---:|---:|---:|"]
+           "ingest 5xx+refused during | query 5xx+refused during | longest stretch without "
+           "a 202 (s) | time to recover (s) |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         out.append(f"| {r.fault} | {r.lost} | {r.duplicated} / {r.duplicated_resent} | "
-                   f"{r.errors_during} | {r.query_errors_during} | {r.recover_s} |")
+                   f"{r.errors_during} | {r.query_errors_during} | {r.longest_gap_s} | "
+                   f"{r.recover_s} |")
     return "\n".join(out)
 
 
