@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from opspilot.application import rendering
 from opspilot.application.limits import QueryLimits
 from opspilot.application.rendering import (
-    cluster_doc,
+    ErrorSpikes,
+    LogPatterns,
+    LogVolume,
     context_doc,
     page_doc,
+    patterns_doc,
     spikes_doc,
     volume_doc,
 )
@@ -45,7 +47,7 @@ class LogQueries:
         if log_filter.search and len(log_filter.search) > self._limits.max_search_length:
             raise LimitExceeded("search", f"at most {self._limits.max_search_length} characters")
 
-    async def search(self, query: LogQuery) -> dict[str, Any]:
+    async def search(self, query: LogQuery) -> rendering.LogPage:
         return page_doc(await self.page(query), query.limit, query.offset)
 
     async def page(self, query: LogQuery) -> LogPage:
@@ -56,7 +58,7 @@ class LogQueries:
     async def context(
         self, project_id: str, log_id: str, before: int = 10, after: int = 10,
         across_services: bool = False,
-    ) -> dict[str, Any]:
+    ) -> rendering.LogContext:
         return context_doc(
             await self.surrounding(project_id, log_id, before, after, across_services))
 
@@ -74,7 +76,7 @@ class LogQueries:
             raise NotFound("no such log in this project", {"field": "log_id"})
         return await self._store.context(project_id, log_id, before, after, across_services)
 
-    async def volume(self, query: VolumeQuery) -> dict[str, Any]:
+    async def volume(self, query: VolumeQuery) -> LogVolume:
         return volume_doc(await self.counts(query), query.bucketing.label)
 
     async def counts(self, query: VolumeQuery) -> list[CountBucket]:
@@ -85,7 +87,7 @@ class LogQueries:
 
     async def error_spikes(
         self, project_id: str, window: TimeRange, bucketing: Bucketing, service: str | None = None
-    ) -> dict[str, Any]:
+    ) -> ErrorSpikes:
         flagged = await self.spikes(project_id, window, bucketing, service)
         method = SPIKE_METHOD.format(
             window=SPIKE_WINDOW, threshold=SPIKE_THRESHOLD, min_count=SPIKE_MIN
@@ -102,13 +104,10 @@ class LogQueries:
         counts = await self._store.volume(query)
         return flag_spikes(counts, SPIKE_WINDOW, SPIKE_THRESHOLD, SPIKE_MIN)
 
-    async def patterns(self, log_filter: LogFilter, limit: int) -> dict[str, Any]:
+    async def patterns(self, log_filter: LogFilter, limit: int) -> LogPatterns:
         lines = await self._sample(log_filter, limit)
         clusters = await self._analyzer.cluster_logs(lines) if lines else []
-        return {
-            "logs_analyzed": len(lines),
-            "patterns": [cluster_doc(c) for c in clusters],
-        }
+        return patterns_doc(len(lines), clusters)
 
     async def clusters(self, log_filter: LogFilter, limit: int) -> list[LogCluster]:
         """Up to `limit` matching logs (newest first) clustered into templates."""

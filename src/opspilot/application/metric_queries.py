@@ -5,22 +5,34 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 import attrs
 
 from opspilot.application.caching import QueryCache, cache_key
 from opspilot.application.limits import QueryLimits
-from opspilot.application.rendering import anomaly_doc, histogram_doc, series_doc, to_json
-from opspilot.domain.analysis import Anomaly, AnomalyMethod, AnomalyRequest, DataPoint
+from opspilot.application.rendering import (
+    MetricAnomalies,
+    MetricNames,
+    MetricServices,
+    MetricTags,
+    anomalies_doc,
+    histogram_doc,
+    names_doc,
+    overlay_doc,
+    series_doc,
+    services_doc,
+    tags_doc,
+    to_json,
+)
+from opspilot.domain.analysis import Anomaly, AnomalyRequest, DataPoint
 from opspilot.domain.errors import LimitExceeded, ValidationError
 from opspilot.domain.metrics import (
     Aggregation,
+    AnomalyQuery,
     Histogram,
     HistogramQuery,
     MetricQuery,
     Series,
-    SeriesSelector,
     bucket_series_name,
     histogram_quantile,
 )
@@ -119,7 +131,7 @@ class MetricQueries:
 
         async def compute() -> bytes:
             series = await self._store.query(queries)
-            return to_json({"series": [series_doc(s) for s in series]})
+            return to_json(overlay_doc(series))
 
         # The overlay's TTL follows its latest window, and its key every metric's version.
         latest = max((q.window for q in queries), key=lambda w: w.end)
@@ -129,30 +141,23 @@ class MetricQueries:
 
     # -- discovery: each answer says whether the limit cut it short (asks for one more)
 
-    async def names(self, project_id: str, window: TimeRange, limit: int) -> dict[str, Any]:
+    async def names(self, project_id: str, window: TimeRange, limit: int) -> MetricNames:
         self._window(window)
-        found = await self._store.metric_names(project_id, window, limit + 1)
-        return {"names": found[:limit], "truncated": len(found) > limit}
+        return names_doc(await self._store.metric_names(project_id, window, limit + 1), limit)
 
     async def services(
         self, project_id: str, window: TimeRange, metric_name: str | None, limit: int
-    ) -> dict[str, Any]:
+    ) -> MetricServices:
         self._window(window)
         found = await self._store.service_names(project_id, window, metric_name, limit + 1)
-        return {"metric_name": metric_name, "services": found[:limit],
-                "truncated": len(found) > limit}
+        return services_doc(metric_name, found, limit)
 
     async def tags(
         self, project_id: str, metric_name: str, window: TimeRange, limit: int
-    ) -> dict[str, Any]:
+    ) -> MetricTags:
         self._window(window)
         found = await self._store.tag_values(project_id, metric_name, window, limit + 1)
-        keys = list(found)[:limit]
-        return {
-            "metric_name": metric_name,
-            "tags": [{"key": k, "values": found[k][:limit]} for k in keys],
-            "truncated": len(found) > limit or any(len(found[k]) > limit for k in keys),
-        }
+        return tags_doc(metric_name, found, limit)
 
     async def histogram(self, query: HistogramQuery) -> bytes:
         return to_json(histogram_doc(await self.histogram_of(query)))
@@ -163,60 +168,26 @@ class MetricQueries:
             raise LimitExceeded("bins", f"between 1 and {self._limits.max_histogram_bins}")
         return await self._store.histogram(query)
 
-    async def anomalies(
-        self,
-        project_id: str,
-        series: SeriesSelector,
-        window: TimeRange,
-        bucketing: Bucketing,
-        threshold: float,
-        method: AnomalyMethod,
-    ) -> dict[str, Any]:
-        points = await self._bucketed(project_id, series, window, bucketing, threshold)
-        anomalies = await self._detect(series.name, points, method, threshold)
-        return {
-            "metric_name": series.name,
-            "service_name": series.service,
-            "method": method.value,
-            "threshold": threshold,
-            "time_bucket": bucketing.label,
-            "points": len(points),
-            "anomalies": [anomaly_doc(a) for a in anomalies],
-        }
+    async def anomalies(self, query: AnomalyQuery) -> MetricAnomalies:
+        points = await self._bucketed(query)
+        return anomalies_doc(query, len(points), await self._detect(query, points))
 
-    async def find_anomalies(
-        self,
-        project_id: str,
-        series: SeriesSelector,
-        window: TimeRange,
-        bucketing: Bucketing,
-        threshold: float,
-        method: AnomalyMethod,
-    ) -> tuple[Anomaly, ...]:
+    async def find_anomalies(self, query: AnomalyQuery) -> tuple[Anomaly, ...]:
         """The buckets that stand out, oldest first (what `anomalies` renders)."""
-        points = await self._bucketed(project_id, series, window, bucketing, threshold)
-        return await self._detect(series.name, points, method, threshold)
+        return await self._detect(query, await self._bucketed(query))
 
-    async def _bucketed(
-        self,
-        project_id: str,
-        series: SeriesSelector,
-        window: TimeRange,
-        bucketing: Bucketing,
-        threshold: float,
-    ) -> list[DataPoint]:
+    async def _bucketed(self, query: AnomalyQuery) -> list[DataPoint]:
         """Bucket the series (avg per bucket): what the analyzer looks at."""
-        self._window(window, bucketing)
-        if not 0 < threshold <= 1:
+        self._window(query.window, query.bucketing)
+        if not 0 < query.threshold <= 1:
             raise ValidationError("threshold", "a score, greater than 0 and at most 1")
-        query = MetricQuery(project_id, series, window, Aggregation.AVG, bucketing)
-        (found,) = await self._store.query([query])
+        averages = MetricQuery(query.project_id, query.series, query.window, Aggregation.AVG,
+                               query.bucketing)
+        (found,) = await self._store.query([averages])
         return [DataPoint(p.bucket, p.value) for p in found.points]
 
-    async def _detect(
-        self, name: str, points: list[DataPoint], method: AnomalyMethod, threshold: float
-    ) -> tuple[Anomaly, ...]:
+    async def _detect(self, query: AnomalyQuery, points: list[DataPoint]) -> tuple[Anomaly, ...]:
         if not points:
             return ()
-        request = AnomalyRequest(name, points, method, threshold)
+        request = AnomalyRequest(query.series.name, points, query.method, query.threshold)
         return (await self._analyzer.detect_anomalies(request)).anomalies

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 import attrs
 
+from opspilot.domain.analysis import AnomalyMethod
 from opspilot.domain.errors import ValidationError
 from opspilot.domain.timewindow import Bucketing, TimeRange, require_aware
 
@@ -150,6 +151,19 @@ class HistogramQuery:
     series: SeriesSelector
     window: TimeRange
     bins: int
+
+
+@attrs.frozen
+class AnomalyQuery:
+    """The series averaged per bucket over the window, and the buckets whose calibrated
+    anomaly score is at least `threshold` (in (0, 1])."""
+
+    project_id: str
+    series: SeriesSelector
+    window: TimeRange
+    bucketing: Bucketing
+    threshold: float
+    method: AnomalyMethod
 
 
 @attrs.frozen

@@ -190,7 +190,7 @@ async def keys(args: Any) -> int:
         return 0
     from opspilot.domain.tenancy import OPERATOR, KeyScope
     from opspilot.domain.timewindow import parse_duration
-    from opspilot.entrypoints.api.routes_accounts import key_doc
+    from opspilot.entrypoints.api.responses import key_created_doc, key_doc
 
     async with database_container() as container:
         accounts, now = container.accounts(), container.clock().now()
@@ -207,7 +207,7 @@ async def keys(args: Any) -> int:
         else:
             _print(key_doc(await accounts.revoke_key(OPERATOR, args.project, _key_id(args)), now))
             return 0
-        _print({**key_doc(made.key, now), "api_key": made.secret})
+        _print(key_created_doc(made.key, made.secret, now))
     return 0
 
 
@@ -242,7 +242,7 @@ async def tokens(args: Any) -> int:
         return 0
     from opspilot.domain.tenancy import OPERATOR
     from opspilot.domain.timewindow import parse_duration
-    from opspilot.entrypoints.api.routes_accounts import token_doc
+    from opspilot.entrypoints.api.responses import token_created_doc, token_doc
 
     if not args.user:
         raise CliError("on the database, name the user: --user EMAIL")
@@ -257,7 +257,7 @@ async def tokens(args: Any) -> int:
         elif args.action == "create":
             made = await accounts.create_token(OPERATOR, args.name,
                                                parse_duration(args.ttl, "ttl"), user.id)
-            _print({**token_doc(made.token, now), "token": made.secret})
+            _print(token_created_doc(made.token, made.secret, now))
         else:
             token = await accounts.revoke_token(OPERATOR, _token_id(args), user.id)
             _print(token_doc(token, now))
@@ -296,7 +296,7 @@ async def audit(args: Any) -> int:
             _print(event)
         return 0
     from opspilot.domain.tenancy import OPERATOR
-    from opspilot.entrypoints.api.routes_accounts import audit_doc
+    from opspilot.entrypoints.api.responses import audit_doc
 
     async with database_container() as container:
         for event in await container.accounts().audit_log(OPERATOR, args.project, args.limit):

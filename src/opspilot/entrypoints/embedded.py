@@ -44,6 +44,7 @@ from opspilot.domain.logs import (
 )
 from opspilot.domain.metrics import (
     Aggregation,
+    AnomalyQuery,
     Histogram,
     HistogramQuery,
     MetricQuery,
@@ -356,10 +357,10 @@ class OpsPilot:
         `threshold` (in (0, 1]; the same threshold means the same on any series), by default
         over the 24 hours before now (`GET /api/metrics/anomalies`)."""
         selector = SeriesSelector(metric_name, service, dict(tags or {}))
-        return list(await self.container.metric_queries().find_anomalies(
-            await self._project(project_id), selector, self._window(start, end, 24),
-            Bucketing.parse(time_bucket), threshold, AnomalyMethod(str(method)),
-        ))
+        query = AnomalyQuery(await self._project(project_id), selector,
+                             self._window(start, end, 24), Bucketing.parse(time_bucket),
+                             threshold, AnomalyMethod(str(method)))
+        return list(await self.container.metric_queries().find_anomalies(query))
 
     # -- logs ----------------------------------------------------------------------------
 

@@ -1,4 +1,6 @@
-"""The OpenAPI 3.1 document, generated from the same pydantic models that validate requests."""
+"""The OpenAPI 3.1 document, generated from the pydantic models that validate requests and
+the TypedDict shapes that the answers are rendered to (application/rendering.py,
+responses.py, responses_alerts.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +9,9 @@ from typing import Any
 
 import attrs
 from aiohttp import web
-from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic import BaseModel, TypeAdapter
 
+from opspilot.application import rendering as q
 from opspilot.entrypoints.api import responses as r
 from opspilot.entrypoints.api import schemas as s
 from opspilot.entrypoints.api.state import mount_prefix
@@ -27,7 +29,8 @@ class Operation:
     body: type[BaseModel] | None = None
     success: int = 200
     conflict: str | None = None  # when the operation can answer 409, why
-    response: type[BaseModel] | None = None  # the success body (None: no body, as for 204)
+    # the success body's shape, a TypedDict (None: no body, as for 204)
+    response: type | None = None
 
 
 OPERATIONS = (
@@ -36,32 +39,32 @@ OPERATIONS = (
     Operation("post", "/api/ingest/logs", "Ingest log records", "apiKey",
               body=s.LogsIngestBody, success=202, response=r.IngestAccepted),
     Operation("get", "/api/metrics/query", "Bucketed aggregation of one series", "bearer",
-              query=s.MetricQueryParams, response=r.MetricSeries),
+              query=s.MetricQueryParams, response=q.MetricSeries),
     Operation("post", "/api/metrics/query-multiple", "Overlay of several series", "bearer",
-              body=s.OverlayBody, response=r.MetricOverlay),
+              body=s.OverlayBody, response=q.MetricOverlay),
     Operation("get", "/api/metrics/names", "Metric names with points in the window "
               "(default: the last 24 h)", "bearer", query=s.DiscoveryWindow,
-              response=r.MetricNames),
+              response=q.MetricNames),
     Operation("get", "/api/metrics/services", "Services with points in the window", "bearer",
-              query=s.ServiceListParams, response=r.MetricServices),
+              query=s.ServiceListParams, response=q.MetricServices),
     Operation("get", "/api/metrics/tags", "Tag keys and values of one metric", "bearer",
-              query=s.TagListParams, response=r.MetricTags),
+              query=s.TagListParams, response=q.MetricTags),
     Operation("get", "/api/me", "The token's user and projects (no X-Project-ID)", "token",
               response=r.Me),
     Operation("get", "/api/metrics/histogram", "Value histogram", "bearer",
-              query=s.HistogramParams, response=r.MetricHistogram),
+              query=s.HistogramParams, response=q.MetricHistogram),
     Operation("get", "/api/metrics/anomalies", "Anomalous buckets of a series", "bearer",
-              query=s.AnomalyParams, response=r.MetricAnomalies),
+              query=s.AnomalyParams, response=q.MetricAnomalies),
     Operation("get", "/api/logs/query", "Search logs", "bearer", query=s.LogQueryParams,
-              response=r.LogPage),
+              response=q.LogPage),
     Operation("get", "/api/logs/{log_id}/context", "Logs around one log", "bearer",
-              query=s.ContextParams, response=r.LogContext),
+              query=s.ContextParams, response=q.LogContext),
     Operation("get", "/api/logs/volume", "Log counts per bucket", "bearer", query=s.VolumeParams,
-              response=r.LogVolume),
+              response=q.LogVolume),
     Operation("get", "/api/logs/error-spikes", "Error counts per bucket, spikes flagged",
-              "bearer", query=s.SpikeParams, response=r.ErrorSpikes),
+              "bearer", query=s.SpikeParams, response=q.ErrorSpikes),
     Operation("get", "/api/logs/patterns", "Templates of the matching logs", "bearer",
-              query=s.PatternParams, response=r.LogPatterns),
+              query=s.PatternParams, response=q.LogPatterns),
     Operation("get", "/healthz", "Liveness", None, response=r.Health),
     Operation("get", "/readyz", "Readiness of every configured adapter", None,
               response=r.Readiness),
@@ -136,8 +139,9 @@ def build_document() -> dict[str, Any]:
     clash = {m.__name__ for m in bodies} & {m.__name__ for m in answers}
     if clash:
         raise ValueError(f"models used both as request and response: {sorted(clash)}")
-    _, defs = models_json_schema(
-        [*((m, "validation") for m in bodies), *((m, "serialization") for m in answers)],
+    _, defs = TypeAdapter.json_schemas(
+        [*((m, "validation", TypeAdapter(m)) for m in bodies),
+         *((m, "serialization", TypeAdapter(m)) for m in answers)],
         ref_template=REF_TEMPLATE,
     )
     components: dict[str, Any] = dict(defs.get("$defs", {}))

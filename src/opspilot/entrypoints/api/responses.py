@@ -1,44 +1,37 @@
-"""Success answers: `json_answer`, the one way a handler writes a JSON body, and the models
-that describe every operation's success body in the OpenAPI document.
+"""Success answers: `json_answer`, the one way a handler writes a JSON body, and the shapes of
+the API's own resources (ingest, system, accounts), each declared once beside the function
+that renders it. The query answers are declared the same way in application/rendering.py,
+the alerting resources in responses_alerts.py.
 
-The handlers build their answers as plain dicts (application/rendering.py, the route
-modules) and never pass them through these models; these describe those dicts exactly as
-they are serialised today, so that generated clients and the fuzz test's
-`response_schema_conformance` check have something to hold them to. Every object is closed
-(`additionalProperties: false`): each one is a fixed dict literal in the code, so a field
-that appears without being documented here is a mistake the unit tests catch
-(tests/unit/api/test_response_schemas.py). Free-form maps (tags, a log's context, an
-incident's links, readiness checks) stay open.
-
-Serialisation facts these follow: datetimes become RFC 3339 strings (orjson or
-`isoformat()`, always with an offset); a non-finite float (an overflowing sum) becomes
-`null` (orjson), so aggregated numbers are nullable.
+A shape is a closed TypedDict (`closed`): the OpenAPI document is generated from it
+(openapi.py), the renderer builds a plain dict that mypy holds to it, and the unit tests
+hold every served answer to the generated schema (tests/unit/api/test_response_schemas.py).
+Adding a field is one edit to the shape and its renderer, side by side.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import Field
+from typing_extensions import TypedDict
 
-from opspilot.application.rendering import to_json
-from opspilot.domain.alerts import (
-    ChannelType,
-    Comparator,
-    IncidentStatus,
-    RuleKind,
-    RuleStatus,
-    Severity,
+from opspilot.application.accounts import Credentials
+from opspilot.application.rendering import Instant, closed, to_json
+from opspilot.domain.tenancy import (
+    ApiKey,
+    AuditEvent,
+    KeyScope,
+    Membership,
+    Principal,
+    Project,
+    Role,
+    Token,
+    User,
 )
-from opspilot.domain.analysis import AnomalyMethod
-from opspilot.domain.logs import LogLevel
-from opspilot.domain.metrics import Aggregation
-from opspilot.domain.tenancy import KeyScope, Role
-
-Instant = AwareDatetime  # {"type": "string", "format": "date-time"}
-# A float that an overflow may have made non-finite, which the encoder writes as null.
-Aggregate = float | None
 
 
 def json_answer(doc: Any, status: int = 200) -> web.Response:
@@ -48,379 +41,226 @@ def json_answer(doc: Any, status: int = 200) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json")
 
 
-# -- models --------------------------------------------------------------------------------
-
-
-def _absent_not_null(schema: dict[str, Any]) -> None:
-    """For a field the server either writes with a value or leaves out (never null)."""
-    schema.pop("default", None)
-    branches = [b for b in schema.pop("anyOf", ()) if b != {"type": "null"}]
-    if len(branches) == 1:
-        schema.update(branches[0])
-
-
-class Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 # -- ingest, system ------------------------------------------------------------------------
 
 
-class IngestAccepted(Closed):
+@closed
+class IngestAccepted(TypedDict):
     """202: the batch is durably queued; workers write it shortly after."""
 
-    accepted: int = Field(description="items accepted (all of the request's)")
-    batch_id: str = Field(description="id of the queued batch; log ids start with it")
+    accepted: Annotated[int, Field(description="items accepted (all of the request's)")]
+    batch_id: Annotated[str, Field(description="id of the queued batch; log ids start with it")]
 
 
-class Health(Closed):
+def accepted_doc(count: int, batch_id: str) -> IngestAccepted:
+    return {"accepted": count, "batch_id": batch_id}
+
+
+@closed
+class Health(TypedDict):
     status: Literal["ok"]
 
 
-class Readiness(Closed):
+HEALTHY: Health = {"status": "ok"}
+
+
+@closed
+class Readiness(TypedDict):
     """200 when every check is "ok", else 503 with the same shape."""
 
     status: Literal["ready", "degraded", "unready"]
-    checks: dict[str, str] = Field(
-        description='adapter → "ok" or "failed: <reason>"'
-    )
+    checks: Annotated[dict[str, str], Field(description='adapter → "ok" or "failed: <reason>"')]
 
 
-class ProjectCredentials(Closed):
+def readiness_doc(status: Literal["ready", "degraded", "unready"],
+                  checks: dict[str, str]) -> Readiness:
+    return {"status": status, "checks": checks}
+
+
+@closed
+class MeProject(TypedDict):
+    id: str
+    name: str
+    role: Annotated[Role, Field(description="what the user may do there (docs/security.md)")]
+
+
+@closed
+class Me(TypedDict):
+    """Who the bearer token is: its user and the projects it may query."""
+
+    user_id: str
+    projects: Annotated[list[MeProject], Field(description="by name; use an id as "
+                                                           "X-Project-ID")]
+
+
+def me_doc(principal: Principal, projects: Sequence[Project]) -> Me:
+    return {"user_id": principal.user_id,
+            "projects": [{"id": p.id, "name": p.name, "role": principal.roles[p.id]}
+                         for p in projects]}
+
+
+# -- accounts ------------------------------------------------------------------------------
+
+
+@closed
+class ProjectCredentials(TypedDict):
     """Shown once: only hashes of the API key and token are stored."""
 
     project_id: str
     name: str
-    api_key: str = Field(description="for X-API-Key on ingest")
-    token: str | None = Field(description="the owner's bearer token for queries (null when "
-                              "the owner is the caller, who has one)")
+    api_key: Annotated[str, Field(description="for X-API-Key on ingest")]
+    token: Annotated[str | None, Field(description="the owner's bearer token for queries (null "
+                                                   "when the owner is the caller, who has one)")]
     owner_id: str
 
 
-class UserCreated(Closed):
+def credentials_doc(made: Credentials) -> ProjectCredentials:
+    return {"project_id": made.project_id, "name": made.project_name, "api_key": made.api_key,
+            "token": made.token, "owner_id": made.user_id}
+
+
+@closed
+class UserCreated(TypedDict):
     id: str
     email: str
     admin: bool
-    token: str = Field(description="the user's first bearer token, shown once")
+    token: Annotated[str, Field(description="the user's first bearer token, shown once")]
 
 
-class Member(Closed):
+def user_created_doc(user: User, secret: str) -> UserCreated:
+    return {"id": user.id, "email": user.name, "admin": user.admin, "token": secret}
+
+
+@closed
+class Member(TypedDict):
     user_id: str
     email: str
     role: Role
 
 
-class MemberList(Closed):
+def member_doc(membership: Membership, user: User) -> Member:
+    return {"user_id": user.id, "email": user.name, "role": membership.role}
+
+
+@closed
+class MemberList(TypedDict):
     members: list[Member]
 
 
+def members_doc(found: Sequence[tuple[Membership, User]]) -> MemberList:
+    return {"members": [member_doc(m, u) for m, u in found]}
+
+
+@closed
 class MemberInvited(Member):
-    token: str | None = Field(description="a first bearer token when the invitation created "
-                              "the user (shown once), else null")
+    token: Annotated[str | None, Field(description="a first bearer token when the invitation "
+                                                   "created the user (shown once), else null")]
 
 
-class TokenInfo(Closed):
+def invited_doc(membership: Membership, user: User, secret: str | None) -> MemberInvited:
+    return {**member_doc(membership, user), "token": secret}
+
+
+@closed
+class TokenInfo(TypedDict):
     id: str
     name: str
-    prefix: str = Field(description="the secret's first characters, to tell tokens apart")
+    prefix: Annotated[str, Field(description="the secret's first characters, to tell tokens "
+                                             "apart")]
     created_at: Instant
     expires_at: Instant | None
     status: Literal["active", "expired", "revoked"]
 
 
-class TokenList(Closed):
+def token_doc(token: Token, now: datetime) -> TokenInfo:
+    status: Literal["active", "expired", "revoked"] = (
+        "revoked" if token.revoked else "active" if token.usable_at(now) else "expired")
+    return {"id": token.id, "name": token.name, "prefix": token.prefix,
+            "created_at": token.created_at, "expires_at": token.expires_at, "status": status}
+
+
+@closed
+class TokenList(TypedDict):
     tokens: list[TokenInfo]
 
 
+def tokens_doc(tokens: Sequence[Token], now: datetime) -> TokenList:
+    return {"tokens": [token_doc(t, now) for t in tokens]}
+
+
+@closed
 class TokenCreated(TokenInfo):
-    token: str = Field(description="the secret, shown once")
+    token: Annotated[str, Field(description="the secret, shown once")]
 
 
-class KeyInfo(Closed):
+def token_created_doc(token: Token, secret: str, now: datetime) -> TokenCreated:
+    return {**token_doc(token, now), "token": secret}
+
+
+@closed
+class KeyInfo(TypedDict):
     id: str
     name: str
     scope: KeyScope
-    prefix: str = Field(description="the secret's first characters, to tell keys apart")
+    prefix: Annotated[str, Field(description="the secret's first characters, to tell keys "
+                                             "apart")]
     created_at: Instant
-    expires_at: Instant | None = Field(description="set on a rotated key: its grace ends then")
-    last_used_at: Instant | None = Field(description="to the minute")
+    expires_at: Annotated[Instant | None, Field(description="set on a rotated key: its grace "
+                                                            "ends then")]
+    last_used_at: Annotated[Instant | None, Field(description="to the minute")]
     status: Literal["active", "grace", "expired", "revoked"]
 
 
-class KeyList(Closed):
+def key_doc(key: ApiKey, now: datetime) -> KeyInfo:
+    status: Literal["active", "grace", "expired", "revoked"]
+    if key.revoked:
+        status = "revoked"
+    elif not key.usable_at(now):
+        status = "expired"
+    else:
+        status = "active" if key.expires_at is None else "grace"
+    return {"id": key.id, "name": key.name, "scope": key.scope, "prefix": key.prefix,
+            "created_at": key.created_at, "expires_at": key.expires_at,
+            "last_used_at": key.last_used_at, "status": status}
+
+
+@closed
+class KeyList(TypedDict):
     keys: list[KeyInfo]
 
 
+def keys_doc(keys: Sequence[ApiKey], now: datetime) -> KeyList:
+    return {"keys": [key_doc(k, now) for k in keys]}
+
+
+@closed
 class KeyCreated(KeyInfo):
-    api_key: str = Field(description="the secret, shown once")
+    api_key: Annotated[str, Field(description="the secret, shown once")]
 
 
-class AuditEntry(Closed):
+def key_created_doc(key: ApiKey, secret: str, now: datetime) -> KeyCreated:
+    return {**key_doc(key, now), "api_key": secret}
+
+
+@closed
+class AuditEntry(TypedDict):
     id: str
     at: Instant
-    actor: str = Field(description="a user id, or `operator` (admin token or CLI)")
+    actor: Annotated[str, Field(description="a user id, or `operator` (admin token or CLI)")]
     action: str
     target: str
     details: dict[str, str]
 
 
-class AuditLog(Closed):
-    events: list[AuditEntry] = Field(description="newest first")
+def audit_doc(event: AuditEvent) -> AuditEntry:
+    return {"id": event.id, "at": event.at, "actor": event.actor, "action": event.action,
+            "target": event.target, "details": dict(event.details)}
 
 
-# -- metrics -------------------------------------------------------------------------------
+@closed
+class AuditLog(TypedDict):
+    events: Annotated[list[AuditEntry], Field(description="newest first")]
 
 
-class SeriesPoint(Closed):
-    timestamp: Instant = Field(description="start of the bucket")
-    value: Aggregate = Field(description="the aggregate; null if it overflowed")
-    count: int = Field(description="points in the bucket")
-
-
-class MetricSeries(Closed):
-    """One bucketed series; buckets without points are left out (ascending time)."""
-
-    metric_name: str
-    service_name: str | None
-    aggregation: Aggregation
-    time_bucket: str = Field(description="the bucket width, e.g. 1m")
-    points: list[SeriesPoint]
-
-
-class MetricOverlay(Closed):
-    series: list[MetricSeries] = Field(description="one per requested metric, in order")
-
-
-class MetricNames(Closed):
-    names: list[str] = Field(description="metrics with a point in the window, ascending")
-    truncated: bool = Field(description="true when `limit` cut the list short")
-
-
-class MetricServices(Closed):
-    metric_name: str | None = Field(description="the metric asked about, or null for all")
-    services: list[str] = Field(description="ascending")
-    truncated: bool
-
-
-class TagValues(Closed):
-    key: str
-    values: list[str] = Field(description="ascending")
-
-
-class MetricTags(Closed):
-    metric_name: str
-    tags: list[TagValues] = Field(description="by key, ascending")
-    truncated: bool = Field(description="true when `limit` cut keys or values short")
-
-
-class MeProject(Closed):
-    id: str
-    name: str
-    role: Role = Field(description="what the user may do there (docs/security.md)")
-
-
-class Me(Closed):
-    """Who the bearer token is: its user and the projects it may query."""
-
-    user_id: str
-    projects: list[MeProject] = Field(description="by name; use an id as X-Project-ID")
-
-
-class HistogramBin(Closed):
-    lower: float
-    upper: float
-    count: int
-
-
-class MetricHistogram(Closed):
-    metric_name: str
-    total: int = Field(description="points in the window")
-    min: float | None = Field(description="null when there are no points")
-    max: float | None = Field(description="null when there are no points")
-    bins: list[HistogramBin] = Field(description="empty when there are no points")
-
-
-class AnomalyPoint(Closed):
-    timestamp: Instant
-    value: float = Field(description="the bucket's average")
-    score: float = Field(ge=0, le=1, description="calibrated anomaly score, at least the "
-                                                 "threshold (ADR 0012)")
-    deviation: float = Field(description="signed, in long-run error scales from the expected "
-                                         "value")
-    expected: float | None = Field(description="null where the detector has too little history")
-
-
-class MetricAnomalies(Closed):
-    metric_name: str
-    service_name: str | None
-    method: AnomalyMethod
-    threshold: float
-    time_bucket: str
-    points: int = Field(description="buckets analysed")
-    anomalies: list[AnomalyPoint]
-
-
-# -- logs ----------------------------------------------------------------------------------
-
-
-class LogEntry(Closed):
-    id: str
-    timestamp: Instant
-    level: LogLevel
-    message: str
-    service_name: str | None
-    trace_id: str | None
-    correlation_id: str | None
-    context: dict[str, Any]
-
-
-class LogPage(Closed):
-    logs: list[LogEntry] = Field(description="newest first")
-    total: int = Field(description="matches in all (capped by the store's exact-count limit)")
-    limit: int
-    offset: int
-    next_cursor: str | None = Field(
-        description="pass as `cursor` for the next page; null on the last page"
-    )
-
-
-class LogContext(Closed):
-    log: LogEntry
-    before: list[LogEntry] = Field(description="oldest first")
-    after: list[LogEntry] = Field(description="oldest first")
-
-
-class VolumeBucket(Closed):
-    timestamp: Instant
-    count: int
-
-
-class LogVolume(Closed):
-    time_bucket: str
-    total: int
-    buckets: list[VolumeBucket]
-
-
-class SpikeBucket(Closed):
-    timestamp: Instant
-    count: int
-    baseline: float = Field(description="median count of the previous buckets")
-    score: float = Field(description="robust score, rounded to 3 decimals")
-    spike: bool
-
-
-class ErrorSpikes(Closed):
-    time_bucket: str
-    method: str = Field(description="how a bucket is judged a spike, in words")
-    buckets: list[SpikeBucket]
-    spikes: int = Field(description="buckets flagged as spikes")
-
-
-class LogPattern(Closed):
-    pattern: str = Field(description="the template, variable parts masked")
-    count: int
-    levels: dict[str, int] = Field(description="level → logs of this pattern")
-    samples: list[str]
-    # Only when the analyzer is asked for members, which this API never does: then the
-    # field is absent, never null.
-    members: list[int] | None = Field(
-        default=None, description="positions of the analysed logs; absent here",
-        json_schema_extra=lambda schema: _absent_not_null(schema),
-    )
-
-
-class LogPatterns(Closed):
-    logs_analyzed: int
-    patterns: list[LogPattern]
-
-
-# -- alerting ------------------------------------------------------------------------------
-
-
-class RuleState(Closed):
-    status: RuleStatus
-    since: Instant | None = Field(description="when the current status began")
-    incident_id: str | None
-    last_value: Aggregate
-    last_evaluated: Instant | None
-
-
-class Rule(Closed):
-    id: str
-    name: str
-    kind: RuleKind
-    metric_name: str
-    service_name: str | None
-    tags: dict[str, str]
-    aggregation: Aggregation
-    comparator: Comparator
-    threshold: float
-    window: str = Field(description="e.g. 5m")
-    for_duration: str = Field(description='"0", or a duration such as 2m')
-    severity: Severity
-    channels: list[str]
-    enabled: bool
-    created_at: Instant | None
-    updated_at: Instant | None
-    state: RuleState
-
-
-class RuleList(Closed):
-    rules: list[Rule]
-
-
-class NotificationChannel(Closed):
-    id: str
-    name: str
-    type: ChannelType
-    target: str = Field(description="without credentials, query string or Slack token")
-    has_secret: bool
-    created_at: Instant | None
-
-
-class ChannelList(Closed):
-    channels: list[NotificationChannel]
-
-
-class ChannelTestResult(Closed):
-    ok: bool
-    detail: str
-    at: Instant
-
-
-class TimelineEntry(Closed):
-    at: Instant
-    event: str = Field(description="fired, acknowledged or resolved")
-    detail: str
-    value: Aggregate
-
-
-class Incident(Closed):
-    id: str
-    rule_id: str
-    title: str
-    severity: Severity
-    status: IncidentStatus
-    started_at: Instant
-    acknowledged_at: Instant | None
-    resolved_at: Instant | None
-    values: list[Aggregate] = Field(description="the last observed values, oldest first")
-    links: dict[str, str] = Field(description="name → API path to investigate with")
-    timeline: list[TimelineEntry]
-
-
-class Delivery(Closed):
-    channel_id: str
-    event: str
-    attempt: int
-    at: Instant
-    ok: bool
-    detail: str
-
-
-class IncidentDetail(Incident):
-    deliveries: list[Delivery]
-
-
-class IncidentList(Closed):
-    incidents: list[Incident] = Field(description="newest first")
+def audit_log_doc(events: Sequence[AuditEvent]) -> AuditLog:
+    return {"events": [audit_doc(e) for e in events]}

@@ -5,22 +5,16 @@ docs/security.md for the table."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 from aiohttp import web
 from pydantic import Field, StringConstraints
 
-from opspilot.application.accounts import Credentials
 from opspilot.domain.errors import ValidationError
 from opspilot.domain.tenancy import (
-    ApiKey,
-    AuditEvent,
     KeyScope,
-    Membership,
     Principal,
     Role,
-    Token,
-    User,
 )
 from opspilot.domain.timewindow import parse_duration
 from opspilot.entrypoints.api import openapi
@@ -69,41 +63,6 @@ class AuditParams(Strict):
     limit: int = Field(default=100, ge=1, le=1000)
 
 
-# -- rendering -------------------------------------------------------------------------------
-
-
-def credentials_doc(made: Credentials) -> dict[str, Any]:
-    return {"project_id": made.project_id, "name": made.project_name, "api_key": made.api_key,
-            "token": made.token, "owner_id": made.user_id}
-
-
-def member_doc(membership: Membership, user: User) -> dict[str, Any]:
-    return {"user_id": user.id, "email": user.name, "role": membership.role.value}
-
-
-def token_doc(token: Token, now: datetime) -> dict[str, Any]:
-    status = "revoked" if token.revoked else "active" if token.usable_at(now) else "expired"
-    return {"id": token.id, "name": token.name, "prefix": token.prefix,
-            "created_at": token.created_at, "expires_at": token.expires_at, "status": status}
-
-
-def key_doc(key: ApiKey, now: datetime) -> dict[str, Any]:
-    if key.revoked:
-        status = "revoked"
-    elif not key.usable_at(now):
-        status = "expired"
-    else:
-        status = "active" if key.expires_at is None else "grace"
-    return {"id": key.id, "name": key.name, "scope": key.scope.value, "prefix": key.prefix,
-            "created_at": key.created_at, "expires_at": key.expires_at,
-            "last_used_at": key.last_used_at, "status": status}
-
-
-def audit_doc(event: AuditEvent) -> dict[str, Any]:
-    return {"id": event.id, "at": event.at, "actor": event.actor, "action": event.action,
-            "target": event.target, "details": dict(event.details)}
-
-
 def _now(request: web.Request) -> datetime:
     return services(request).clock.now()
 
@@ -130,8 +89,7 @@ async def admin_create_user(request: web.Request) -> web.Response:
     actor = await admin_caller(request)
     body = await json_body(request, CreateUserBody)
     user, token = await services(request).accounts.create_user(body.email, body.admin, actor)
-    return json_answer({"id": user.id, "email": user.name, "admin": user.admin,
-                        "token": token.secret}, 201)
+    return json_answer(r.user_created_doc(user, token.secret), 201)
 
 
 async def create_project(request: web.Request) -> web.Response:
@@ -141,7 +99,7 @@ async def create_project(request: web.Request) -> web.Response:
 async def _create_project(request: web.Request, actor: Principal) -> web.Response:
     body = await json_body(request, CreateProjectBody)
     made = await services(request).accounts.create_project(body.name, body.owner, actor)
-    return json_answer(credentials_doc(made), 201)
+    return json_answer(r.credentials_doc(made), 201)
 
 
 # -- members -------------------------------------------------------------------------------------
@@ -150,7 +108,7 @@ async def _create_project(request: web.Request, actor: Principal) -> web.Respons
 async def list_members(request: web.Request) -> web.Response:
     actor = await query_principal(request)
     found = await services(request).accounts.members(actor, _path(request, "project_id"))
-    return json_answer({"members": [member_doc(m, u) for m, u in found]})
+    return json_answer(r.members_doc(found))
 
 
 async def invite_member(request: web.Request) -> web.Response:
@@ -158,9 +116,8 @@ async def invite_member(request: web.Request) -> web.Response:
     body = await json_body(request, InviteBody)
     made = await services(request).accounts.invite(
         actor, _path(request, "project_id"), body.email, body.role)
-    doc = member_doc(made.membership, made.user)
-    doc["token"] = made.token.secret if made.token else None
-    return json_answer(doc, 201)
+    secret = made.token.secret if made.token else None
+    return json_answer(r.invited_doc(made.membership, made.user, secret), 201)
 
 
 async def change_member(request: web.Request) -> web.Response:
@@ -171,7 +128,7 @@ async def change_member(request: web.Request) -> web.Response:
     await accounts.change_role(actor, project_id, user_id, body.role)
     found = await accounts.members(actor, project_id)
     membership, user = next((m, u) for m, u in found if u.id == user_id)
-    return json_answer(member_doc(membership, user))
+    return json_answer(r.member_doc(membership, user))
 
 
 async def remove_member(request: web.Request) -> web.Response:
@@ -186,7 +143,7 @@ async def audit_log(request: web.Request) -> web.Response:
     params = query_params(request, AuditParams)
     events = await services(request).accounts.audit_log(
         actor, _path(request, "project_id"), params.limit)
-    return json_answer({"events": [audit_doc(e) for e in events]})
+    return json_answer(r.audit_log_doc(events))
 
 
 # -- personal tokens -----------------------------------------------------------------------------
@@ -197,14 +154,13 @@ async def create_token(request: web.Request) -> web.Response:
     body = await json_body(request, TokenBody)
     made = await services(request).accounts.create_token(
         actor, body.name, _duration(body.ttl, "ttl"))
-    return json_answer({**token_doc(made.token, _now(request)), "token": made.secret}, 201)
+    return json_answer(r.token_created_doc(made.token, made.secret, _now(request)), 201)
 
 
 async def list_tokens(request: web.Request) -> web.Response:
     actor = await query_principal(request)
     tokens = await services(request).accounts.list_tokens(actor)
-    now = _now(request)
-    return json_answer({"tokens": [token_doc(t, now) for t in tokens]})
+    return json_answer(r.tokens_doc(tokens, _now(request)))
 
 
 async def revoke_token(request: web.Request) -> web.Response:
@@ -220,14 +176,13 @@ async def create_key(request: web.Request) -> web.Response:
     actor, project_id = await project_principal(request, Role.ADMIN)
     body = await json_body(request, KeyBody)
     made = await services(request).accounts.create_key(actor, project_id, body.name, body.scope)
-    return json_answer({**key_doc(made.key, _now(request)), "api_key": made.secret}, 201)
+    return json_answer(r.key_created_doc(made.key, made.secret, _now(request)), 201)
 
 
 async def list_keys(request: web.Request) -> web.Response:
     actor, project_id = await project_principal(request, Role.ADMIN)
     keys = await services(request).accounts.list_keys(actor, project_id)
-    now = _now(request)
-    return json_answer({"keys": [key_doc(k, now) for k in keys]})
+    return json_answer(r.keys_doc(keys, _now(request)))
 
 
 async def rotate_key(request: web.Request) -> web.Response:
@@ -235,7 +190,7 @@ async def rotate_key(request: web.Request) -> web.Response:
     body = await json_body(request, RotateBody)
     made = await services(request).accounts.rotate_key(
         actor, project_id, _path(request, "key_id"), _duration(body.grace, "grace"))
-    return json_answer({**key_doc(made.key, _now(request)), "api_key": made.secret}, 201)
+    return json_answer(r.key_created_doc(made.key, made.secret, _now(request)), 201)
 
 
 async def revoke_key(request: web.Request) -> web.Response:

@@ -12,31 +12,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Annotated, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints
 
-from opspilot.application.alerting import AlertRules, RuleSpec, RuleView
+from opspilot.application.alerting import AlertRules, RuleSpec
 from opspilot.domain.alerts import (
-    AlertRule,
-    Channel,
     ChannelType,
     Comparator,
-    DeliveryAttempt,
-    Incident,
     IncidentStatus,
     RuleKind,
-    RuleState,
     Severity,
 )
 from opspilot.domain.errors import ValidationError
 from opspilot.domain.metrics import MAX_TAGS, Aggregation
 from opspilot.domain.storable import check_text
 from opspilot.domain.tenancy import Role
-from opspilot.domain.timewindow import format_duration, parse_compound_duration, parse_duration
+from opspilot.domain.timewindow import parse_compound_duration, parse_duration
 from opspilot.entrypoints.api import openapi
-from opspilot.entrypoints.api import responses as r
+from opspilot.entrypoints.api import responses_alerts as ra
 from opspilot.entrypoints.api.guards import project_principal, query_project
 from opspilot.entrypoints.api.parsing import json_body, query_params
 from opspilot.entrypoints.api.responses import json_answer
@@ -186,70 +180,6 @@ def _changes(patch: RulePatch) -> dict[str, Any]:
     return changes
 
 
-# -- documents -----------------------------------------------------------------------------
-
-
-def state_doc(state: RuleState | None) -> dict[str, Any]:
-    if state is None:
-        return {"status": "ok", "since": None, "incident_id": None, "last_value": None,
-                "last_evaluated": None}
-    return {"status": state.status.value, "since": state.since, "incident_id": state.incident_id,
-            "last_value": state.last_value, "last_evaluated": state.last_evaluated}
-
-
-def rule_doc(rule: AlertRule, state: RuleState | None = None) -> dict[str, Any]:
-    return {
-        "id": rule.id, "name": rule.name, "kind": rule.kind.value,
-        "metric_name": rule.metric_name, "service_name": rule.service_name,
-        "tags": dict(rule.tags), "aggregation": rule.aggregation.value,
-        "comparator": rule.comparator.value, "threshold": rule.threshold,
-        "window": format_duration(rule.window),
-        "for_duration": format_duration(rule.for_duration) if rule.for_duration else "0",
-        "severity": rule.severity.value, "channels": list(rule.channels),
-        "enabled": rule.enabled, "created_at": rule.created_at, "updated_at": rule.updated_at,
-        "state": state_doc(state),
-    }
-
-
-def _view_doc(view: RuleView) -> dict[str, Any]:
-    return rule_doc(view.rule, view.state)
-
-
-def redact_target(channel: Channel) -> str:
-    if channel.type is ChannelType.EMAIL:
-        return channel.target
-    parts = urlsplit(channel.target)
-    netloc = parts.netloc.rpartition("@")[2]
-    path = parts.path
-    if channel.type is ChannelType.SLACK and path.strip("/"):
-        path = path.rstrip("/").rsplit("/", 1)[0] + "/****"
-    return urlunsplit((parts.scheme, netloc, path, "****" if parts.query else "", ""))
-
-
-def channel_doc(channel: Channel) -> dict[str, Any]:
-    return {"id": channel.id, "name": channel.name, "type": channel.type.value,
-            "target": redact_target(channel), "has_secret": bool(channel.secret),
-            "created_at": channel.created_at}
-
-
-def incident_doc(incident: Incident) -> dict[str, Any]:
-    return {
-        "id": incident.id, "rule_id": incident.rule_id, "title": incident.title,
-        "severity": incident.severity.value, "status": incident.status.value,
-        "started_at": incident.started_at, "acknowledged_at": incident.acknowledged_at,
-        "resolved_at": incident.resolved_at, "values": list(incident.values),
-        "links": dict(incident.links),
-        "timeline": [{"at": e.at, "event": e.event, "detail": e.detail, "value": e.value}
-                     for e in incident.timeline],
-    }
-
-
-def delivery_doc(attempt: DeliveryAttempt) -> dict[str, Any]:
-    return {"channel_id": attempt.channel_id, "event": attempt.event,
-            "attempt": attempt.attempt, "at": attempt.at, "ok": attempt.ok,
-            "detail": attempt.detail}
-
-
 # -- handlers ------------------------------------------------------------------------------
 
 
@@ -261,33 +191,33 @@ async def create_rule(request: web.Request) -> web.Response:
     project_id = await query_project(request, role=Role.MEMBER)
     body = await json_body(request, RuleBody)
     rule = await _alerts(request).create_rule(project_id, _spec(body))
-    return json_answer(rule_doc(rule), 201)
+    return json_answer(ra.rule_doc(rule), 201)
 
 
 async def list_rules(request: web.Request) -> web.Response:
     project_id = await query_project(request)
     views = await _alerts(request).list_rules(project_id)
-    return json_answer({"rules": [_view_doc(v) for v in views]})
+    return json_answer(ra.rules_doc([(v.rule, v.state) for v in views]))
 
 
 async def get_rule(request: web.Request) -> web.Response:
     project_id = await query_project(request)
     view = await _alerts(request).get_rule(project_id, _id(request, "rule_id"))
-    return json_answer(_view_doc(view))
+    return json_answer(ra.rule_doc(view.rule, view.state))
 
 
 async def replace_rule(request: web.Request) -> web.Response:
     project_id = await query_project(request, role=Role.MEMBER)
     body = await json_body(request, RuleBody)
     rule = await _alerts(request).replace_rule(project_id, _id(request, "rule_id"), _spec(body))
-    return json_answer(rule_doc(rule))
+    return json_answer(ra.rule_doc(rule))
 
 
 async def patch_rule(request: web.Request) -> web.Response:
     project_id = await query_project(request, role=Role.MEMBER)
     changes = _changes(await json_body(request, RulePatch))
     rule = await _alerts(request).update_rule(project_id, _id(request, "rule_id"), changes)
-    return json_answer(rule_doc(rule))
+    return json_answer(ra.rule_doc(rule))
 
 
 async def delete_rule(request: web.Request) -> web.Response:
@@ -300,7 +230,7 @@ def _toggle(enabled: bool) -> Callable[[web.Request], Any]:
     async def handler(request: web.Request) -> web.Response:
         project_id = await query_project(request, role=Role.MEMBER)
         rule = await _alerts(request).set_enabled(project_id, _id(request, "rule_id"), enabled)
-        return json_answer(rule_doc(rule))
+        return json_answer(ra.rule_doc(rule))
 
     return handler
 
@@ -311,19 +241,19 @@ async def create_channel(request: web.Request) -> web.Response:
     channel = await _alerts(request).create_channel(
         project_id, body.name, body.type, body.target, body.secret
     )
-    return json_answer(channel_doc(channel), 201)
+    return json_answer(ra.channel_doc(channel), 201)
 
 
 async def list_channels(request: web.Request) -> web.Response:
     project_id = await query_project(request)
     channels = await _alerts(request).list_channels(project_id)
-    return json_answer({"channels": [channel_doc(c) for c in channels]})
+    return json_answer(ra.channels_doc(channels))
 
 
 async def get_channel(request: web.Request) -> web.Response:
     project_id = await query_project(request)
     channel = await _alerts(request).get_channel(project_id, _id(request, "channel_id"))
-    return json_answer(channel_doc(channel))
+    return json_answer(ra.channel_doc(channel))
 
 
 async def delete_channel(request: web.Request) -> web.Response:
@@ -335,7 +265,7 @@ async def delete_channel(request: web.Request) -> web.Response:
 async def test_channel(request: web.Request) -> web.Response:
     project_id = await query_project(request, role=Role.MEMBER)
     attempt = await _alerts(request).test_channel(project_id, _id(request, "channel_id"))
-    return json_answer({"ok": attempt.ok, "detail": attempt.detail, "at": attempt.at})
+    return json_answer(ra.channel_test_doc(attempt))
 
 
 async def list_incidents(request: web.Request) -> web.Response:
@@ -344,27 +274,25 @@ async def list_incidents(request: web.Request) -> web.Response:
     found = await _alerts(request).list_incidents(
         project_id, params.status, params.rule_id, params.limit
     )
-    return json_answer({"incidents": [incident_doc(i) for i in found]})
+    return json_answer(ra.incidents_doc(found))
 
 
 async def get_incident(request: web.Request) -> web.Response:
     project_id = await query_project(request)
     view = await _alerts(request).get_incident(project_id, _id(request, "incident_id"))
-    doc = incident_doc(view.incident)
-    doc["deliveries"] = [delivery_doc(a) for a in view.deliveries]
-    return json_answer(doc)
+    return json_answer(ra.incident_detail_doc(view.incident, view.deliveries))
 
 
 async def acknowledge_incident(request: web.Request) -> web.Response:
     actor, project_id = await project_principal(request, Role.MEMBER)
     incident = await _alerts(request).acknowledge(project_id, _id(request, "incident_id"), actor.user_id)
-    return json_answer(incident_doc(incident))
+    return json_answer(ra.incident_doc(incident))
 
 
 async def resolve_incident(request: web.Request) -> web.Response:
     actor, project_id = await project_principal(request, Role.MEMBER)
     incident = await _alerts(request).resolve(project_id, _id(request, "incident_id"), actor.user_id)
-    return json_answer(incident_doc(incident))
+    return json_answer(ra.incident_doc(incident))
 
 
 def _id(request: web.Request, name: str) -> str:
@@ -411,39 +339,39 @@ def alert_routes(service: AlertRules) -> Callable[[web.Application], None]:
 _Op = openapi.Operation
 OPERATIONS = (
     _Op("post", "/api/rules", "Create an alert rule", "bearer", body=RuleBody, success=201,
-        response=r.Rule),
+        response=ra.Rule),
     _Op("get", "/api/rules", "List the project's alert rules with their state", "bearer",
-        response=r.RuleList),
+        response=ra.RuleList),
     _Op("get", "/api/rules/{rule_id}", "One alert rule with its state", "bearer",
-        response=r.Rule),
+        response=ra.Rule),
     _Op("put", "/api/rules/{rule_id}", "Replace an alert rule", "bearer", body=RuleBody,
-        response=r.Rule),
+        response=ra.Rule),
     _Op("patch", "/api/rules/{rule_id}", "Change some fields of an alert rule", "bearer",
-        body=RulePatch, response=r.Rule),
+        body=RulePatch, response=ra.Rule),
     _Op("delete", "/api/rules/{rule_id}", "Delete an alert rule (resolves its incident)",
         "bearer", success=204),
     _Op("post", "/api/rules/{rule_id}/enable", "Enable an alert rule", "bearer",
-        response=r.Rule),
+        response=ra.Rule),
     _Op("post", "/api/rules/{rule_id}/disable", "Disable an alert rule (resolves its incident)",
-        "bearer", response=r.Rule),
+        "bearer", response=ra.Rule),
     _Op("post", "/api/channels", "Create a notification channel", "bearer", body=ChannelBody,
-        success=201, response=r.NotificationChannel),
+        success=201, response=ra.NotificationChannel),
     _Op("get", "/api/channels", "List notification channels (secrets never shown)", "bearer",
-        response=r.ChannelList),
+        response=ra.ChannelList),
     _Op("get", "/api/channels/{channel_id}", "One notification channel", "bearer",
-        response=r.NotificationChannel),
+        response=ra.NotificationChannel),
     _Op("delete", "/api/channels/{channel_id}", "Delete a channel no rule uses", "bearer",
         success=204, conflict="the channel is used by rules"),
     _Op("post", "/api/channels/{channel_id}/test", "Send a test notification once", "bearer",
-        response=r.ChannelTestResult),
+        response=ra.ChannelTestResult),
     _Op("get", "/api/incidents", "List incidents, newest first", "bearer", query=IncidentParams,
-        response=r.IncidentList),
+        response=ra.IncidentList),
     _Op("get", "/api/incidents/{incident_id}", "One incident with timeline and deliveries",
-        "bearer", response=r.IncidentDetail),
+        "bearer", response=ra.IncidentDetail),
     _Op("post", "/api/incidents/{incident_id}/acknowledge", "Acknowledge an incident", "bearer",
-        conflict="the incident is already resolved", response=r.Incident),
+        conflict="the incident is already resolved", response=ra.Incident),
     _Op("post", "/api/incidents/{incident_id}/resolve", "Resolve an incident by hand", "bearer",
-        response=r.Incident),
+        response=ra.Incident),
 )
 if not any(op.path == "/api/rules" for op in openapi.EXTRA_OPERATIONS):
     openapi.EXTRA_OPERATIONS.extend(OPERATIONS)

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from opspilot.entrypoints.api.guards import ingest_identity
 from opspilot.entrypoints.api.parsing import json_body
-from opspilot.entrypoints.api.responses import json_answer
+from opspilot.entrypoints.api.responses import accepted_doc, json_answer
 from opspilot.entrypoints.api.schemas import LogsIngestBody, MetricsIngestBody
 from opspilot.entrypoints.api.state import services
 
@@ -34,7 +34,7 @@ async def ingest_logs(request: web.Request) -> web.Response:
 
 
 def _accepted(batch_id: str, count: int) -> web.Response:
-    return json_answer({"accepted": count, "batch_id": batch_id}, 202)
+    return json_answer(accepted_doc(count, batch_id), 202)
 
 
 def register(app: web.Application) -> None:

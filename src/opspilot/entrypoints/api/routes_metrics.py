@@ -6,7 +6,13 @@ from aiohttp import web
 
 from opspilot.domain.analysis import AnomalyMethod
 from opspilot.domain.errors import ValidationError
-from opspilot.domain.metrics import Aggregation, HistogramQuery, MetricQuery, SeriesSelector
+from opspilot.domain.metrics import (
+    Aggregation,
+    AnomalyQuery,
+    HistogramQuery,
+    MetricQuery,
+    SeriesSelector,
+)
 from opspilot.domain.timewindow import Bucketing, TimeRange
 from opspilot.entrypoints.api.guards import query_project
 from opspilot.entrypoints.api.parsing import json_body, query_params, window_of
@@ -77,11 +83,9 @@ async def anomalies(request: web.Request) -> web.Response:
     params = query_params(request, AnomalyParams)
     window = window_of(services(request).clock.now(), params.start_time, params.end_time, 24)
     selector = SeriesSelector(params.metric_name, params.service_name, _tags(params.tags))
-    doc = await services(request).metrics.anomalies(
-        project_id, selector, window, Bucketing.parse(params.time_bucket), params.threshold,
-        AnomalyMethod(params.method),
-    )
-    return json_answer(doc)
+    query = AnomalyQuery(project_id, selector, window, Bucketing.parse(params.time_bucket),
+                         params.threshold, AnomalyMethod(params.method))
+    return json_answer(await services(request).metrics.anomalies(query))
 
 
 DISCOVERY_HOURS = 24.0

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Literal
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from opspilot.entrypoints.api.guards import query_principal
-from opspilot.entrypoints.api.responses import json_answer
+from opspilot.entrypoints.api.responses import HEALTHY, json_answer, me_doc, readiness_doc
 from opspilot.entrypoints.api.state import services
 
 READINESS_TIMEOUT = 3.0
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return json_answer({"status": "ok"})
+    return json_answer(HEALTHY)
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -24,13 +25,13 @@ async def readyz(request: web.Request) -> web.Response:
     report = dict(zip(checks, results, strict=True))
     ready = all(r == "ok" for r in report.values())
     limiter = services(request).limiter_health
-    status = "ready" if ready else "unready"
+    status: Literal["ready", "degraded", "unready"] = "ready" if ready else "unready"
     if ready and limiter.down_since is not None:
         # Still ready (the limits fail open by design), but not silently so.
         report["rate limits"] = (f"degraded: failing open since"
                                  f" {limiter.down_since.isoformat()}: {limiter.reason}"[:300])
         status = "degraded"
-    return json_answer({"status": status, "checks": report}, 200 if ready else 503)
+    return json_answer(readiness_doc(status, report), 200 if ready else 503)
 
 
 async def _check(fn) -> str:  # type: ignore[no-untyped-def]
@@ -53,9 +54,7 @@ async def me(request: web.Request) -> web.Response:
     svc = services(request)
     principal = await query_principal(request)
     projects = await svc.auth.projects(principal)
-    return json_answer({"user_id": principal.user_id,
-                        "projects": [{"id": p.id, "name": p.name,
-                                      "role": principal.roles[p.id].value} for p in projects]})
+    return json_answer(me_doc(principal, projects))
 
 
 def register(app: web.Application) -> None:
