@@ -45,7 +45,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.pipeline_ingest import cleanup  # noqa: E402
+from bench.common import BATCH, LEVELS, batched, cleanup  # noqa: E402
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (  # noqa: E402
     ExportLogsServiceRequest,
 )
@@ -73,8 +73,6 @@ from opspilot.entrypoints.api.otlp.logs import map_logs  # noqa: E402
 from opspilot.entrypoints.api.otlp.metrics import map_metrics  # noqa: E402
 from opspilot.entrypoints.api.schemas import LogsIngestBody, MetricsIngestBody  # noqa: E402
 
-BATCH = 1000
-LEVELS = ["INFO"] * 7 + ["DEBUG", "WARN", "ERROR"]
 SEVERITY = {"DEBUG": 5, "INFO": 9, "WARN": 13, "ERROR": 17}
 
 
@@ -224,8 +222,7 @@ async def main() -> None:
     now = datetime.now(UTC)
     points = [point(i, now - timedelta(hours=2)) for i in range(args.points)]
     logs = [log(i, now - timedelta(hours=1)) for i in range(args.logs)]
-    chunks = [points[i:i + BATCH] for i in range(0, len(points), BATCH)]
-    log_chunks = [logs[i:i + BATCH] for i in range(0, len(logs), BATCH)]
+    chunks, log_chunks = batched(points), batched(logs)
     bodies = {
         ("metrics", "json"): [json_metrics(c) for c in chunks],
         ("metrics", "otlp"): [otlp_metrics(c) for c in chunks],

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import subprocess
 import sys
@@ -45,6 +44,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import BATCH, LEVELS, batched, cleanup  # noqa: E402
 from tests.integration.test_pipeline_e2e import (  # noqa: E402
     BIN,
     IngestLog,
@@ -58,9 +58,6 @@ from opspilot.adapters.opensearch.store import OpenSearchLogStore, connect_opens
 from opspilot.adapters.postgres.database import asyncpg_dsn  # noqa: E402
 from opspilot.adapters.postgres.metrics import COLUMNS  # noqa: E402
 from opspilot.domain.logs import LogLevel, LogRecord  # noqa: E402
-
-BATCH = 1000
-LEVELS = ["INFO"] * 7 + ["DEBUG", "WARN", "ERROR"]
 
 
 def metric_points(n: int, base: datetime) -> list[dict[str, Any]]:
@@ -119,8 +116,8 @@ async def raw_copy(dsn: str, schema: str, rows: list[tuple[Any, ...]]) -> float:
     conn = await asyncpg.connect(dsn, server_settings={"search_path": f'"{schema}", public'})
     try:
         started = time.perf_counter()
-        for i in range(0, len(rows), BATCH):
-            await conn.copy_records_to_table("metrics", records=rows[i:i + BATCH], columns=COLUMNS)
+        for chunk in batched(rows):
+            await conn.copy_records_to_table("metrics", records=chunk, columns=COLUMNS)
         return len(rows) / (time.perf_counter() - started)
     finally:
         await conn.close()
@@ -180,8 +177,7 @@ async def main() -> None:
 
         # -- metrics ---------------------------------------------------------------------
         points = metric_points(args.points, now - timedelta(hours=2))
-        bodies = [orjson.dumps({"metrics": points[i:i + BATCH]})
-                  for i in range(0, len(points), BATCH)]
+        bodies = [orjson.dumps({"metrics": chunk}) for chunk in batched(points)]
         conn = await asyncpg.connect(dsn)
 
         async def metric_count() -> int:
@@ -207,7 +203,7 @@ async def main() -> None:
 
         # -- logs ------------------------------------------------------------------------
         items = log_items(args.logs, now - timedelta(hours=1))
-        log_bodies = [orjson.dumps({"logs": items[i:i + BATCH]}) for i in range(0, len(items), BATCH)]
+        log_bodies = [orjson.dumps({"logs": chunk}) for chunk in batched(items)]
         client = await connect_opensearch(urls["opensearch"])
 
         async def log_count() -> int:
@@ -244,25 +240,6 @@ async def main() -> None:
     print(f"| peak RSS (VmHWM): API | {mib(api_rss)} | (same process) |")
     print(f"| peak RSS (VmHWM): worker(s) | {', '.join(mib(w) for w in worker_rss)} | (same process) |")
     print(f"\nclients={args.clients} workers={args.workers} batch={BATCH} cores={os.cpu_count()}")
-
-
-async def cleanup(stack: Stack, raw_prefix: str, dsn: str) -> None:
-    with contextlib.suppress(Exception):
-        conn = await asyncpg.connect(dsn)
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{stack.schema}" CASCADE')
-        await conn.close()
-    base = stack.urls["opensearch"].rstrip("/")
-    with contextlib.suppress(Exception):
-        async with aiohttp.ClientSession() as s:
-            for prefix in (stack.index_prefix, raw_prefix):
-                async with s.delete(f"{base}/{prefix}logs-*"):
-                    pass
-                async with s.delete(f"{base}/_index_template/{prefix}logs"):
-                    pass
-    with contextlib.suppress(Exception):
-        from tests.contract.queue_fixtures import delete_queues
-
-        await delete_queues(stack.urls["amqp"], stack.queue_prefix)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,10 @@ from typing import Any
 
 import asyncpg
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import add_postgres_options  # noqa: E402
+
 from opspilot.adapters.postgres.database import PostgresDatabase, asyncpg_dsn
 from opspilot.adapters.postgres.migrate import migrate
 from opspilot.domain.ingest import MetricBatch
@@ -264,9 +268,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies series counts")
     parser.add_argument("--batch", type=int, default=5_000)
     parser.add_argument("--queries", type=int, default=15)
-    parser.add_argument("--url", default=None)
-    parser.add_argument("--output", default=None, help="also write the table here (markdown)")
-    parser.add_argument("--keep", action="store_true", help="keep the two schemas")
+    add_postgres_options(parser)
     return parser.parse_args()
 
 

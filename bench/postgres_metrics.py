@@ -40,6 +40,10 @@ from typing import Any
 
 import asyncpg
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import add_postgres_options  # noqa: E402
+
 from opspilot.adapters.postgres.database import PostgresDatabase, asyncpg_dsn
 from opspilot.adapters.postgres.metrics import COLUMNS, read_statement
 from opspilot.adapters.postgres.migrate import migrate
@@ -249,9 +253,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--series", type=int, default=50)
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=30)
-    parser.add_argument("--url", default=None)
-    parser.add_argument("--output", default=None, help="also write the table here (markdown)")
-    parser.add_argument("--keep", action="store_true", help="keep the two schemas")
+    add_postgres_options(parser)
     return parser.parse_args()
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from opspilot.adapters.postgres import statements
 from opspilot.domain.alerts import (
     AlertRule,
     Channel,
@@ -39,6 +40,10 @@ INCIDENT_COLUMNS = (
     'id, project_id, rule_id, title, severity, status, started_at, timeline, "values", links,'
     " acknowledged_at, resolved_at"
 )
+SAVE_RULE = statements.upsert("alert_rules", RULE_COLUMNS, "id")
+SAVE_CHANNEL = statements.upsert(
+    "channels", "id, project_id, name, type, target, secret, created_at", "id")
+SAVE_INCIDENT = statements.upsert("incidents", INCIDENT_COLUMNS, "id")
 
 
 def _json(value: Any) -> str:
@@ -71,40 +76,28 @@ class PostgresRuleStore:
         self._db = db
 
     async def save_rule(self, rule: AlertRule) -> None:
-        async with self._db.connection() as conn:
-            await conn.execute(
-                f"INSERT INTO alert_rules ({RULE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7,"
-                " $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) ON CONFLICT (id) DO UPDATE SET"
-                " project_id = EXCLUDED.project_id, name = EXCLUDED.name, kind = EXCLUDED.kind,"
-                ' metric_name = EXCLUDED.metric_name, "window" = EXCLUDED."window",'
-                " service_name = EXCLUDED.service_name, tags = EXCLUDED.tags,"
-                " aggregation = EXCLUDED.aggregation, comparator = EXCLUDED.comparator,"
-                " threshold = EXCLUDED.threshold, for_duration = EXCLUDED.for_duration,"
-                " severity = EXCLUDED.severity, channels = EXCLUDED.channels,"
-                " enabled = EXCLUDED.enabled, created_at = EXCLUDED.created_at,"
-                " updated_at = EXCLUDED.updated_at",
-                rule.id, rule.project_id, rule.name, rule.kind.value, rule.metric_name,
-                rule.window, rule.service_name, _json(dict(rule.tags)), rule.aggregation.value,
-                rule.comparator.value, rule.threshold, rule.for_duration, rule.severity.value,
-                list(rule.channels), rule.enabled, rule.created_at, rule.updated_at,
-            )
+        await statements.execute(
+            self._db, SAVE_RULE,
+            rule.id, rule.project_id, rule.name, rule.kind.value, rule.metric_name,
+            rule.window, rule.service_name, _json(dict(rule.tags)), rule.aggregation.value,
+            rule.comparator.value, rule.threshold, rule.for_duration, rule.severity.value,
+            list(rule.channels), rule.enabled, rule.created_at, rule.updated_at,
+        )
 
     async def get_rule(self, project_id: str, rule_id: str) -> AlertRule | None:
-        async with self._db.connection() as conn:
-            row = await conn.fetchrow(
-                f"SELECT {RULE_COLUMNS} FROM alert_rules WHERE project_id = $1 AND id = $2",
-                project_id, rule_id,
-            )
-        return _rule(row) if row else None
+        return await statements.fetch_one(
+            self._db, _rule,
+            f"SELECT {RULE_COLUMNS} FROM alert_rules WHERE project_id = $1 AND id = $2",
+            project_id, rule_id,
+        )
 
     async def list_rules(self, project_id: str) -> list[AlertRule]:
-        async with self._db.connection() as conn:
-            rows = await conn.fetch(
-                f"SELECT {RULE_COLUMNS} FROM alert_rules WHERE project_id = $1"
-                ' ORDER BY created_at NULLS LAST, id COLLATE "C"',
-                project_id,
-            )
-        return [_rule(r) for r in rows]
+        return await statements.fetch_all(
+            self._db, _rule,
+            f"SELECT {RULE_COLUMNS} FROM alert_rules WHERE project_id = $1"
+            ' ORDER BY created_at NULLS LAST, id COLLATE "C"',
+            project_id,
+        )
 
     async def delete_rule(self, project_id: str, rule_id: str) -> bool:
         async with self._db.connection() as conn, conn.transaction():
@@ -117,11 +110,10 @@ class PostgresRuleStore:
         return deleted is not None
 
     async def enabled_rules(self) -> list[AlertRule]:
-        async with self._db.connection() as conn:
-            rows = await conn.fetch(
-                f'SELECT {RULE_COLUMNS} FROM alert_rules WHERE enabled ORDER BY id COLLATE "C"'
-            )
-        return [_rule(r) for r in rows]
+        return await statements.fetch_all(
+            self._db, _rule,
+            f'SELECT {RULE_COLUMNS} FROM alert_rules WHERE enabled ORDER BY id COLLATE "C"'
+        )
 
     async def get_states(self, rule_ids: Sequence[str]) -> dict[str, RuleState]:
         if not rule_ids:
@@ -198,32 +190,25 @@ class PostgresChannelStore:
     async def save_channel(self, channel: Channel) -> None:
         target = self._seal_target(channel.type, channel.target)
         secret = self._db.secret_box.seal(channel.secret) if channel.secret else None
-        async with self._db.connection() as conn:
-            await conn.execute(
-                "INSERT INTO channels (id, project_id, name, type, target, secret, created_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET"
-                " project_id = EXCLUDED.project_id, name = EXCLUDED.name, type = EXCLUDED.type,"
-                " target = EXCLUDED.target, secret = EXCLUDED.secret,"
-                " created_at = EXCLUDED.created_at",
-                channel.id, channel.project_id, channel.name, channel.type.value,
-                target, secret, channel.created_at,
-            )
+        await statements.execute(
+            self._db, SAVE_CHANNEL,
+            channel.id, channel.project_id, channel.name, channel.type.value,
+            target, secret, channel.created_at,
+        )
 
     async def get_channel(self, project_id: str, channel_id: str) -> Channel | None:
-        async with self._db.connection() as conn:
-            row = await conn.fetchrow(
-                "SELECT * FROM channels WHERE project_id = $1 AND id = $2",
-                project_id, channel_id,
-            )
-        return self._channel(row) if row else None
+        return await statements.fetch_one(
+            self._db, self._channel,
+            "SELECT * FROM channels WHERE project_id = $1 AND id = $2",
+            project_id, channel_id,
+        )
 
     async def list_channels(self, project_id: str) -> list[Channel]:
-        async with self._db.connection() as conn:
-            rows = await conn.fetch(
-                'SELECT * FROM channels WHERE project_id = $1 ORDER BY name COLLATE "C"',
-                project_id,
-            )
-        return [self._channel(r) for r in rows]
+        return await statements.fetch_all(
+            self._db, self._channel,
+            'SELECT * FROM channels WHERE project_id = $1 ORDER BY name COLLATE "C"',
+            project_id,
+        )
 
     async def delete_channel(self, project_id: str, channel_id: str) -> bool:
         async with self._db.connection() as conn:
@@ -256,6 +241,11 @@ def _incident(row: Any) -> Incident:
     )
 
 
+def _delivery(row: Any) -> DeliveryAttempt:
+    return DeliveryAttempt(row["channel_id"], row["incident_id"], row["event"], row["attempt"],
+                           row["at"], row["ok"], row["detail"])
+
+
 class PostgresIncidentStore:
     """Implements IncidentStore. Raises TransientStoreError when PostgreSQL cannot answer."""
 
@@ -263,29 +253,20 @@ class PostgresIncidentStore:
         self._db = db
 
     async def save_incident(self, incident: Incident) -> None:
-        async with self._db.connection() as conn:
-            await conn.execute(
-                f"INSERT INTO incidents ({INCIDENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6,"
-                " $7, $8, $9, $10, $11, $12) ON CONFLICT (id) DO UPDATE SET"
-                " project_id = EXCLUDED.project_id, rule_id = EXCLUDED.rule_id,"
-                " title = EXCLUDED.title, severity = EXCLUDED.severity,"
-                " status = EXCLUDED.status, started_at = EXCLUDED.started_at,"
-                ' timeline = EXCLUDED.timeline, "values" = EXCLUDED."values",'
-                " links = EXCLUDED.links, acknowledged_at = EXCLUDED.acknowledged_at,"
-                " resolved_at = EXCLUDED.resolved_at",
-                incident.id, incident.project_id, incident.rule_id, incident.title,
-                incident.severity.value, incident.status.value, incident.started_at,
-                _json([_entry_json(e) for e in incident.timeline]), _json(list(incident.values)),
-                _json(dict(incident.links)), incident.acknowledged_at, incident.resolved_at,
-            )
+        await statements.execute(
+            self._db, SAVE_INCIDENT,
+            incident.id, incident.project_id, incident.rule_id, incident.title,
+            incident.severity.value, incident.status.value, incident.started_at,
+            _json([_entry_json(e) for e in incident.timeline]), _json(list(incident.values)),
+            _json(dict(incident.links)), incident.acknowledged_at, incident.resolved_at,
+        )
 
     async def get_incident(self, project_id: str, incident_id: str) -> Incident | None:
-        async with self._db.connection() as conn:
-            row = await conn.fetchrow(
-                f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE project_id = $1 AND id = $2",
-                project_id, incident_id,
-            )
-        return _incident(row) if row else None
+        return await statements.fetch_one(
+            self._db, _incident,
+            f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE project_id = $1 AND id = $2",
+            project_id, incident_id,
+        )
 
     async def list_incidents(
         self,
@@ -294,14 +275,13 @@ class PostgresIncidentStore:
         rule_id: str | None = None,
         limit: int = 100,
     ) -> list[Incident]:
-        async with self._db.connection() as conn:
-            rows = await conn.fetch(
-                f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE project_id = $1"
-                " AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR rule_id = $3)"
-                ' ORDER BY started_at DESC, id COLLATE "C" DESC LIMIT $4',
-                project_id, status.value if status else None, rule_id, max(limit, 0),
-            )
-        return [_incident(r) for r in rows]
+        return await statements.fetch_all(
+            self._db, _incident,
+            f"SELECT {INCIDENT_COLUMNS} FROM incidents WHERE project_id = $1"
+            " AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR rule_id = $3)"
+            ' ORDER BY started_at DESC, id COLLATE "C" DESC LIMIT $4',
+            project_id, status.value if status else None, rule_id, max(limit, 0),
+        )
 
     async def record_delivery(self, attempt: DeliveryAttempt) -> None:
         async with self._db.connection() as conn:
@@ -313,11 +293,9 @@ class PostgresIncidentStore:
             )
 
     async def deliveries(self, incident_id: str) -> list[DeliveryAttempt]:
-        async with self._db.connection() as conn:
-            rows = await conn.fetch(
-                "SELECT channel_id, incident_id, event, attempt, at, ok, detail"
-                " FROM notification_deliveries WHERE incident_id = $1 ORDER BY id",
-                incident_id,
-            )
-        return [DeliveryAttempt(r["channel_id"], r["incident_id"], r["event"], r["attempt"],
-                                r["at"], r["ok"], r["detail"]) for r in rows]
+        return await statements.fetch_all(
+            self._db, _delivery,
+            "SELECT channel_id, incident_id, event, attempt, at, ok, detail"
+            " FROM notification_deliveries WHERE incident_id = $1 ORDER BY id",
+            incident_id,
+        )

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from asyncpg import exceptions as pgx
 
+from opspilot.adapters.postgres import statements
 from opspilot.domain.errors import Conflict
 from opspilot.domain.tenancy import (
     ApiKey,
@@ -28,6 +29,17 @@ TOKEN_COLUMNS = "id, user_id, token_hash, created_at, revoked, name, prefix, exp
 KEY_COLUMNS = (
     "id, project_id, key_hash, created_at, revoked, name, scope, prefix, expires_at, last_used_at"
 )
+SAVE_KEY = statements.upsert("api_keys", KEY_COLUMNS, "key_hash")
+SAVE_TOKEN = statements.upsert("tokens", TOKEN_COLUMNS, "token_hash")
+SAVE_USER = statements.upsert("users", "id, name, created_at, admin", "id")
+
+
+def _project(row: Any) -> Project:
+    return Project(row["id"], row["name"], row["created_at"])
+
+
+def _membership(row: Any) -> Membership:
+    return Membership(row["user_id"], row["project_id"], Role(row["role"]))
 
 
 def _token(row: Any) -> Token:
@@ -68,19 +80,16 @@ class PostgresTenancyStore:
             raise Conflict("a project with this name exists", {"field": "name"}) from None
 
     async def get_project(self, project_id: str) -> Project | None:
-        async with self._db.connection() as conn:
-            row = await conn.fetchrow(
-                "SELECT id, name, created_at FROM projects WHERE id = $1", project_id
-            )
-        return Project(row["id"], row["name"], row["created_at"]) if row else None
+        return await statements.fetch_one(
+            self._db, _project, "SELECT id, name, created_at FROM projects WHERE id = $1",
+            project_id,
+        )
 
     async def add_user(self, user: User) -> None:
         try:
             async with self._db.connection() as conn:
                 await conn.execute(
-                    "INSERT INTO users (id, name, created_at, admin) VALUES ($1, $2, $3, $4)"
-                    " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name,"
-                    " created_at = EXCLUDED.created_at, admin = EXCLUDED.admin",
+                    SAVE_USER,
                     user.id, user.name, user.created_at, user.admin,
                 )
         except pgx.UniqueViolationError:
@@ -93,11 +102,10 @@ class PostgresTenancyStore:
         return await self._one_user("name", name)
 
     async def _one_user(self, column: str, value: str) -> User | None:
-        async with self._db.connection() as conn:
-            row = await conn.fetchrow(
-                f"SELECT id, name, created_at, admin FROM users WHERE {column} = $1", value
-            )
-        return _user(row) if row else None
+        return await statements.fetch_one(
+            self._db, _user,
+            f"SELECT id, name, created_at, admin FROM users WHERE {column} = $1", value
+        )
 
     async def add_membership(self, user_id: str, project_id: str, role: Role = Role.OWNER) -> None:
         async with self._db.connection() as conn:
@@ -124,43 +132,34 @@ class PostgresTenancyStore:
         return {r["project_id"]: Role(r["role"]) for r in rows}
 
     async def members(self, project_id: str) -> list[Membership]:
-        async with self._db.connection() as conn:
-            rows = await conn.fetch(
-                "SELECT user_id, project_id, role FROM memberships WHERE project_id = $1"
-                ' ORDER BY user_id COLLATE "C"',
-                project_id,
-            )
-        return [Membership(r["user_id"], r["project_id"], Role(r["role"])) for r in rows]
+        return await statements.fetch_all(
+            self._db, _membership,
+            "SELECT user_id, project_id, role FROM memberships WHERE project_id = $1"
+            ' ORDER BY user_id COLLATE "C"',
+            project_id,
+        )
 
     async def add_api_key(self, key: ApiKey) -> None:
-        async with self._db.connection() as conn:
-            await conn.execute(
-                f"INSERT INTO api_keys ({KEY_COLUMNS})"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (key_hash)"
-                " DO UPDATE SET id = EXCLUDED.id, project_id = EXCLUDED.project_id,"
-                " created_at = EXCLUDED.created_at, revoked = EXCLUDED.revoked,"
-                " name = EXCLUDED.name, scope = EXCLUDED.scope, prefix = EXCLUDED.prefix,"
-                " expires_at = EXCLUDED.expires_at, last_used_at = EXCLUDED.last_used_at",
-                key.id, key.project_id, key.key_hash, key.created_at, key.revoked, key.name,
-                key.scope.value, key.prefix, key.expires_at, key.last_used_at,
-            )
+        await statements.execute(
+            self._db, SAVE_KEY,
+            key.id, key.project_id, key.key_hash, key.created_at, key.revoked, key.name,
+            key.scope.value, key.prefix, key.expires_at, key.last_used_at,
+        )
 
     async def find_api_key(self, key_hash: str) -> ApiKey | None:
-        async with self._db.connection() as conn:
-            row = await conn.fetchrow(
-                f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1 AND NOT revoked",
-                key_hash,
-            )
-        return _key(row) if row else None
+        return await statements.fetch_one(
+            self._db, _key,
+            f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1 AND NOT revoked",
+            key_hash,
+        )
 
     async def list_api_keys(self, project_id: str) -> list[ApiKey]:
-        async with self._db.connection() as conn:
-            rows = await conn.fetch(
-                f"SELECT {KEY_COLUMNS} FROM api_keys WHERE project_id = $1"
-                ' ORDER BY created_at, id COLLATE "C"',
-                project_id,
-            )
-        return [_key(r) for r in rows]
+        return await statements.fetch_all(
+            self._db, _key,
+            f"SELECT {KEY_COLUMNS} FROM api_keys WHERE project_id = $1"
+            ' ORDER BY created_at, id COLLATE "C"',
+            project_id,
+        )
 
     async def touch_api_key(self, key_id: str, at: datetime) -> None:
         async with self._db.connection() as conn:
@@ -171,42 +170,33 @@ class PostgresTenancyStore:
             )
 
     async def add_token(self, token: Token) -> None:
-        async with self._db.connection() as conn:
-            await conn.execute(
-                f"INSERT INTO tokens ({TOKEN_COLUMNS})"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (token_hash) DO UPDATE SET"
-                " id = EXCLUDED.id, user_id = EXCLUDED.user_id,"
-                " created_at = EXCLUDED.created_at, revoked = EXCLUDED.revoked,"
-                " name = EXCLUDED.name, prefix = EXCLUDED.prefix,"
-                " expires_at = EXCLUDED.expires_at",
-                token.id, token.user_id, token.token_hash, token.created_at, token.revoked,
-                token.name, token.prefix, token.expires_at,
-            )
+        await statements.execute(
+            self._db, SAVE_TOKEN,
+            token.id, token.user_id, token.token_hash, token.created_at, token.revoked,
+            token.name, token.prefix, token.expires_at,
+        )
 
     async def find_token(self, token_hash: str) -> Token | None:
-        async with self._db.connection() as conn:
-            row = await conn.fetchrow(
-                f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_hash = $1 AND NOT revoked",
-                token_hash,
-            )
-        return _token(row) if row else None
+        return await statements.fetch_one(
+            self._db, _token,
+            f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE token_hash = $1 AND NOT revoked",
+            token_hash,
+        )
 
     async def list_tokens(self, user_id: str) -> list[Token]:
-        async with self._db.connection() as conn:
-            rows = await conn.fetch(
-                f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE user_id = $1"
-                ' ORDER BY created_at, id COLLATE "C"',
-                user_id,
-            )
-        return [_token(r) for r in rows]
+        return await statements.fetch_all(
+            self._db, _token,
+            f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE user_id = $1"
+            ' ORDER BY created_at, id COLLATE "C"',
+            user_id,
+        )
 
     async def revoke_token(self, token_id: str) -> Token | None:
-        async with self._db.connection() as conn:
-            row = await conn.fetchrow(
-                f"UPDATE tokens SET revoked = true WHERE id = $1 RETURNING {TOKEN_COLUMNS}",
-                token_id,
-            )
-        return _token(row) if row else None
+        return await statements.fetch_one(
+            self._db, _token,
+            f"UPDATE tokens SET revoked = true WHERE id = $1 RETURNING {TOKEN_COLUMNS}",
+            token_id,
+        )
 
     async def add_audit(self, event: AuditEvent) -> None:
         async with self._db.connection() as conn:
@@ -218,11 +208,10 @@ class PostgresTenancyStore:
             )
 
     async def list_audit(self, project_id: str, limit: int = 100) -> list[AuditEvent]:
-        async with self._db.connection() as conn:
-            rows = await conn.fetch(
-                "SELECT id, at, actor, action, project_id, target, details::text AS details"
-                " FROM audit_log WHERE project_id = $1"
-                " ORDER BY at DESC, seq DESC LIMIT $2",
-                project_id, limit,
-            )
-        return [_event(r) for r in rows]
+        return await statements.fetch_all(
+            self._db, _event,
+            "SELECT id, at, actor, action, project_id, target, details::text AS details"
+            " FROM audit_log WHERE project_id = $1"
+            " ORDER BY at DESC, seq DESC LIMIT $2",
+            project_id, limit,
+        )
