@@ -28,16 +28,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opspilot.adapters.clock_and_ids import FixedClock, UuidGenerator
+from dependency_injector import providers
+
+from opspilot.adapters.clock_and_ids import FixedClock
 from opspilot.adapters.memory.notify import RecordingNotifier
 from opspilot.adapters.memory.scheduling import InMemoryEvaluationQueue, InMemorySchedulerLock
-from opspilot.application.alerting import (
-    AlertRules,
-    AlertScheduler,
-    NotificationDispatcher,
-    RuleEvaluator,
-    RuleSpec,
-)
+from opspilot.application.alerting import RuleSpec
 from opspilot.domain.alerts import ChannelType, Comparator, RuleKind
 from opspilot.domain.ingest import MetricBatch
 from opspilot.domain.metrics import Aggregation, MetricPoint
@@ -160,17 +156,19 @@ async def run(container: Any, label: str, args: argparse.Namespace) -> int:
         await execute(container.config.database_url(), f'ANALYZE "{args.schema}".metrics')
 
     clock = FixedClock(NOW)
+    # the container's alert engine; ticks and chunks in memory (evaluation is measured here,
+    # not the tick lock or the broker), notifications recorded
+    container.clock.override(providers.Object(clock))
     notifier = RecordingNotifier()
-    rules, channels, incidents = container.rules(), container.channels(), container.incidents()
-    dispatcher = NotificationDispatcher(notifier, channels, incidents, clock)
-    alerts = AlertRules(rules, channels, incidents, dispatcher, clock, UuidGenerator())
+    container.notifier.override(providers.Object(notifier))
+    container.scheduler_lock.override(providers.Object(InMemorySchedulerLock()))
+    container.evaluation_queue.override(providers.Object(InMemoryEvaluationQueue()))
+    alerts = container.alert_rules()
     channel = await alerts.create_channel(project, "ops", ChannelType.WEBHOOK,
                                           "https://hooks.example.com/ops")
     for spec in rule_specs(series, args.rules, channel.id):
         await alerts.create_rule(project, spec)
-    evaluator = RuleEvaluator(store, rules, incidents, dispatcher)
-    scheduler = AlertScheduler(rules, InMemorySchedulerLock(), InMemoryEvaluationQueue(),
-                               evaluator, clock, interval=timedelta(minutes=1))
+    scheduler = container.alert_scheduler()
 
     rows = []
     for name, at in (("first tick", NOW), ("steady tick", NOW + timedelta(minutes=1))):

@@ -33,7 +33,7 @@ from opspilot.domain.metrics import Aggregation, SeriesSelector
 from opspilot.domain.ports import WindowRequest
 from opspilot.domain.timewindow import TimeRange
 from opspilot.entrypoints.api.app import create_app, start_api_site
-from opspilot.entrypoints.assembly import api_services, ingest_worker
+from opspilot.entrypoints.assembly import api_services
 from opspilot.settings import Settings
 
 T = TypeVar("T")
@@ -64,11 +64,10 @@ logs_payload = st.lists(log_line, min_size=1, max_size=4)
 class Pipeline:
     """Container + API + worker on a loop in a thread; `run()` calls into it."""
 
-    def __init__(self, settings_: Settings, consumer: Callable[[Container], Any],
-                 dead_letters: Callable[[Container], Any], now: datetime,
+    def __init__(self, settings_: Settings, dead_letters: Callable[[Container], Any],
+                 now: datetime,
                  cleanup: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
         self.settings = settings_
-        self._consumer = consumer
         self._dead_letters = dead_letters
         self.now = now
         self._cleanup = cleanup
@@ -101,7 +100,7 @@ class Pipeline:
                                            "127.0.0.1", 0)
         self.base = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
         self.session = aiohttp.ClientSession()
-        self.worker = ingest_worker(self.container, self._consumer(self.container))
+        self.worker = self.container.ingest_worker()
         self.worker_task = asyncio.create_task(self.worker.run())
 
     async def _stop(self) -> None:

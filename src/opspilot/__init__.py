@@ -22,9 +22,9 @@ import typing as _typing
 
 if _typing.TYPE_CHECKING:
     from opspilot.application.accounts import Credentials
-    from opspilot.application.alerting import (
+    from opspilot.application.alerting.evaluation import EvaluationReport
+    from opspilot.application.alerting.management import (
         AlertRules,
-        EvaluationReport,
         IncidentView,
         RuleSpec,
         RuleView,
@@ -72,11 +72,11 @@ if _typing.TYPE_CHECKING:
     from opspilot.settings import Settings
 
 _EXPORTS = {
-    "AlertRules": "opspilot.application.alerting",
-    "EvaluationReport": "opspilot.application.alerting",
-    "IncidentView": "opspilot.application.alerting",
-    "RuleSpec": "opspilot.application.alerting",
-    "RuleView": "opspilot.application.alerting",
+    "AlertRules": "opspilot.application.alerting.management",
+    "EvaluationReport": "opspilot.application.alerting.evaluation",
+    "IncidentView": "opspilot.application.alerting.management",
+    "RuleSpec": "opspilot.application.alerting.management",
+    "RuleView": "opspilot.application.alerting.management",
     "Credentials": "opspilot.application.accounts",
     "AlertRule": "opspilot.domain.alerts",
     "Channel": "opspilot.domain.alerts",

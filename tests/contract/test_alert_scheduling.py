@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from opspilot.adapters.memory.scheduling import InMemoryEvaluationQueue, InMemorySchedulerLock
-from opspilot.application.alerting import EvaluationTask, RuleRef
+from opspilot.domain.ports import EvaluationTask, RuleRef
 from tests.contract.conftest import database_url_or_skip
 from tests.contract.queue_fixtures import (
     amqp_url_or_skip,

@@ -25,7 +25,6 @@ from opspilot.adapters.opensearch import mapping
 from opspilot.adapters.postgres.database import asyncpg_dsn
 from opspilot.adapters.postgres.migrate import migrate
 from opspilot.adapters.queue_wire_format import decode_batch
-from opspilot.adapters.rabbitmq.consumer import RabbitMQConsumer
 from opspilot.adapters.rabbitmq.dead_letters import RabbitMQDeadLetters
 from opspilot.container import Container, build_container, start_container, stop_container
 from opspilot.domain.ingest import LogBatch, MetricBatch, Stream
@@ -33,7 +32,6 @@ from opspilot.domain.logs import LogLevel, LogRecord, log_id_for
 from opspilot.domain.metrics import Aggregation, MetricPoint, SeriesSelector
 from opspilot.domain.ports import WindowRequest
 from opspilot.domain.timewindow import TimeRange
-from opspilot.entrypoints.assembly import ingest_worker
 from opspilot.settings import Settings
 from tests.contract.conftest import database_url_or_skip
 from tests.contract.log_fixtures import opensearch_url_or_skip
@@ -84,10 +82,6 @@ async def _real_settings() -> tuple[Settings, Any]:
     return settings, cleanup
 
 
-def _consumer(settings: Settings) -> RabbitMQConsumer:
-    return RabbitMQConsumer(str(settings.amqp_url), prefix=settings.queue_prefix)
-
-
 @pytest.fixture
 async def real() -> AsyncIterator[tuple[Container, Settings]]:
     settings, cleanup = await _real_settings()
@@ -113,7 +107,7 @@ async def test_only_the_refused_records_are_dead_lettered_at_once(
     await queue.publish(MetricBatch("metrics-1", "p", now, points))
     await queue.publish(LogBatch("logs-1", "p", now, records))
     dead = RabbitMQDeadLetters(str(settings.amqp_url), prefix=settings.queue_prefix)
-    worker = ingest_worker(container, _consumer(settings))
+    worker = container.ingest_worker()  # its own RabbitMQ consumer
     started = time.monotonic()
     task = asyncio.create_task(worker.run())
     try:
@@ -166,7 +160,7 @@ def pipeline() -> Iterator[Pipeline]:
         settings, cleanup = setup.run_until_complete(_real_settings())
     finally:
         setup.close()
-    running = Pipeline(settings, lambda c: _consumer(settings), lambda c: c.queue(),
+    running = Pipeline(settings, lambda c: c.queue(),
                        datetime.now(UTC), cleanup)
     running.start()
     yield running

@@ -17,7 +17,7 @@ from opspilot.container import Container, build_container, start_container, stop
 from opspilot.domain.ingest import Stream
 from opspilot.entrypoints.api.app import create_app, server_options
 from opspilot.entrypoints.api.state import SERVICES
-from opspilot.entrypoints.assembly import api_services, ingest_worker
+from opspilot.entrypoints.assembly import api_services
 from opspilot.settings import Settings
 
 NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
@@ -91,7 +91,7 @@ async def other_tenant(container: Container) -> Tenant:
 async def drain(container: Container) -> None:
     """Run the in-process worker until the in-memory queue holds nothing unacknowledged."""
     queue = container.memory_queue()
-    worker = ingest_worker(container, queue)
+    worker = container.ingest_worker()  # the in-memory queue is its consumer
     task = asyncio.create_task(worker.run())
     for _ in range(500):
         if not any(queue.depth(s) for s in (Stream.METRICS, Stream.LOGS)):

@@ -15,7 +15,12 @@ from datetime import datetime, timedelta
 
 import attrs
 
-from opspilot.domain.ports import MetricCompaction, SchedulerLock
+from opspilot.domain.ports import (
+    CompactionObserver,
+    CompactionReport,
+    MetricCompaction,
+    SchedulerLock,
+)
 from opspilot.domain.timewindow import Bucketing
 
 log = logging.getLogger(__name__)
@@ -32,22 +37,6 @@ class CompactionPolicy:
                     max_periods: int) -> CompactionPolicy:
         return cls(timedelta(minutes=delay_minutes), timedelta(seconds=every_seconds),
                    max_periods)
-
-
-@attrs.frozen
-class CompactionReport:
-    tick_key: str
-    owned: bool
-    periods: int = 0
-    points: int = 0
-    backlog: int = 0
-    seconds: float = 0.0
-
-
-class CompactionObserver:
-    """Telemetry hooks; the default does nothing."""
-
-    def compaction_ran(self, report: CompactionReport) -> None: ...
 
 
 class Compaction:

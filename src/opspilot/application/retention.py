@@ -24,6 +24,7 @@ from opspilot.domain.ports import (
     LogStore,
     MetricCompaction,
     MetricStore,
+    RetentionObserver,
     SchedulerLock,
 )
 from opspilot.domain.timewindow import Bucketing
@@ -63,12 +64,6 @@ class RetentionReport:
     owned: bool
     dropped: Mapping[str, list[str]] = attrs.field(factory=dict)
     failed: Mapping[str, str] = attrs.field(factory=dict)
-
-
-class RetentionObserver:
-    """Telemetry hooks; the default does nothing."""
-
-    def retention_ran(self, store: str, dropped: int, failed: bool) -> None: ...
 
 
 class Retention:

@@ -21,7 +21,14 @@ import attrs
 from opspilot.application.caching import DataVersions
 from opspilot.domain.errors import RecordsRejected, TransientStoreError
 from opspilot.domain.ingest import LogBatch, MetricBatch, Stream
-from opspilot.domain.ports import Delivery, IngestConsumer, LogMetadataStore, LogStore, MetricStore
+from opspilot.domain.ports import (
+    Delivery,
+    IngestConsumer,
+    LogMetadataStore,
+    LogStore,
+    MetricStore,
+    WorkerObserver,
+)
 
 log = logging.getLogger(__name__)
 Batch = MetricBatch | LogBatch
@@ -34,21 +41,6 @@ class WorkerSettings:
     backoff_base: float = 0.2
     backoff_cap: float = 10.0
     permanent_attempts: int = 3
-
-
-class WorkerObserver:
-    """Hooks for telemetry; the default does nothing. Entry points plug Prometheus in."""
-
-    def batch_written(self, stream: str, records: int, seconds: float) -> None: ...
-
-    def retried(self, stream: str, reason: str) -> None: ...
-
-    def dead_lettered(self, stream: str, reason: str) -> None: ...
-
-    def delivered(self, stream: str, age_seconds: float) -> None:
-        """A message reached the worker `age_seconds` after the API accepted it. Queues are
-        FIFO, so this is the age of the oldest message of the stream when it was taken: the
-        lag an autoscaler can act on (ADR 0028)."""
 
 
 class IngestWorker:

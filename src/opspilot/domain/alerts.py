@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import enum
 import operator
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import attrs
 
+from opspilot.domain.analysis import DEFAULT_ANOMALY_THRESHOLD
 from opspilot.domain.errors import Conflict, ValidationError
 from opspilot.domain.metrics import Aggregation
+from opspilot.domain.timewindow import format_duration
 
 
 class RuleKind(enum.StrEnum):
@@ -196,6 +200,24 @@ class Incident:
     acknowledged_at: datetime | None = None
     resolved_at: datetime | None = None
 
+    @classmethod
+    def opened(cls, rule: AlertRule, at: datetime, seen: Observation) -> Incident:
+        """The incident of the firing episode that began at `at`. Its id is derived from
+        the rule and that instant, so evaluating the same tick twice (a redelivered chunk)
+        builds the same incident, never a second one."""
+        return cls(
+            id=incident_id_for(rule.id, at),
+            project_id=rule.project_id,
+            rule_id=rule.id,
+            title=f"{rule.name}: {describe_condition(rule)}",
+            severity=rule.severity,
+            status=IncidentStatus.OPEN,
+            started_at=at,
+            timeline=(TimelineEntry(at, "fired", seen.detail, seen.value),),
+            values=() if seen.value is None else (seen.value,),
+            links=investigation_links(rule, at),
+        )
+
     def acknowledge(self, at: datetime, by: str) -> Incident:
         if self.status is IncidentStatus.RESOLVED:
             raise Conflict("incident is already resolved", {"field": "status"})
@@ -284,3 +306,65 @@ class DeliveryAttempt:
     at: datetime
     ok: bool
     detail: str = ""
+
+
+# -- what an incident says about its rule ------------------------------------------------------
+
+_INCIDENT_NAMESPACE = uuid.UUID("5b0c8f5e-54a4-4f7e-9a55-2f1f3c0e6a11")
+
+
+def incident_id_for(rule_id: str, fired_at: datetime) -> str:
+    return str(uuid.uuid5(_INCIDENT_NAMESPACE, f"{rule_id}|{fired_at.isoformat()}"))
+
+
+def anomaly_threshold(rule: AlertRule) -> float:
+    """The rule's score threshold. Rules stored before scores existed hold sigmas (> 1,
+    e.g. 3): no score reaches them, so they are judged at the default score instead of
+    never firing; saving such a rule again asks for a score."""
+    return rule.threshold if rule.threshold <= 1 else DEFAULT_ANOMALY_THRESHOLD
+
+
+def describe_condition(rule: AlertRule) -> str:
+    series = f"{rule.aggregation.value}({_series_label(rule)})"
+    over = f"over {format_duration(rule.window)}"
+    if rule.kind is RuleKind.NO_DATA:
+        return f"no data for {_series_label(rule)} {over}"
+    if rule.kind is RuleKind.ANOMALY:
+        return (f"{series} per {format_duration(rule.window)} is anomalous "
+                f"(score ≥ {anomaly_threshold(rule):g})")
+    symbol = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[rule.comparator.value]
+    return f"{series} {symbol} {rule.threshold:g} {over}"
+
+
+def _series_label(rule: AlertRule) -> str:
+    filters = ([f"service={rule.service_name}"] if rule.service_name else []) + [
+        f"{k}={v}" for k, v in sorted(rule.tags.items())
+    ]
+    return rule.metric_name + (f"{{{','.join(filters)}}}" if filters else "")
+
+
+def investigation_links(rule: AlertRule, at: datetime) -> dict[str, str]:
+    """Where to look: the metric around the incident's start, and the logs of its service."""
+    context = max(timedelta(hours=1), rule.window * 6)
+    bucket = "1m" if rule.window <= timedelta(hours=1) else "5m"
+    if context > timedelta(days=2):
+        bucket = "1h"
+    metric: dict[str, str] = {
+        "metric_name": rule.metric_name,
+        "aggregation": rule.aggregation.value,
+        "time_bucket": bucket,
+        "start_time": (at - context).isoformat(),
+        "end_time": (at + timedelta(hours=1)).isoformat(),
+    }
+    logs = {
+        "start_time": (at - max(rule.window, timedelta(minutes=15))).isoformat(),
+        "end_time": (at + timedelta(minutes=15)).isoformat(),
+    }
+    if rule.service_name:
+        metric["service_name"] = logs["service_name"] = rule.service_name
+    if rule.tags:
+        metric["tags"] = ",".join(f"{k}:{v}" for k, v in sorted(rule.tags.items()))
+    return {
+        "metrics": f"/api/metrics/query?{urlencode(metric)}",
+        "logs": f"/api/logs/query?{urlencode(logs)}",
+    }

@@ -491,3 +491,111 @@ class SchedulerLock(Protocol):
         Raises ServiceUnavailable when the lock's store cannot answer (the caller skips the
         tick rather than risk running it twice)."""
         ...
+
+
+# The alert engine's ticks travel as chunks of rule references: whichever evaluator takes a
+# chunk evaluates it (competing consumers).
+
+
+@attrs.frozen
+class RuleRef:
+    project_id: str
+    rule_id: str
+
+
+@attrs.frozen
+class EvaluationTask:
+    """One chunk of one tick's rules. `at` is the tick's time: every evaluator of the tick
+    evaluates the windows ending there."""
+
+    tick_key: str
+    at: datetime
+    rules: tuple[RuleRef, ...]
+    chunk: int = 0
+    chunks: int = 1
+
+
+class EvaluationDelivery(Protocol):
+    """A task taken from the queue and not yet settled."""
+
+    @property
+    def task(self) -> EvaluationTask: ...
+
+    @property
+    def attempt(self) -> int:
+        """1 the first time the task is handed out, 2 after one `retry()`, …"""
+        ...
+
+    async def ack(self) -> None: ...
+
+    async def retry(self) -> None:
+        """Hand the task back so that it is taken again (here or by another evaluator)."""
+        ...
+
+
+class EvaluationQueue(Protocol):
+    async def publish(self, tasks: Sequence[EvaluationTask]) -> None:
+        """Returns once the queue holds every task durably; raises ServiceUnavailable."""
+        ...
+
+    async def take(self, wait_seconds: float) -> EvaluationDelivery | None:
+        """The next task, or None when none arrives within `wait_seconds`."""
+        ...
+
+
+# -- telemetry hooks -----------------------------------------------------------------------
+# What the use cases report as they go. Each is a port whose default does nothing, so a use
+# case built without telemetry needs no stub; the Prometheus adapters (adapters/prometheus)
+# override the hooks they count.
+
+
+@attrs.frozen
+class CompactionReport:
+    tick_key: str
+    owned: bool
+    periods: int = 0
+    points: int = 0
+    backlog: int = 0
+    seconds: float = 0.0
+
+
+class WorkerObserver:
+    """The ingestion worker's hooks."""
+
+    def batch_written(self, stream: str, records: int, seconds: float) -> None: ...
+
+    def retried(self, stream: str, reason: str) -> None: ...
+
+    def dead_lettered(self, stream: str, reason: str) -> None: ...
+
+    def delivered(self, stream: str, age_seconds: float) -> None:
+        """A message reached the worker `age_seconds` after the API accepted it. Queues are
+        FIFO, so this is the age of the oldest message of the stream when it was taken: the
+        lag an autoscaler can act on (ADR 0028)."""
+
+
+class AlertObserver:
+    """The alert engine's hooks (rules, notifications, ticks)."""
+
+    def evaluated(self, rules: int, seconds: float) -> None: ...
+
+    def incident_opened(self, rule: AlertRule) -> None: ...
+
+    def incident_resolved(self, rule: AlertRule) -> None: ...
+
+    def notified(self, channel_type: str, outcome: str) -> None:
+        """`outcome`: delivered | failed | timed_out (one call per channel and event)."""
+
+    def ticked(self, owned: bool, rules: int) -> None: ...
+
+
+class RetentionObserver:
+    """The retention job's hooks."""
+
+    def retention_ran(self, store: str, dropped: int, failed: bool) -> None: ...
+
+
+class CompactionObserver:
+    """The compaction job's hooks."""
+
+    def compaction_ran(self, report: CompactionReport) -> None: ...

@@ -1,17 +1,14 @@
-"""Builds each process's objects from the container (kept out of the handlers)."""
+"""The API's view of the container: what its handlers reach through the app (`ApiServices`),
+every piece asked of the container (kept out of the handlers)."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from opspilot.application.worker import IngestWorker
 from opspilot.container import Container
-from opspilot.entrypoints.alert_scheduler import alert_rules_service
 from opspilot.entrypoints.api.routes_alerts import alert_routes
-from opspilot.entrypoints.api.state import ApiServices, HttpLimits, RateLimits
+from opspilot.entrypoints.api.state import ApiServices, HttpLimits, RateLimits, ReadinessCheck
 
 
-def readiness_checks(container: Container) -> dict[str, Any]:
+def readiness_checks(container: Container) -> dict[str, ReadinessCheck]:
     backends = container.config.backends()
     return {
         f"metrics ({backends['sql']})": container.metric_store().ping,
@@ -46,17 +43,6 @@ def api_services(container: Container) -> ApiServices:
         auth_failures=container.auth_failures(),
         http=HttpLimits(config.http_idle_seconds(), config.http_body_seconds(),
                         config.max_connections()),
-        extra_routes=[alert_routes(alert_rules_service(container))],
+        extra_routes=[alert_routes(container.alert_rules())],
     )
 
-
-def ingest_worker(container: Container, consumer: Any) -> IngestWorker:
-    return IngestWorker(
-        consumer,
-        container.metric_store(),
-        container.log_store(),
-        container.log_metadata(),
-        container.worker_settings(),
-        container.worker_telemetry(),
-        versions=container.data_versions(),
-    )

@@ -108,9 +108,9 @@ async def _start_site(app: Any, host: str, port: int) -> Any:
 
 async def _serve(args: Any) -> int:
     from opspilot.container import build_container, start_container, stop_container
-    from opspilot.entrypoints.alert_scheduler import AlertTelemetry, run_alert_process
+    from opspilot.entrypoints.alert_scheduler import run_alert_process
     from opspilot.entrypoints.api.app import create_app
-    from opspilot.entrypoints.assembly import api_services, ingest_worker
+    from opspilot.entrypoints.assembly import api_services
     from opspilot.entrypoints.self_monitoring import start_self_monitoring
 
     settings = Settings()
@@ -126,23 +126,21 @@ async def _serve(args: Any) -> int:
         settings = settings.model_copy(
             update={"secret_key": cli_accounts.local_secret_key(settings)})
     container = build_container(settings)
-    await start_container(container)
+    await start_container(container, alerting=True)
     monitoring = None
     try:
         app = create_app(api_services(container))
-        alert_telemetry = AlertTelemetry()
         # one /metrics (the API's) serves the worker's and the alert engine's instruments too
         monitoring = start_self_monitoring(
             container, container.api_telemetry().registry, worker=True,
-            include=[container.worker_telemetry().registry, alert_telemetry.registry],
+            include=[container.worker_telemetry().registry,
+                     container.alert_telemetry().registry],
         )
-        consumer = container.ingest_consumer()
-        worker = ingest_worker(container, consumer)
+        worker = container.ingest_worker()
         worker_task = asyncio.create_task(worker.run(), name="ingest-worker")
         alerts_stop = asyncio.Event()
         alerts_task = asyncio.create_task(
-            run_alert_process(settings, container, False, stop=alerts_stop, metrics_port=None,
-                              telemetry=alert_telemetry),
+            run_alert_process(container, False, stop=alerts_stop, metrics_port=None),
             name="alert-scheduler",
         )
         runner = await _start_site(app, args.host, args.port)
@@ -211,10 +209,9 @@ async def _api(args: Any) -> int:
 
 
 async def _worker(args: Any) -> int:
+    from opspilot.adapters.telemetry import start_metrics_server
     from opspilot.container import build_container, start_container, stop_container
-    from opspilot.entrypoints.assembly import ingest_worker
     from opspilot.entrypoints.self_monitoring import start_self_monitoring
-    from opspilot.entrypoints.worker_metrics import start_metrics_server
 
     settings = Settings()
     if not settings.amqp_url:
@@ -225,9 +222,9 @@ async def _worker(args: Any) -> int:
     monitoring = start_self_monitoring(container, container.worker_telemetry().registry,
                                        worker=True)
     try:
-        worker = ingest_worker(container, container.ingest_consumer())
+        worker = container.ingest_worker()
         metrics_runner = await start_metrics_server(
-            container.worker_telemetry(), args.metrics_host, args.metrics_port
+            container.worker_telemetry().registry, args.metrics_host, args.metrics_port
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -243,7 +240,7 @@ async def _worker(args: Any) -> int:
 
 async def _alerts(args: Any) -> int:
     from opspilot.container import build_container, start_container, stop_container
-    from opspilot.entrypoints.alert_scheduler import AlertTelemetry, run_alert_process
+    from opspilot.entrypoints.alert_scheduler import run_alert_process
     from opspilot.entrypoints.self_monitoring import start_self_monitoring
 
     settings = Settings()
@@ -251,14 +248,12 @@ async def _alerts(args: Any) -> int:
         raise CliError("`opspilot alerts` reads rules from PostgreSQL: set OPSPILOT_DATABASE_URL "
                        "(or run everything in one process with `opspilot serve`)")
     container = build_container(settings)
-    await start_container(container)
-    telemetry = AlertTelemetry()
-    monitoring = start_self_monitoring(container, telemetry.registry, worker=False)
+    await start_container(container, alerting=True)
+    monitoring = start_self_monitoring(container, container.alert_telemetry().registry,
+                                       worker=False)
     try:
-        return await run_alert_process(settings, container, args.once,
-                                       metrics_port=args.metrics_port,
-                                       metrics_host=args.metrics_host, telemetry=telemetry,
-                                       force=args.force)
+        return await run_alert_process(container, args.once, metrics_port=args.metrics_port,
+                                       metrics_host=args.metrics_host, force=args.force)
     finally:
         await monitoring.stop()
         await stop_container(container)
@@ -266,11 +261,7 @@ async def _alerts(args: Any) -> int:
 
 async def _compact(args: Any) -> int:
     from opspilot.container import build_container, start_container, stop_container
-    from opspilot.entrypoints.alert_scheduler import (
-        compaction_job,
-        periodic_loop,
-        scheduler_lock,
-    )
+    from opspilot.entrypoints.alert_scheduler import periodic_loop
 
     # only PostgreSQL is needed: the other connections are not opened
     settings = Settings(opensearch_url=None, amqp_url=None, redis_url=None, ai_url=None)
@@ -278,22 +269,21 @@ async def _compact(args: Any) -> int:
         raise CliError("compaction works on PostgreSQL: set OPSPILOT_DATABASE_URL "
                        "(`opspilot serve` compacts its in-memory store itself)")
     container = build_container(settings)
-    await start_container(container)
+    await start_container(container, alerting=True)  # the tick lock
     try:
-        async with scheduler_lock(settings) as lock:
-            job = compaction_job(container, lock)
-            if args.once:
-                report = await job.run_once(container.clock().now())
-                print(json.dumps({"periods": report.periods, "points": report.points,
-                                  "backlog": report.backlog,
-                                  "seconds": round(report.seconds, 3)}), flush=True)
-                return 0
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await periodic_loop(job.run, job.policy.every, container.clock(), stop, "compaction")
+        job = container.compaction()
+        if args.once:
+            report = await job.run_once(container.clock().now())
+            print(json.dumps({"periods": report.periods, "points": report.points,
+                              "backlog": report.backlog,
+                              "seconds": round(report.seconds, 3)}), flush=True)
             return 0
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await periodic_loop(job.run, job.policy.every, container.clock(), stop, "compaction")
+        return 0
     finally:
         await stop_container(container)
 
@@ -350,13 +340,16 @@ async def _demo(args: Any) -> int:
 
 
 async def _dlq(args: Any) -> int:
-    from opspilot.adapters.rabbitmq.dead_letters import RabbitMQDeadLetters
+    from opspilot.container import build_container, start_container, stop_container
 
     settings = Settings()
     if not settings.amqp_url:
         raise CliError("dead letters live in RabbitMQ: set OPSPILOT_AMQP_URL")
-    dead = RabbitMQDeadLetters(settings.amqp_url, prefix=settings.queue_prefix)
-    await dead.connect()
+    # only the dead-letter connection is needed: the other URLs are not opened
+    container = build_container(Settings(database_url=None, opensearch_url=None,
+                                         redis_url=None, ai_url=None))
+    await start_container(container, dead_letters=True)
+    dead = container.dead_letters()
     try:
         if args.action == "replay":
             print(f"replayed {await dead.replay(args.limit)} messages")
@@ -365,7 +358,7 @@ async def _dlq(args: Any) -> int:
             print(json.dumps({"id": letter.id, "stream": letter.stream, "reason": letter.reason,
                               "bytes": len(letter.body), "at": str(letter.at)}))
     finally:
-        await dead.close()
+        await stop_container(container)
     return 0
 
 

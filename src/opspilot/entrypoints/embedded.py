@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -54,12 +54,12 @@ from opspilot.domain.metrics import (
 from opspilot.domain.ports import Clock
 from opspilot.domain.tenancy import IngestIdentity
 from opspilot.domain.timewindow import Bucketing, TimeRange
-from opspilot.entrypoints.alert_scheduler import AlertEngine, alert_edges, build_engine, run_alerts
+from opspilot.entrypoints.alert_scheduler import run_alerts
 from opspilot.entrypoints.api.app import create_app
 from opspilot.entrypoints.api.errors import validation_error
 from opspilot.entrypoints.api.parsing import window_of
 from opspilot.entrypoints.api.schemas import LogsIngestBody, MetricsIngestBody
-from opspilot.entrypoints.assembly import api_services, ingest_worker
+from opspilot.entrypoints.assembly import api_services
 from opspilot.settings import Settings
 
 log = logging.getLogger("opspilot.embedded")
@@ -146,7 +146,6 @@ class OpsPilot:
         self._clock = clock
         self._stack: AsyncExitStack | None = None
         self._container: Container | None = None
-        self._engine: AlertEngine | None = None
 
     @classmethod
     def in_memory(cls, **options: Any) -> OpsPilot:
@@ -186,7 +185,7 @@ class OpsPilot:
         """Stop the background loops (the worker writes what it holds first) and close every
         connection. Idempotent."""
         stack, self._stack = self._stack, None
-        self._container = self._engine = None
+        self._container = None
         if stack is not None:
             await stack.aclose()
 
@@ -199,43 +198,41 @@ class OpsPilot:
         container = build_container(settings)
         if self._clock is not None:
             container.clock.override(self._clock)
-        await start_container(container)
+        await start_container(container, alerting=True)
         stack.push_async_callback(stop_container, container)
-        edges = await stack.enter_async_context(alert_edges(settings, container))
-        interval = timedelta(seconds=settings.alert_interval_seconds)
-        engine = build_engine(container, *edges, interval)
         if self._run_worker:
             await self._start_worker(stack, container)
         if self._run_alerts:
-            await self._start_alerts(stack, container, engine)
-        self._container, self._engine = container, engine
+            await self._start_alerts(stack, container)
+        self._container = container
 
     async def _start_worker(self, stack: AsyncExitStack, container: Container) -> None:
-        consumer = container.ingest_consumer()
-        worker = ingest_worker(container, consumer)
+        worker = container.ingest_worker()
         task = asyncio.create_task(worker.run(), name="opspilot-ingest-worker")
 
         async def stop() -> None:
             # The in-process queue dies with this object: what it holds is written first
             # (a broker keeps its messages for the next worker instead).
-            if consumer is container.memory_queue():
+            if container.config.backends()["queue"] == "memory":
+                queue = container.memory_queue()
                 try:
                     async with asyncio.timeout(CLOSE_DRAIN_SECONDS):
-                        await consumer.join()
+                        await queue.join()
                 except TimeoutError:
                     log.warning("closing with %d ingest batches unwritten (stores down?)",
-                                sum(consumer.depth(s) for s in Stream))
+                                sum(queue.depth(s) for s in Stream))
             worker.request_stop()
             await task
 
         stack.push_async_callback(stop)
 
     async def _start_alerts(
-        self, stack: AsyncExitStack, container: Container, engine: AlertEngine
+        self, stack: AsyncExitStack, container: Container
     ) -> None:
         stopping = asyncio.Event()
         task = asyncio.create_task(
-            run_alerts(engine.scheduler, container.clock(), stopping, retention=engine.retention),
+            run_alerts(container.alert_scheduler(), container.clock(), stopping,
+                       retention=container.retention()),
             name="opspilot-alert-scheduler",
         )
 
@@ -448,9 +445,7 @@ class OpsPilot:
     def alerts(self) -> AlertRules:
         """Rules, notification channels and incidents (create, list, update, acknowledge,
         resolve), each call scoped to a project id: see `opspilot.AlertRules`."""
-        if self._engine is None:
-            raise RuntimeError("OpsPilot is not started: use `async with OpsPilot() as ops`")
-        return self._engine.rules
+        return self.container.alert_rules()
 
     async def evaluate_rules(
         self, at: datetime | None = None, project_id: str | None = None
@@ -458,15 +453,13 @@ class OpsPilot:
         """Evaluate the enabled rules (of one project, or all) once, now or `at`: open
         incidents and notify for rules that fire, resolve those that cleared. For tests and
         scripts; a long-running host passes `alerts=True` instead."""
-        if self._engine is None:
-            raise RuntimeError("OpsPilot is not started: use `async with OpsPilot() as ops`")
         store = self.container.rules()
         if project_id is None:
             rules = await store.enabled_rules()
         else:
             rules = [r for r in await store.list_rules(await self._project(project_id))
                      if r.enabled]
-        return await self._engine.evaluator.evaluate(rules, at or self.container.clock().now())
+        return await self.container.evaluator().evaluate(rules, at or self.container.clock().now())
 
     # -- helpers -------------------------------------------------------------------------
 

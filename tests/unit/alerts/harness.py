@@ -119,16 +119,3 @@ class Engine:
         enabled = await self.rules.enabled_rules()
         return await self.evaluator.evaluate(enabled, moment)
 
-
-def app_with_alert_service(container: Any, alerts: Any) -> Any:
-    """The whole API app, its alert routes served by `alerts` (a test's AlertRules over a
-    recording notifier, so channel tests deliver nowhere) instead of the container's."""
-    from opspilot.entrypoints.api.app import create_app
-    from opspilot.entrypoints.api.routes_alerts import alert_routes
-    from opspilot.entrypoints.assembly import api_services
-
-    svc = api_services(container)
-    svc.extra_routes = [r for r in svc.extra_routes
-                        if getattr(r, "__qualname__", "") != "alert_routes.<locals>.register"]
-    svc.extra_routes.append(alert_routes(alerts))
-    return create_app(svc)

@@ -11,12 +11,12 @@ import pytest
 from dependency_injector import providers
 
 from opspilot.adapters.memory.notify import RecordingNotifier
-from opspilot.application.alerting import AlertRules, NotificationDispatcher, RuleEvaluator
 from opspilot.domain.analysis import AnomalyReport, AnomalyRequest, LogCluster, LogLine
 from opspilot.domain.errors import ServiceUnavailable
 from opspilot.domain.ingest import MetricBatch
 from opspilot.domain.metrics import MetricPoint
-from tests.unit.alerts.harness import app_with_alert_service
+from opspilot.entrypoints.api.app import create_app
+from opspilot.entrypoints.assembly import api_services
 from tests.unit.conftest import NOW, Tenant
 
 
@@ -32,22 +32,18 @@ class _NoAnalyzer:
 
 
 @pytest.fixture
-async def engine(container: Any, clock: Any) -> Any:
+async def engine(container: Any) -> Any:
+    """The container's alert engine, delivering to a recording notifier."""
     if importlib.util.find_spec("opspilot.adapters.ai.in_process") is None:
         container.analyzer.override(providers.Object(_NoAnalyzer()))
     notifier = RecordingNotifier()
-    dispatcher = NotificationDispatcher(
-        notifier, container.channels(), container.incidents(), clock)
-    alerts = AlertRules(container.rules(), container.channels(), container.incidents(),
-                        dispatcher, clock, container.ids(), container.analyzer())
-    evaluator = RuleEvaluator(container.metric_store(), container.rules(), container.incidents(),
-                              dispatcher)
-    return alerts, evaluator, notifier
+    container.notifier.override(providers.Object(notifier))
+    return container.alert_rules(), container.evaluator(), notifier
 
 
 @pytest.fixture
 async def api(aiohttp_client: Any, container: Any, engine: Any) -> Any:
-    return await aiohttp_client(app_with_alert_service(container, engine[0]))
+    return await aiohttp_client(create_app(api_services(container)))
 
 
 RULE = {"name": "checkout latency", "metric_name": "latency", "service_name": "checkout",

@@ -14,18 +14,11 @@ from prometheus_client import generate_latest
 
 from opspilot.adapters.clock_and_ids import SystemClock
 from opspilot.adapters.memory.notify import RecordingNotifier
-from opspilot.adapters.memory.scheduling import InMemoryEvaluationQueue, InMemorySchedulerLock
 from opspilot.application.alerting import RuleSpec
 from opspilot.domain.alerts import ChannelType
 from opspilot.domain.ingest import MetricBatch
 from opspilot.domain.metrics import MetricPoint
-from opspilot.entrypoints.alert_scheduler import (
-    AlertTelemetry,
-    build_engine,
-    run_alert_process,
-    run_alerts,
-)
-from opspilot.settings import Settings
+from opspilot.entrypoints.alert_scheduler import run_alert_process, run_alerts
 from tests.unit.alerts.test_alert_api import _NoAnalyzer
 from tests.unit.conftest import NOW
 
@@ -44,11 +37,6 @@ async def hook(aiohttp_server: Any) -> Any:
     return f"http://127.0.0.1:{server.port}/hook", bodies
 
 
-def _settings(**overrides: Any) -> Settings:
-    return Settings(_env_file=None, database_url=None, opensearch_url=None, amqp_url=None,
-                    redis_url=None, ai_url=None, **overrides)
-
-
 async def _firing_rule(container: Any, target: str, at: Any = NOW) -> Any:
     import importlib.util
 
@@ -59,11 +47,9 @@ async def _firing_rule(container: Any, target: str, at: Any = NOW) -> Any:
               for m in range(0, 5)]
     await container.metric_store().write_batches(
         [MetricBatch("e1", made.project_id, at, points)])
-    engine = build_engine(container, container.notifier(), InMemorySchedulerLock(),
-                          InMemoryEvaluationQueue(), timedelta(minutes=1))
-    channel = await engine.rules.create_channel(made.project_id, "hook", ChannelType.WEBHOOK,
-                                                target)
-    await engine.rules.create_rule(made.project_id, RuleSpec(
+    alerts = container.alert_rules()
+    channel = await alerts.create_channel(made.project_id, "hook", ChannelType.WEBHOOK, target)
+    await alerts.create_rule(made.project_id, RuleSpec(
         name="errors", metric_name="errors", threshold=5.0, channels=(channel.id,)))
     return made.project_id
 
@@ -72,26 +58,25 @@ async def test_once_evaluates_and_delivers_through_real_channels(
     container: Any, hook: Any
 ) -> None:
     target, bodies = hook
-    project_id = await _firing_rule(container, target)
-    settings = _settings(webhook_allowlist="127.0.0.1")
-    assert await run_alert_process(settings, container, once=True) == 0
+    project_id = await _firing_rule(container, target)  # the fixture allows 127.0.0.1
+    assert await run_alert_process(container, once=True) == 0
     (incident,) = await container.incidents().list_incidents(project_id)
     (body,) = bodies
     assert orjson.loads(body)["incident_id"] == incident.id
-    # the same tick again (a fresh in-memory lock owns it anew): the states remember it
-    assert await run_alert_process(settings, container, once=True) == 0
+    # the same tick again, evaluated regardless of the lock: the states remember it
+    assert await run_alert_process(container, once=True, force=True) == 0
     assert len(bodies) == 1
+    assert len(await container.incidents().list_incidents(project_id)) == 1
 
 
 async def test_the_loop_ticks_on_boundaries_and_stops_on_sigterm(container: Any) -> None:
-    telemetry = AlertTelemetry()
     container.clock.override(providers.Object(SystemClock()))
-    await _firing_rule(container, "https://hooks.example.com/never",  # recorded, not sent
-                       SystemClock().now())
-    engine = build_engine(container, RecordingNotifier(), InMemorySchedulerLock(),
-                          InMemoryEvaluationQueue(), timedelta(milliseconds=200), telemetry)
+    container.notifier.override(providers.Object(RecordingNotifier()))  # recorded, not sent
+    container.config.alert_interval_seconds.from_value(0.2)
+    telemetry = container.alert_telemetry()
+    await _firing_rule(container, "https://hooks.example.com/never", SystemClock().now())
     stop = asyncio.Event()
-    task = asyncio.create_task(run_alerts(engine.scheduler, SystemClock(), stop,
+    task = asyncio.create_task(run_alerts(container.alert_scheduler(), SystemClock(), stop,
                                           poll_seconds=0.05))
     await asyncio.sleep(1.1)
     stop.set()  # what the SIGTERM handler does

@@ -11,12 +11,7 @@ from typing import Any
 import attrs
 import pytest
 
-from opspilot.application.alerting import (
-    RetryPolicy,
-    RuleSpec,
-    describe_condition,
-    incident_id_for,
-)
+from opspilot.application.alerting import RetryPolicy, RuleSpec
 from opspilot.domain.alerts import (
     Channel,
     ChannelType,
@@ -25,6 +20,8 @@ from opspilot.domain.alerts import (
     RuleKind,
     RuleStatus,
     Severity,
+    describe_condition,
+    incident_id_for,
 )
 from opspilot.domain.analysis import DEFAULT_ANOMALY_THRESHOLD
 from opspilot.domain.errors import DeliveryFailed, ValidationError

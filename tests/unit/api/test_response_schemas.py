@@ -17,14 +17,16 @@ import attrs
 import jsonschema_rs
 import orjson
 import pytest
+from dependency_injector import providers
 
 from opspilot.adapters.memory.notify import RecordingNotifier
-from opspilot.application.alerting import AlertRules, NotificationDispatcher, RuleEvaluator
+from opspilot.application.alerting import AlertRules, RuleEvaluator
 from opspilot.domain.ingest import MetricBatch
 from opspilot.domain.metrics import MetricPoint
+from opspilot.entrypoints.api.app import create_app
 from opspilot.entrypoints.api.openapi import build_document
 from opspilot.entrypoints.api.state import SERVICES
-from tests.unit.alerts.harness import app_with_alert_service
+from opspilot.entrypoints.assembly import api_services
 from tests.unit.conftest import ADMIN_HEADERS, NOW, Tenant, drain
 
 DOCUMENT = build_document()
@@ -96,19 +98,15 @@ class Recorder:
 
 
 @pytest.fixture
-async def engine(container: Any, clock: Any) -> tuple[AlertRules, RuleEvaluator]:
-    dispatcher = NotificationDispatcher(
-        RecordingNotifier(), container.channels(), container.incidents(), clock)
-    alerts = AlertRules(container.rules(), container.channels(), container.incidents(),
-                        dispatcher, clock, container.ids(), container.analyzer())
-    evaluator = RuleEvaluator(container.metric_store(), container.rules(), container.incidents(),
-                              dispatcher)
-    return alerts, evaluator
+async def engine(container: Any) -> tuple[AlertRules, RuleEvaluator]:
+    # channel tests deliver nowhere: the container's alert engine on a recording notifier
+    container.notifier.override(providers.Object(RecordingNotifier()))
+    return container.alert_rules(), container.evaluator()
 
 
 @pytest.fixture
 async def client(aiohttp_client: Any, container: Any, engine: Any) -> Any:
-    return await aiohttp_client(app_with_alert_service(container, engine[0]))
+    return await aiohttp_client(create_app(api_services(container)))
 
 
 def _metrics(name: str, service: str, values: Sequence[float]) -> list[dict[str, Any]]:

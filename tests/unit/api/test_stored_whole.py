@@ -19,7 +19,7 @@ from tests.unit.conftest import NOW
 def pipeline() -> Iterator[Pipeline]:
     settings = Settings(_env_file=None, database_url=None, opensearch_url=None, amqp_url=None,
                         redis_url=None, ai_url=None, rate_limits_enabled=False)
-    running = Pipeline(settings, lambda c: c.memory_queue(), lambda c: c.memory_queue(), NOW)
+    running = Pipeline(settings, lambda c: c.memory_queue(), NOW)
     running.start()
     yield running
     running.stop()

@@ -10,12 +10,12 @@ import pytest
 from opspilot.adapters.memory.logs import InMemoryLogMetadataStore, InMemoryLogStore
 from opspilot.adapters.memory.metrics import InMemoryMetricStore
 from opspilot.adapters.memory.scheduling import InMemorySchedulerLock
+from opspilot.adapters.telemetry import AlertTelemetry
 from opspilot.application.compaction import Compaction, CompactionPolicy
 from opspilot.application.retention import Retention, RetentionPolicy
 from opspilot.domain.ingest import MetricBatch
 from opspilot.domain.metrics import Aggregation, MetricPoint, MetricQuery, SeriesSelector
 from opspilot.domain.timewindow import Bucketing, TimeRange
-from opspilot.entrypoints.alert_scheduler import AlertTelemetry
 
 NOW = datetime(2024, 6, 10, 12, 40, tzinfo=UTC)
 P = "p1"

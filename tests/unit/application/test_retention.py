@@ -11,12 +11,13 @@ from opspilot.adapters.clock_and_ids import FixedClock
 from opspilot.adapters.memory.logs import InMemoryLogMetadataStore, InMemoryLogStore
 from opspilot.adapters.memory.metrics import InMemoryMetricStore
 from opspilot.adapters.memory.scheduling import InMemorySchedulerLock
+from opspilot.adapters.telemetry import AlertTelemetry
 from opspilot.application.retention import Retention, RetentionPolicy
 from opspilot.domain.errors import TransientStoreError
 from opspilot.domain.ingest import LogBatch, MetricBatch
 from opspilot.domain.logs import LogLevel, LogRecord
 from opspilot.domain.metrics import MetricPoint
-from opspilot.entrypoints.alert_scheduler import AlertTelemetry, _retention_loop
+from opspilot.entrypoints.alert_scheduler import _retention_loop
 
 NOW = datetime(2024, 6, 10, 12, 30, tzinfo=UTC)
 P = "p1"

@@ -10,10 +10,11 @@ from typing import Any
 from opspilot.adapters.memory.logs import InMemoryLogMetadataStore, InMemoryLogStore
 from opspilot.adapters.memory.metrics import InMemoryMetricStore
 from opspilot.adapters.memory.queue import InMemoryQueue
-from opspilot.application.worker import IngestWorker, WorkerObserver, WorkerSettings
+from opspilot.application.worker import IngestWorker, WorkerSettings
 from opspilot.domain.errors import TransientStoreError
 from opspilot.domain.ingest import MetricBatch, Stream
 from opspilot.domain.metrics import MetricPoint
+from opspilot.domain.ports import WorkerObserver
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 

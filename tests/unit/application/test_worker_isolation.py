@@ -11,10 +11,11 @@ from opspilot.adapters.memory.logs import InMemoryLogMetadataStore, InMemoryLogS
 from opspilot.adapters.memory.metrics import InMemoryMetricStore
 from opspilot.adapters.memory.queue import InMemoryQueue
 from opspilot.adapters.queue_wire_format import decode_batch
-from opspilot.application.worker import IngestWorker, WorkerObserver
+from opspilot.application.worker import IngestWorker
 from opspilot.domain.ingest import LogBatch, MetricBatch, Stream
 from opspilot.domain.logs import LogLevel, LogRecord, log_id_for
 from opspilot.domain.metrics import MetricPoint
+from opspilot.domain.ports import WorkerObserver
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 

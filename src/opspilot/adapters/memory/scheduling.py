@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from opspilot.application.alerting import EvaluationTask
 from opspilot.domain.errors import ServiceUnavailable
+from opspilot.domain.ports import EvaluationTask
 
 
 class InMemorySchedulerLock:

@@ -32,9 +32,9 @@ from opspilot.adapters.rabbitmq._amqp import (
     persistent_message,
 )
 from opspilot.adapters.rabbitmq.topology import declare_topology, queue_name
-from opspilot.application.alerting import EvaluationTask, RuleRef
 from opspilot.domain.errors import ServiceUnavailable
 from opspilot.domain.ingest import Stream
+from opspilot.domain.ports import EvaluationTask, RuleRef
 
 log = logging.getLogger(__name__)
 
