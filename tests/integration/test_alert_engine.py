@@ -46,6 +46,7 @@ async def test_replicas_share_ticks_through_postgres_and_rabbitmq() -> None:
     container.clock.override(providers.Object(FixedClock(NOW)))
     if importlib.util.find_spec("opspilot.adapters.ai.in_process") is None:
         container.analyzer.override(providers.Object(None))
+    await start_container(container)
     rules = container.alert_rules()
     for n in range(1200):  # three chunks of 500
         await rules.create_rule("p1", RuleSpec(name=f"r{n}", metric_name="cpu",
@@ -71,7 +72,7 @@ async def test_replicas_share_ticks_through_postgres_and_rabbitmq() -> None:
                                                      await container.rules().list_rules("p1")])
         assert len(states) == 1200  # every rule evaluated (exactly once: one incident each)
     finally:
-        for replica in replicas:
+        for replica in [*replicas, container]:
             await stop_container(replica)
         await delete_queues(amqp_url, prefix)
         import asyncpg
