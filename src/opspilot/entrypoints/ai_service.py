@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -56,6 +55,7 @@ from opspilot.domain.analysis import (
 )
 from opspilot.domain.errors import LimitExceeded
 from opspilot.entrypoints.api.errors import error_middleware
+from opspilot.entrypoints.signals import until_signalled
 
 log = logging.getLogger(__name__)
 
@@ -262,14 +262,8 @@ async def run_ai_service(host: str, port: int) -> None:
     print(f"opspilot ai: listening on http://{host}:{port} (/ai/anomaly, /ai/cluster)",
           flush=True)
     try:
-        await _until_signalled()
+        await until_signalled()
     finally:
         await runner.cleanup()
 
 
-async def _until_signalled() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()

@@ -15,6 +15,7 @@ from typing import Any
 
 from opspilot.entrypoints import cli_accounts
 from opspilot.entrypoints.cli_accounts import CliError
+from opspilot.entrypoints.signals import until_signalled
 from opspilot.settings import Settings
 
 log = logging.getLogger("opspilot")
@@ -92,14 +93,6 @@ def _metrics_address(p: argparse.ArgumentParser, port: int) -> None:
 # -- running processes -----------------------------------------------------------------
 
 
-async def _until_signalled() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-
-
 async def _start_site(app: Any, host: str, port: int) -> Any:
     from opspilot.entrypoints.api.app import start_api_site
 
@@ -145,7 +138,7 @@ async def _serve(args: Any) -> int:
         )
         runner = await _start_site(app, args.host, args.port)
         _banner(args.host, args.port, container.config.backends(), token_file)
-        await _until_signalled()
+        await until_signalled()
         log.info("stopping: draining the worker")
         alerts_stop.set()
         worker.request_stop()
@@ -200,7 +193,7 @@ async def _api(args: Any) -> int:
     try:
         runner = await _start_site(create_app(api_services(container)), args.host, args.port)
         print(f"OpsPilot API listening on http://{args.host}:{args.port}", flush=True)
-        await _until_signalled()
+        await until_signalled()
         await runner.cleanup()
     finally:
         await monitoring.stop()
