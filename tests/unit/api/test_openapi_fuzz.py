@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
 from schemathesis import checks as st_checks
 from schemathesis.specs.openapi import checks as oa_checks
 
@@ -100,11 +101,70 @@ def auth_headers(server: EmbeddedServer) -> dict[str, str]:
     return {**tenant.ingest_headers, **tenant.query_headers}
 
 
+def _protobuf_bodies() -> list[bytes]:
+    """Real protocol messages (opentelemetry-proto; the remote-write types, snappy-framed)
+    for the protobuf bodies the fuzzer sends, besides random bytes: an empty export,
+    one gauge point, one log record, a remote-write sample."""
+    import cramjam
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+        ExportLogsServiceRequest,
+    )
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+    )
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+    from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+        Gauge,
+        Metric,
+        NumberDataPoint,
+        ResourceMetrics,
+        ScopeMetrics,
+    )
+
+    from opspilot.entrypoints.api.remote_write.remote_write_pb2 import (
+        Label,
+        Sample,
+        TimeSeries,
+        WriteRequest,
+    )
+
+    at = int(NOW.timestamp() * 1e9)
+    metrics = ExportMetricsServiceRequest(resource_metrics=[ResourceMetrics(scope_metrics=[
+        ScopeMetrics(metrics=[Metric(name="fuzz", gauge=Gauge(data_points=[
+            NumberDataPoint(time_unix_nano=at, as_double=1.0)]))])])])
+    logs = ExportLogsServiceRequest(resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(
+        log_records=[LogRecord(time_unix_nano=at, severity_number=9)])])])
+    write = WriteRequest(timeseries=[TimeSeries(labels=[Label(name="__name__", value="up")],
+                                                samples=[Sample(value=1.0, timestamp=at // 10**6)])])
+    return [b"", metrics.SerializeToString(), logs.SerializeToString(),
+            bytes(cramjam.snappy.compress_raw(write.SerializeToString()))]
+
+
+# The protocol doors (OTLP, remote-write) take protobuf: bodies are real messages or bytes.
+schemathesis.openapi.media_type(
+    "application/x-protobuf",
+    st.one_of(st.sampled_from(_protobuf_bodies()), st.binary(max_size=64)))
+
+
+def protobuf_error_shape(response: Any) -> None:
+    """An OTLP error for a protobuf request is a protobuf google.rpc.Status (the OTLP/HTTP
+    spec) whose message names the field: `<field>: <reason>`."""
+    from google.rpc.status_pb2 import Status
+
+    status = Status.FromString(response.content)
+    assert status.code, f"{response.status_code} Status without a code: {status}"
+    if response.status_code in (400, 413, 415):
+        assert ": " in status.message, f"{response.status_code} names no field: {status}"
+
+
 @schemathesis.check
 def error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
-    """Every 4xx/5xx body is `{"error": {"code", "message", "details"}}`; an input error's
-    details name the field at fault."""
+    """Every 4xx/5xx body is `{"error": {"code", "message", "details"}}` (a protobuf Status
+    for OTLP's protobuf requests); an input error's details name the field at fault."""
     if response.status_code < 400:
+        return None
+    if response.headers.get("content-type", [""])[0].startswith("application/x-protobuf"):
+        protobuf_error_shape(response)
         return None
     try:
         doc = json.loads(response.content)

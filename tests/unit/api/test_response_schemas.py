@@ -87,9 +87,9 @@ class Recorder:
 
     async def call(self, method: str, template: str, path: str | None = None,
                    status: int = 200, headers: dict[str, str] | None = None,
-                   json: Any = None) -> Any:
+                   json: Any = None, data: bytes | None = None) -> Any:
         response = await self.client.request(method.upper(), path or template, json=json,
-                                             headers=headers or {})
+                                             data=data, headers=headers or {})
         body = await response.read()
         assert response.status == status, (method, path or template, body[:500])
         self.answers.append(Answer(method, template, status,
@@ -126,6 +126,22 @@ def _logs() -> list[dict[str, Any]]:
               "timestamp": (base + timedelta(minutes=40, seconds=i)).isoformat()}
              for i in range(25)]
     return logs
+
+
+def _remote_write() -> bytes:
+    import cramjam
+
+    from opspilot.entrypoints.api.remote_write.remote_write_pb2 import (
+        Label,
+        Sample,
+        TimeSeries,
+        WriteRequest,
+    )
+
+    write = WriteRequest(timeseries=[TimeSeries(
+        labels=[Label(name="__name__", value="rw_up"), Label(name="job", value="api")],
+        samples=[Sample(value=1.0, timestamp=int(NOW.timestamp() * 1000))])])
+    return bytes(cramjam.snappy.compress_raw(write.SerializeToString()))
 
 
 async def run_scenario(client: Any, tenant: Tenant, container: Any,
@@ -179,6 +195,20 @@ async def run_scenario(client: Any, tenant: Tenant, container: Any,
                    json={"metrics": batch})
     await rec.call("post", "/api/ingest/logs", status=202, headers=tenant.ingest_headers,
                    json={"logs": _logs()})
+    # the protocol doors (their JSON answers; protobuf ones are binary, tested elsewhere)
+    at = str(int(NOW.timestamp() * 1e9))
+    otlp_metrics = {"resourceMetrics": [{"scopeMetrics": [{"metrics": [{
+        "name": "otlp_gauge", "gauge": {"dataPoints": [{"timeUnixNano": at, "asDouble": 1}]}}]}]}]}
+    otlp_logs = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{
+        "timeUnixNano": at, "severityNumber": 9, "body": {"stringValue": "otlp"}}]}]}]}
+    for prefix in ("", "/otlp"):
+        assert await rec.call("post", f"{prefix}/v1/metrics", headers=tenant.ingest_headers,
+                              json=otlp_metrics) == {}
+        assert await rec.call("post", f"{prefix}/v1/logs", headers=tenant.ingest_headers,
+                              json=otlp_logs) == {}
+    await rec.call("post", "/api/v1/write", status=204, data=_remote_write(),
+                   headers={**tenant.ingest_headers, "Content-Type": "application/x-protobuf",
+                            "Content-Encoding": "snappy"})
     await drain(container)
 
     # -- metrics

@@ -4,6 +4,7 @@ responses.py, responses_alerts.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -31,6 +32,14 @@ class Operation:
     conflict: str | None = None  # when the operation can answer 409, why
     # the success body's shape, a TypedDict (None: no body, as for 204)
     response: type | None = None
+    # The protocol doors (OTLP/HTTP, remote-write) take bodies no pydantic model describes:
+    # `media` is their request content as written (media type → schema); `binary` the
+    # non-JSON media type their answers may also come in (success and errors alike: OTLP
+    # answers in the request's encoding); `headers` their header parameters.
+    media: Mapping[str, Any] | None = None
+    binary: str | None = None
+    headers: tuple[Mapping[str, Any], ...] = ()
+    key_as_bearer: bool = False  # the API key is also taken as `Authorization: Bearer`
 
 
 OPERATIONS = (
@@ -68,6 +77,45 @@ OPERATIONS = (
     Operation("get", "/healthz", "Liveness", None, response=r.Health),
     Operation("get", "/readyz", "Readiness of every configured adapter", None,
               response=r.Readiness),
+)
+
+PROTOBUF = "application/x-protobuf"
+BINARY = {"type": "string", "format": "binary"}
+
+
+def _otlp_json_request(signal: str, field: str) -> dict[str, Any]:
+    return {"type": "object", "description": (
+        f"an OTLP JSON Export{signal}ServiceRequest (opentelemetry-proto's JSON encoding:"
+        " lowerCamelCase or snake_case field names, int64 as strings or numbers, hex trace"
+        " and span ids); unknown fields are ignored, as the OTLP spec asks of receivers"),
+        "properties": {field: {"type": "array", "items": {"type": "object"}}}}
+
+
+def _otlp(path: str, signal: str, field: str, answer: type) -> Operation:
+    return Operation(
+        "post", path, f"OTLP/HTTP {signal.lower()} export (protobuf or OTLP JSON; gzip)",
+        "apiKey", success=200, response=answer, binary=PROTOBUF, key_as_bearer=True,
+        media={PROTOBUF: {"schema": {**BINARY, "description": (
+            f"a binary protobuf Export{signal}ServiceRequest (opentelemetry-proto)")}},
+            "application/json": {"schema": _otlp_json_request(signal, field)}})
+
+
+PROTOCOL_OPERATIONS = (
+    *(_otlp(f"{prefix}/v1/metrics", "Metrics", "resourceMetrics", r.OtlpMetricsAnswer)
+      for prefix in ("", "/otlp")),
+    *(_otlp(f"{prefix}/v1/logs", "Logs", "resourceLogs", r.OtlpLogsAnswer)
+      for prefix in ("", "/otlp")),
+    Operation(
+        "post", "/api/v1/write", "Prometheus remote-write 1.0", "apiKey", success=204,
+        key_as_bearer=True,
+        media={PROTOBUF: {"schema": {**BINARY, "description": (
+            "a snappy-compressed (block format) protobuf WriteRequest")}}},
+        headers=(
+            {"name": "Content-Encoding", "in": "header", "required": True,
+             "schema": {"type": "string", "enum": ["snappy"]}},
+            {"name": "X-Prometheus-Remote-Write-Version", "in": "header", "required": False,
+             "schema": {"type": "string", "examples": ["0.1.0"]}},
+        )),
 )
 
 EXTRA_OPERATIONS: list[Operation] = []  # other route modules append theirs at import
@@ -130,7 +178,7 @@ def _version() -> str:
 
 
 def build_document() -> dict[str, Any]:
-    operations = (*OPERATIONS, *EXTRA_OPERATIONS)
+    operations = (*OPERATIONS, *PROTOCOL_OPERATIONS, *EXTRA_OPERATIONS)
     bodies = sorted({op.body for op in operations if op.body is not None}, key=lambda m: m.__name__)
     answers = sorted({op.response for op in operations if op.response is not None},
                      key=lambda m: m.__name__)
@@ -158,6 +206,8 @@ def build_document() -> dict[str, Any]:
             "securitySchemes": {
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
                 "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKeyBearer": {"type": "http", "scheme": "bearer",
+                                 "description": "the project's API key as a bearer token"},
                 "adminToken": {"type": "http", "scheme": "bearer",
                                "description": "OPSPILOT_ADMIN_TOKEN"},
             },
@@ -169,6 +219,12 @@ def _responses(op: Operation) -> dict[str, Any]:
     """Every status the operation can answer; each error with the standard body."""
     error = _json_content("Error")
     success = _json_content(op.response.__name__) if op.response is not None else {}
+    if op.binary:  # OTLP: the request's encoding; a protobuf error is a google.rpc.Status
+        error["content"][op.binary] = {"schema": {**BINARY, "description": (
+            "a protobuf google.rpc.Status: `code` and `message` (`<field>: <reason>`)")}}
+        if success:
+            success["content"][op.binary] = {"schema": {**BINARY, "description": (
+                "the protobuf Export*ServiceResponse, partial_success when some were refused")}}
     if op.path == "/readyz":
         return {"200": {"description": "every adapter answers", **success},
                 "503": {"description": "some adapter does not answer", **success}}
@@ -189,12 +245,15 @@ def _responses(op: Operation) -> dict[str, Any]:
         responses["415"] = {"description": "not application/json", **error}
     if op.conflict:
         responses["409"] = {"description": op.conflict, **error}
-    if op.body is not None:
+    if op.body is not None or op.media is not None:
         responses["413"] = {"description": "body too large", **error}
+    if op.media is not None:
+        responses["415"] = {"description": "a Content-Type (or Content-Encoding) the"
+                                           " protocol does not have", **error}
     if op.auth:
         responses["429"] = {"description": "rate limited, or the ingest backlog is full; "
                                            "see Retry-After", **error}
-    if op.path.startswith("/api/"):
+    if op.path.startswith("/api/") or op.media is not None:
         responses["503"] = {"description": "a backing service is unavailable; see Retry-After",
                             **error}
     return responses
@@ -211,11 +270,17 @@ def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
         "parameters": _parameters(op, components),
         "responses": _responses(op),
     }
+    doc["parameters"].extend(dict(header) for header in op.headers)
     if op.auth:
         doc["security"] = [{SCHEMES.get(op.auth, op.auth): []}]
+        if op.key_as_bearer:
+            doc["security"].append({"apiKeyBearer": []})
     if op.body is not None:
         doc["requestBody"] = {"required": True, "content": {"application/json": {
             "schema": {"$ref": f"#/components/schemas/{op.body.__name__}"}}}}
+    if op.media is not None:
+        doc["requestBody"] = {"required": True, "content": {
+            kind: dict(content) for kind, content in op.media.items()}}
     return doc
 
 

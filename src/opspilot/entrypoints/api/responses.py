@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
 from aiohttp import web
 from pydantic import Field
@@ -54,6 +54,44 @@ class IngestAccepted(TypedDict):
 
 def accepted_doc(count: int, batch_id: str) -> IngestAccepted:
     return {"accepted": count, "batch_id": batch_id}
+
+
+# OTLP/HTTP answers in the OTLP JSON encoding (protobuf's JSON mapping: lowerCamelCase,
+# int64 as a decimal string, fields at their zero value left out). Rendered by
+# google.protobuf.json_format (otlp/body.py), described here.
+_INT64 = r"^[0-9]+$"
+
+
+@closed
+class OtlpMetricsPartialSuccess(TypedDict):
+    rejectedDataPoints: Annotated[str, Field(
+        pattern=_INT64, description="data points refused (int64 as a string)")]
+    errorMessage: Annotated[str, Field(
+        description="the first refused fields and why (`<field>: <reason>`)")]
+
+
+@closed
+class OtlpMetricsAnswer(TypedDict):
+    """200: ExportMetricsServiceResponse. Empty when every data point was kept; with
+    `partialSuccess` when some were refused (the others are kept; do not retry)."""
+
+    partialSuccess: NotRequired[OtlpMetricsPartialSuccess]
+
+
+@closed
+class OtlpLogsPartialSuccess(TypedDict):
+    rejectedLogRecords: Annotated[str, Field(
+        pattern=_INT64, description="log records refused (int64 as a string)")]
+    errorMessage: Annotated[str, Field(
+        description="the first refused fields and why (`<field>: <reason>`)")]
+
+
+@closed
+class OtlpLogsAnswer(TypedDict):
+    """200: ExportLogsServiceResponse. Empty when every log record was kept; with
+    `partialSuccess` when some were refused (the others are kept; do not retry)."""
+
+    partialSuccess: NotRequired[OtlpLogsPartialSuccess]
 
 
 @closed

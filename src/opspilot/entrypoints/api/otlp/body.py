@@ -60,7 +60,9 @@ async def read_export(request: web.Request, message_type: type[M], encoding: str
 def answer(message: Message, encoding: str) -> web.Response:
     if encoding == PROTOBUF:
         return web.Response(body=message.SerializeToString(), content_type=PROTOBUF)
-    return web.Response(body=json_format.MessageToJson(message, indent=None).encode(),
+    # compact, as every JSON answer of the API (orjson); the names and int64-as-string
+    # of protobuf's JSON mapping, as OTLP JSON clients read them
+    return web.Response(body=orjson.dumps(json_format.MessageToDict(message)),
                         content_type=JSON)
 
 
