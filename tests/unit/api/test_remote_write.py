@@ -116,3 +116,26 @@ def test_the_generated_types_match_their_proto(tmp_path: Path) -> None:
         assert (tmp_path / name).read_text() == (source / name).read_text(), (
             f"{name} is stale: run scripts/gen-remote-write-proto")
     assert remote_write_pb2.DESCRIPTOR.package == "opspilot.remote_write"
+
+
+async def test_native_histograms_are_refused_by_name_and_counted(
+    api: Any, tenant: Any, container: Any, clock: FixedClock
+) -> None:
+    """Remote-write 1.0 has no native histograms; one sent anyway (Prometheus with
+    `send_native_histograms`) is refused explicitly: 400 naming the field and counting
+    them, never silently dropped, while the series' float samples are kept."""
+    ms = int(clock.now().timestamp() * 1000)
+    native = TimeSeries(labels=[Label(name="__name__", value="rpc_seconds"),
+                                Label(name="job", value="api")],
+                        # a prompb.Histogram on the wire: count_int=3, schema=0 (opaque here)
+                        histograms=[b"\x08\x03\x20\x00", b"\x08\x05\x20\x00"])
+    plain = series({"__name__": "up", "job": "api"}, [(1.0, ms)])
+    response = await api.post("/api/v1/write", data=body(native, plain),
+                              headers={**HEADERS, **tenant.ingest_headers})
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["details"]["field"] == "timeseries[0].histograms"
+    assert "native histograms" in error["message"]
+    assert (error["details"]["rejected"], error["details"]["accepted"]) == (2, 1)
+    await drain(container)
+    assert container.metric_store().count(tenant.project_id) == 1
