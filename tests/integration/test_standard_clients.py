@@ -228,6 +228,70 @@ async def test_the_otel_sdk_with_delta_temporality(target: Target, encoding: str
         assert quantile["count"] == len(sent.observed)
 
 
+async def test_bad_input_is_refused_clearly_and_good_records_are_kept(target: Target) -> None:
+    """On the real pipeline: a partially bad export keeps and counts its good records
+    (NUL bytes, too many attributes refused by name); garbage protobuf, a wrong content
+    type and an oversize body are clear 4xx."""
+    from google.rpc.status_pb2 import Status
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+        ExportMetricsServiceResponse,
+    )
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+        Gauge,
+        Metric,
+        NumberDataPoint,
+        ResourceMetrics,
+        ScopeMetrics,
+    )
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+    def kv(key: str, value: str) -> KeyValue:
+        return KeyValue(key=key, value=AnyValue(string_value=value))
+
+    at = time.time_ns()
+    name = f"bad_input_{uuid.uuid4().hex[:6]}"
+    request = ExportMetricsServiceRequest(resource_metrics=[ResourceMetrics(
+        resource=Resource(attributes=[kv("service.name", "bad-input")]),
+        scope_metrics=[ScopeMetrics(metrics=[Metric(name=name, gauge=Gauge(data_points=[
+            NumberDataPoint(time_unix_nano=at, as_double=7.0, attributes=[kv("ok", "yes")]),
+            NumberDataPoint(time_unix_nano=at, as_double=8.0, attributes=[kv("host", "a\x00b")]),
+            NumberDataPoint(time_unix_nano=at, as_double=9.0,
+                            attributes=[kv(f"k{i}", "v") for i in range(33)]),
+        ]))])])])
+    protobuf = {"Content-Type": "application/x-protobuf", "X-API-Key": target.project.api_key}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{target.url}/v1/metrics", data=request.SerializeToString(),
+                                headers=protobuf) as r:
+            assert r.status == 200
+            answer = ExportMetricsServiceResponse.FromString(await r.read())
+        assert answer.partial_success.rejected_data_points == 2
+        assert "dataPoints[1].attributes.host" in answer.partial_success.error_message
+        assert "dataPoints[2].attributes: at most 32 tags" in answer.partial_success.error_message
+        async with session.post(f"{target.url}/v1/logs", data=b"\xff\xfe garbage",
+                                headers=protobuf) as r:
+            assert r.status == 400
+            status = Status.FromString(await r.read())
+            assert status.code == 3 and status.message.startswith("body: not a protobuf")
+        async with session.post(f"{target.url}/v1/metrics", data=b"x",
+                                headers={**protobuf, "Content-Type": "text/plain"}) as r:
+            assert r.status == 415
+            assert (await r.json())["error"]["details"]["field"] == "Content-Type"
+        async with session.post(f"{target.url}/v1/logs", data=b"\x00" * (10 * 1024 * 1024 + 1),
+                                headers=protobuf) as r:
+            assert r.status == 413
+            assert Status.FromString(await r.read()).code == 8  # RESOURCE_EXHAUSTED
+
+    async def kept() -> list[dict[str, Any]]:
+        return await points(target, name, "count", extra="&service_name=bad-input")
+
+    [found] = await wait_for(kept, 60, "the good data point")
+    assert found["count"] == 1
+    [value] = await points(target, name, "max", extra="&tags=ok:yes")
+    assert value["value"] == 7.0
+
+
 # -- a real Prometheus -------------------------------------------------------------------
 
 
