@@ -9,8 +9,10 @@ For each worker count, on a queue prefix and project of its own (same schema and
 one `opspilot api`, N `opspilot worker`s started and ready; then `--clients` HTTP clients POST
 the metric requests (1,000 points) and the log requests (500 records) interleaved, and the
 clock stops when PostgreSQL holds every point and OpenSearch counts every log (refresh 1 s).
-Reported: records/s end to end, the accept rate (all 202s), and the CPU seconds each part used
-during the run (from /proc: the API, the workers, the three OpenSearch JVMs, the three
+`--drain` times the worker stage alone: everything is accepted into the queue with no worker
+running, then the N workers start and the clock runs from all N ready until all is visible.
+Reported: metrics and logs apart (each until its last record is visible), the accept rate
+(all 202s), and the CPU seconds each part used during the timed part (from /proc: the API, the workers, the three OpenSearch JVMs, the three
 RabbitMQ nodes, PostgreSQL's processes), with the load average: on a 2-core machine the
 ceiling is CPU, and the table says whose.
 """
@@ -36,7 +38,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.harness import Counts, log_body, metric_body  # noqa: E402
-from tests.integration.test_pipeline_e2e import BIN, IngestLog, Stack, post_with_retries  # noqa: E402
+from tests.integration.test_pipeline_e2e import (  # noqa: E402
+    BIN,
+    IngestLog,
+    Proc,
+    Stack,
+    post_with_retries,
+)
 
 CLUSTER = Path(os.environ.get("OPSPILOT_CLUSTER_DIR", ROOT / ".services" / "cluster"))
 TICK = os.sysconf("SC_CLK_TCK")
@@ -83,7 +91,12 @@ def engine_cpu(pids: dict[str, list[int]]) -> dict[str, float]:
 
 
 async def one_run(urls: dict[str, str], schema: str, index_prefix: str, workers: int,
-                  points: int, logs: int, clients: int, port_base: int) -> dict[str, object]:
+                  points: int, logs: int, clients: int, port_base: int,
+                  drain: bool = False) -> dict[str, object]:
+    """One measurement. End to end (default): workers ready first, the clock runs from the
+    first POST until everything is visible. `drain`: everything is accepted into the queue
+    first with no worker running; then the N workers start, and the clock runs from the
+    moment all N are ready until everything is visible (the worker stage alone)."""
     tag = uuid.uuid4().hex[:6]
     stack = Stack(urls, schema, index_prefix, f"scale-{tag}.", f"scale:{tag}:",
                   Path(tempfile.mkdtemp(prefix="opspilot-scaling-")),
@@ -92,15 +105,20 @@ async def one_run(urls: dict[str, str], schema: str, index_prefix: str, workers:
                              "OPSPILOT_LOG_INDEX_REPLICAS": "1"})
     counts = Counts(urls, schema, index_prefix)
     try:
-        project = stack.create_project(f"scale-{workers}")
+        project = stack.create_project(f"scale-{workers}-{tag}")
         api = stack._spawn("api", ["api", "--port", str(port_base)],
                            f"http://127.0.0.1:{port_base}/healthz")
         await api.wait_ready(180)
-        procs = [stack._spawn("worker", ["worker", "--metrics-port", str(port_base + 1 + i)],
-                              f"http://127.0.0.1:{port_base + 1 + i}/healthz")
-                 for i in range(workers)]
-        for proc in procs:
-            await proc.wait_ready(180)
+        def spawn_workers() -> list[Proc]:
+            return [stack._spawn("worker", ["worker", "--metrics-port", str(port_base + 1 + i)],
+                                 f"http://127.0.0.1:{port_base + 1 + i}/healthz")
+                    for i in range(workers)]
+
+        procs: list[Proc] = []
+        if not drain:
+            procs = spawn_workers()
+            for proc in procs:
+                await proc.wait_ready(180)
         at = datetime.now(UTC) - timedelta(minutes=5)
         bodies = [("/api/ingest/metrics", metric_body(n, 1000, at, metric=f"scale_{tag}"))
                   for n in range(points // 1000)]
@@ -127,6 +145,17 @@ async def one_run(urls: dict[str, str], schema: str, index_prefix: str, workers:
         accepted_s = time.perf_counter() - started
         if seen.failed:
             raise SystemExit(f"refused: {list(seen.failed.items())[:3]}")
+        done_points = done_logs = 0
+        if drain:
+            procs = spawn_workers()
+            for proc in procs:
+                await proc.wait_ready(180)
+            started = time.perf_counter()
+            done_points = await counts.points(project.project_id)
+            done_logs = await counts.logs(project.project_id)
+            engines0 = engine_cpu(pids)
+            own0 = {p.pid: cpu_seconds(p.pid) for p in (api, *procs)}
+            load0 = os.getloadavg()[0]
         deadline = time.perf_counter() + 900
         points_s = logs_s = None
         while points_s is None or logs_s is None:
@@ -143,8 +172,11 @@ async def one_run(urls: dict[str, str], schema: str, index_prefix: str, workers:
                "workers": sum(cpu_seconds(p.pid) - own0[p.pid] for p in procs)}
         cpu.update({k: engines1[k] - engines0[k] for k in engines0})
         return {"workers": workers, "records": points + logs, "visible_s": visible_s,
-                "rate": (points + logs) / visible_s, "points_rate": points / points_s,
-                "logs_rate": logs / logs_s, "accept_rate": (points + logs) / accepted_s,
+                "rate": (points + logs - done_points - done_logs) / visible_s,
+                "points_rate": (points - done_points) / points_s,
+                "logs_rate": (logs - done_logs) / logs_s,
+                "accept_rate": (points + logs) / accepted_s, "drain": drain,
+                "already_stored_at_start": done_points + done_logs,
                 "cpu": cpu, "wall": visible_s, "load_start": load0, "load_end": os.getloadavg()[0]}
     finally:
         stack.stop_all()
@@ -161,6 +193,8 @@ async def main() -> None:
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2, 4])
     parser.add_argument("--port-base", type=int, default=22150)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--drain", action="store_true",
+                        help="fill the queue first, then time N workers draining it")
     args = parser.parse_args()
     urls = {"database": os.environ["OPSPILOT_DATABASE_URL"],
             "amqp": os.environ["OPSPILOT_AMQP_URL"],
@@ -180,7 +214,7 @@ async def main() -> None:
         for _ in range(args.repeat):
             for n in args.workers:
                 result = await one_run(urls, schema, index_prefix, n, args.points, args.logs,
-                                       args.clients, args.port_base)
+                                       args.clients, args.port_base, drain=args.drain)
                 print(orjson.dumps(result).decode(), flush=True)
                 results.append(result)
     finally:
