@@ -49,7 +49,8 @@ async def test_a_failed_compaction_leaves_the_period_hot_and_whole(monkeypatch: 
     async with fresh_database() as db:
         points = gauge(hours=2)
         await db.metric_store.write_batches([MetricBatch("m", "p", T0, points)])
-        monkeypatch.setattr(compaction, "WRITE_SUMMARIES", "SELECT 1 / 0")  # dies
+        dying = (*compaction.PIPELINE[:-1], "SELECT 1 / 0")  # in place of WRITE_SUMMARIES
+        monkeypatch.setattr(compaction, "PIPELINE", dying)
         with pytest.raises(Exception, match="division by zero"):  # after blocks were written
             await db.metric_store.compact(LATER)
         assert await counts(db) == (len(points), 0, len(points))

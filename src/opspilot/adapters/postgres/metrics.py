@@ -345,13 +345,14 @@ class PostgresMetricStore:
         if self._db.timescale:  # TimescaleDB compresses its chunks itself
             return CompactionResult(0, 0, 0)
         limit = Bucketing(COMPACTION_PERIOD).floor(before)
-        periods = points = 0
+        taken = periods = points = 0
         async with self._db.connection() as conn:
             pending = await compaction.closed_periods(conn, limit)
             for run in compaction.batches(pending[:max_periods]):
-                done, moved = await compaction.compact_periods(conn, run, self._lock_key)
-                periods, points = periods + done, points + moved
-            backlog = len(await compaction.closed_periods(conn, limit))
+                got, done, moved = await compaction.compact_periods(conn, run, self._lock_key)
+                taken, periods, points = taken + got, periods + done, points + moved
+            # Counted, not re-read: a second scan would walk the dead tuples just left.
+            backlog = len(pending) - taken
             await compaction.reclaim_closed_days(conn, self._db.metric_partitions, limit,
                                                  self._reclaimed)
         return CompactionResult(periods, points, backlog)
