@@ -611,7 +611,7 @@ class Services(containers.DeclarativeContainer):
     retention = providers.Singleton(
         Retention, gateways.metric_store, gateways.log_store, gateways.log_metadata,
         gateways.scheduler_lock, retention_policy, observer=telemetry.alerts,
-        compaction=gateways.metric_compaction,
+        compaction=gateways.metric_compaction, tenancy=gateways.tenancy,
     )
     compaction = providers.Singleton(
         Compaction, gateways.metric_compaction, gateways.scheduler_lock, compaction_policy,

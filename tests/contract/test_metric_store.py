@@ -717,3 +717,38 @@ async def test_delta_series_count_every_sample_as_growth(metric_store: Any) -> N
                     Bucketing.parse("1h")), "le")
     assert {le: as_tuples(s) for le, s in by_le.items()} == {
         "1": [(T0, 9.0, 4)], "+Inf": [(T0, 13.0, 4)]}
+
+
+async def test_projects_with_their_own_cutoff_drop_by_it(metric_store: Any) -> None:
+    """Per-project retention: A keeps less than the default (its 28 Feb goes), B more (its
+    27 Feb stays although the default's cutoff is 28 Feb), C keeps everything, D follows
+    the default. Raw values expire by the same rules, summaries then answer for them."""
+    days = [datetime(2024, 2, d, 12, tzinfo=UTC) for d in (27, 28, 29)] + [T0]
+    projects = (A, B, "project-c", "project-d")
+    points = [MetricPoint(p, ts, "cpu", float(i)) for i, ts in enumerate(days) for p in projects]
+    await metric_store.write_batches([batch("own-retention", points)])
+    default = datetime(2024, 2, 28, 6, tzinfo=UTC)  # the 27th goes
+    own = {A: datetime(2024, 2, 29, 6, tzinfo=UTC), B: datetime(2024, 2, 27, 6, tzinfo=UTC),
+           "project-c": None}
+    everything = TimeRange(datetime(2024, 2, 20, tzinfo=UTC), T0 + timedelta(days=1))
+
+    async def kept(project: str) -> list[datetime]:
+        (series,) = await metric_store.query([MetricQuery(
+            project, SeriesSelector("cpu"), everything, Aggregation.COUNT, Bucketing.parse("1h"))])
+        return list(series.buckets)
+
+    await metric_store.expire_values_before(default, own)  # values go, summaries stay
+    for project in projects:
+        assert await kept(project) == days, project
+        (p50,) = await metric_store.query([MetricQuery(
+            project, SeriesSelector("cpu"), everything, Aggregation.P50, Bucketing.parse("1d"))])
+        assert list(p50.counts) == [1, 1, 1, 1], project  # each point once: value or summary
+    [histogram_a] = [await metric_store.histogram(HistogramQuery(A, SeriesSelector("cpu"),
+                                                                 everything, 4))]
+    assert histogram_a.total == 2  # raw values of 29 Feb and 1 Mar only
+
+    assert await metric_store.drop_before(default, own)
+    assert await kept(A) == days[2:]
+    assert await kept(B) == days
+    assert await kept("project-c") == days
+    assert await kept("project-d") == days[1:]

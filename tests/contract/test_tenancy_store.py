@@ -14,6 +14,7 @@ from opspilot.domain.tenancy import (
     AuditEvent,
     KeyScope,
     Membership,
+    MetricRetention,
     Project,
     Role,
     Token,
@@ -33,6 +34,24 @@ async def test_projects_round_trip_and_names_are_unique(tenancy_store: Any) -> N
         await tenancy_store.add_project(Project("p-2", "shop", T0))
     assert raised.value.details["field"] == "name"
     assert await tenancy_store.get_project("p-2") is None
+
+
+async def test_a_project_keeps_its_own_metric_retention(tenancy_store: Any) -> None:
+    await tenancy_store.add_project(Project("p-1", "shop", T0))
+    await tenancy_store.add_project(Project("p-2", "blog", T0))
+    assert await tenancy_store.metric_retentions() == {}  # every project on the defaults
+
+    own = MetricRetention(values_days=15, summary_days=730)
+    assert await tenancy_store.set_metric_retention("p-1", own)
+    assert await tenancy_store.get_project("p-1") == Project("p-1", "shop", T0, own)
+    assert await tenancy_store.get_project("p-2") == Project("p-2", "blog", T0)
+    assert await tenancy_store.metric_retentions() == {"p-1": own}
+
+    assert await tenancy_store.set_metric_retention("p-1", MetricRetention(summary_days=30))
+    assert await tenancy_store.metric_retentions() == {"p-1": MetricRetention(None, 30)}
+    assert await tenancy_store.set_metric_retention("p-1", MetricRetention())  # back to defaults
+    assert await tenancy_store.metric_retentions() == {}
+    assert not await tenancy_store.set_metric_retention("nope", own)
 
 
 async def test_memberships_give_each_user_their_projects(tenancy_store: Any) -> None:

@@ -15,9 +15,9 @@ import pytest
 
 from opspilot.adapters.postgres import compaction
 from opspilot.domain.ingest import MetricBatch
-from opspilot.domain.metrics import Aggregation, MetricPoint, SeriesSelector
+from opspilot.domain.metrics import Aggregation, MetricPoint, MetricQuery, SeriesSelector
 from opspilot.domain.ports import WindowRequest
-from opspilot.domain.timewindow import TimeRange
+from opspilot.domain.timewindow import Bucketing, TimeRange
 from tests.contract.conftest import database_url_or_skip, fresh_database
 
 pytestmark = pytest.mark.integration
@@ -154,3 +154,38 @@ async def test_a_closed_day_emptied_by_compaction_gives_its_pages_back() -> None
             [WindowRequest("p", SeriesSelector("cpu"), Aggregation.COUNT,
                            TimeRange(day, LATER))])
         assert total.count == len(points) + 1
+
+
+async def test_each_value_encoding_reads_back_exactly_with_exact_percentiles() -> None:
+    """A gauge (offsets from the first value, int2), a fast counter (deltas int2 where
+    offsets would need int4), and full-precision floats (float8): each series' block uses
+    the encoding meant for it, and whole-hour percentiles (values read without their
+    timestamps) and 1-minute ones (decoded with them) equal percentile_cont on raw rows."""
+    import random
+
+    rng = random.Random(11)
+    start = T0
+    series = {
+        "gauge": [round(50 + rng.gauss(0, 5), 2) for _ in range(360)],
+        "counter": [1_000_000.0 + 20_000 * i + rng.randrange(50) for i in range(360)],
+        "float": [rng.lognormvariate(2, 1) for _ in range(360)],
+    }
+    points = [MetricPoint("p", start + timedelta(seconds=10 * i), name, value)
+              for name, values in series.items() for i, value in enumerate(values)]
+    hour = TimeRange(start, start + timedelta(hours=1))
+    queries = [MetricQuery("p", SeriesSelector(name), hour, aggregation, Bucketing.parse(bucket))
+               for name in series for aggregation in (Aggregation.P50, Aggregation.P99)
+               for bucket in ("1h", "1m")]
+    async with fresh_database() as db:
+        await db.metric_store.write_batches([MetricBatch("m", "p", T0, points)])
+        hot = await db.metric_store.query(queries)
+        await db.metric_store.compact(LATER)
+        async with db.connection() as conn:
+            kinds = dict(await conn.fetch(
+                "SELECT s.metric_name, concat_ws(',', CASE WHEN v_o2 IS NOT NULL THEN 'o2' END,"
+                " CASE WHEN v_d2 IS NOT NULL THEN 'd2' END, CASE WHEN v_f8 IS NOT NULL"
+                " THEN 'f8' END) FROM metric_blocks JOIN metric_series s USING (series_id)"))
+        assert kinds == {"gauge": "o2", "counter": "d2", "float": "f8"}
+        compacted = await db.metric_store.query(queries)
+    assert [list(s.values) for s in compacted] == [list(s.values) for s in hot]
+    assert [list(s.counts) for s in compacted] == [list(s.counts) for s in hot]

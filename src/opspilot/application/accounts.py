@@ -24,6 +24,7 @@ from opspilot.domain.tenancy import (
     AuditEvent,
     KeyScope,
     Membership,
+    MetricRetention,
     Principal,
     Project,
     Role,
@@ -141,6 +142,29 @@ class Accounts:
         made = await self._issue_token(user.id, f"owner of {project.name}", DEFAULT_TOKEN_TTL,
                                        actor)
         return user, made.secret
+
+    async def project(self, actor: Principal, project_id: str) -> Project:
+        """The project and its settings (viewer+)."""
+        actor.require(project_id, Role.VIEWER)
+        project = await self._tenancy.get_project(project_id)
+        if project is None:
+            raise NotFound("no such project", {"field": "project_id"})
+        return project
+
+    async def set_metric_retention(
+        self, actor: Principal, project_id: str, retention: MetricRetention
+    ) -> Project:
+        """Owners only: a shorter retention deletes data at the next retention run, for good."""
+        actor.require(project_id, Role.OWNER)
+        before = await self.project(actor, project_id)
+        if not await self._tenancy.set_metric_retention(project_id, retention):
+            raise NotFound("no such project", {"field": "project_id"})
+        await self._audit(actor, "project.retention", project_id, project_id,
+                          values_days=_days(retention.values_days),
+                          summary_days=_days(retention.summary_days),
+                          previous=f"{_days(before.metric_retention.values_days)}/"
+                                   f"{_days(before.metric_retention.summary_days)}")
+        return attrs.evolve(before, metric_retention=retention)
 
     # -- members ---------------------------------------------------------------------------
 
@@ -341,6 +365,10 @@ class Accounts:
             self._ids.new_id(), self._clock.now(), actor.user_id, action, project_id, target,
             details,
         ))
+
+
+def _days(days: int | None) -> str:
+    return "default" if days is None else str(days)
 
 
 def _label(name: str) -> str:

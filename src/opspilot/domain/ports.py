@@ -46,6 +46,7 @@ from opspilot.domain.tenancy import (
     ApiKey,
     AuditEvent,
     Membership,
+    MetricRetention,
     Project,
     Role,
     Token,
@@ -134,10 +135,13 @@ class MetricStore(Protocol):
         """The label sets select_samples would return, without reading the samples."""
         ...
 
-    async def drop_before(self, cutoff: datetime) -> list[str]:
+    async def drop_before(self, cutoff: datetime | None,
+                          by_project: Mapping[str, datetime | None] | None = None) -> list[str]:
         """Retention, at the store's granularity (whole UTC days): afterwards nothing older
         than the start of `cutoff`'s UTC day is left, and everything at or after `cutoff` is
-        kept. Returns what was dropped (partition or index names; the in-memory stores name
+        kept. The projects named in `by_project` (their own retention) go by their own
+        cutoff instead; None keeps (a project's, or everyone else's) data. Returns what was
+        dropped (partition or index names, or `table<day project`; the in-memory stores name
         the days). Raises TransientStoreError when the store is unreachable."""
         ...
 
@@ -166,9 +170,12 @@ class MetricCompaction(Protocol):
         Raises TransientStoreError when the store is unreachable."""
         ...
 
-    async def expire_values_before(self, cutoff: datetime) -> list[str]:
+    async def expire_values_before(self, cutoff: datetime | None,
+                                   by_project: Mapping[str, datetime | None] | None = None
+                                   ) -> list[str]:
         """Downsampling: drop the raw values before the start of `cutoff`'s UTC day (hot and
-        compacted; hot periods are compacted first so their summaries exist) and keep the
+        compacted; hot periods are compacted first so their summaries exist), or before a
+        project's own cutoff for the projects in `by_project` (None: kept), and keep the
         per-period summaries (count, sum, min, max, percentile sketch), which then answer
         for those periods: a summary counts in the bucket of its period's start, exactly
         for count/sum/min/max/avg, within the sketch's error for percentiles. `drop_before`
@@ -247,6 +254,14 @@ class TenancyStore(Protocol):
     async def add_project(self, project: Project) -> None: ...
 
     async def get_project(self, project_id: str) -> Project | None: ...
+
+    async def set_metric_retention(self, project_id: str, retention: MetricRetention) -> bool:
+        """Replaces the project's own metric retention; False when there is no project."""
+        ...
+
+    async def metric_retentions(self) -> dict[str, MetricRetention]:
+        """Every project that has its own metric retention (not the server's default)."""
+        ...
 
     async def add_user(self, user: User) -> None: ...
 

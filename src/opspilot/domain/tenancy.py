@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 import attrs
 
-from opspilot.domain.errors import Forbidden
+from opspilot.domain.errors import Forbidden, ValidationError
 
 API_KEY_PREFIX = "opk_"
 TOKEN_PREFIX = "opt_"
@@ -54,11 +54,45 @@ class KeyScope(enum.StrEnum):
     INGEST = "ingest"
 
 
+MAX_RETENTION_DAYS = 3650  # ten years: a bound on what one project may make the server keep
+
+
+def _retention_days(field: str) -> Callable[[object, object, int | None], None]:
+    def check(_: object, __: object, value: int | None) -> None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 1 <= value <= MAX_RETENTION_DAYS):
+            raise ValidationError(f"metric_retention.{field}",
+                                  f"whole days from 1 to {MAX_RETENTION_DAYS}, or null")
+    return check
+
+
+@attrs.frozen
+class MetricRetention:
+    """A project's own retention, in days, of its raw metric values and of the hourly
+    summaries that outlive them (downsampling, ADR 0017); None: the server's setting.
+    Summaries are never kept for less time than the values they summarise."""
+
+    values_days: int | None = attrs.field(default=None, validator=_retention_days("values_days"))
+    summary_days: int | None = attrs.field(default=None,
+                                           validator=_retention_days("summary_days"))
+
+    def __attrs_post_init__(self) -> None:
+        if (self.values_days is not None and self.summary_days is not None
+                and self.summary_days < self.values_days):
+            raise ValidationError("metric_retention.summary_days",
+                                  "at least values_days (summaries outlive the values)")
+
+    @property
+    def is_default(self) -> bool:
+        return self.values_days is None and self.summary_days is None
+
+
 @attrs.frozen
 class Project:
     id: str
     name: str
     created_at: datetime
+    metric_retention: MetricRetention = MetricRetention()
 
 
 @attrs.frozen

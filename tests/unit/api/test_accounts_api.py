@@ -10,7 +10,7 @@ import attrs
 
 from opspilot.adapters.clock_and_ids import FixedClock
 from opspilot.container import Container
-from opspilot.domain.tenancy import Role, digest
+from opspilot.domain.tenancy import MetricRetention, Role, digest
 from opspilot.entrypoints.api.app import create_app
 from opspilot.entrypoints.assembly import api_services
 from tests.unit.conftest import ADMIN_HEADERS, Tenant, drain
@@ -163,6 +163,9 @@ ENDPOINTS: list[tuple[str, str, Any, Role]] = [
     ("PATCH", "/api/projects/{project_id}/members/{user_id}", {"role": "viewer"}, Role.ADMIN),
     ("DELETE", "/api/projects/{project_id}/members/{user_id}", None, Role.ADMIN),
     ("GET", "/api/projects/{project_id}/audit", None, Role.OWNER),
+    ("GET", "/api/projects/{project_id}", None, Role.VIEWER),
+    ("PATCH", "/api/projects/{project_id}", {"metric_retention": {"values_days": 30}},
+     Role.OWNER),
 ]
 # Bearer operations outside any project: personal tokens, who-am-I, and project creation
 # (administrators only, tested apart).
@@ -385,3 +388,58 @@ async def test_the_admin_token_acts_as_the_operator_on_every_project(
 ) -> None:
     headers = {**ADMIN_HEADERS, "X-Project-ID": tenant.project_id}
     assert (await api.get("/api/keys", headers=headers)).status == 200
+
+
+# -- project settings: the project's own metric retention ---------------------------------------
+
+
+async def test_an_owner_sets_the_projects_metric_retention(
+    api: Any, tenant: Tenant, other_tenant: Tenant, container: Container
+) -> None:
+    path = f"/api/projects/{tenant.project_id}"
+    shown = await (await api.get(path, headers=tenant.query_headers)).json()
+    assert shown["metric_retention"] == {"values_days": None, "summary_days": None}
+
+    body = {"metric_retention": {"values_days": 15, "summary_days": 730}}
+    changed = await api.patch(path, json=body, headers=tenant.query_headers)
+    assert changed.status == 200, await changed.text()
+    assert (await changed.json())["metric_retention"] == body["metric_retention"]
+    shown = await (await api.get(path, headers=tenant.query_headers)).json()
+    assert shown["metric_retention"] == body["metric_retention"]
+    assert await container.tenancy().metric_retentions() == {
+        tenant.project_id: MetricRetention(15, 730)}
+    events = await (await api.get(path + "/audit", headers=tenant.query_headers)).json()
+    assert events["events"][0]["action"] == "project.retention"
+    assert events["events"][0]["details"]["values_days"] == "15"
+
+    # another project's owner can neither read nor change it
+    for method in ("GET", "PATCH"):
+        crossing = await api.request(method, path, json=body, headers=other_tenant.query_headers)
+        assert crossing.status == 403, method
+    assert (await container.tenancy().get_project(other_tenant.project_id)
+            ).metric_retention == MetricRetention()
+
+    back = await api.patch(path, json={"metric_retention": {}}, headers=tenant.query_headers)
+    assert (await back.json())["metric_retention"] == {"values_days": None, "summary_days": None}
+    assert await container.tenancy().metric_retentions() == {}
+
+
+async def test_a_bad_retention_is_refused_naming_the_field(api: Any, tenant: Tenant) -> None:
+    path = f"/api/projects/{tenant.project_id}"
+    cases = [
+        ({"metric_retention": {"values_days": 0}}, "values_days"),
+        ({"metric_retention": {"values_days": 3651}}, "values_days"),
+        ({"metric_retention": {"values_days": "15"}}, "values_days"),
+        ({"metric_retention": {"values_days": True}}, "values_days"),
+        ({"metric_retention": {"summary_days": 1.5}}, "summary_days"),
+        ({"metric_retention": {"values_days": 30, "summary_days": 10}}, "summary_days"),
+        ({"metric_retention": {"raw_days": 3}}, "raw_days"),
+        ({"retention": {}}, "retention"),
+    ]
+    for body, field in cases:
+        response = await api.patch(path, json=body, headers=tenant.query_headers)
+        assert response.status == 400, (body, response.status, await response.text())
+        error = (await response.json())["error"]
+        assert field in str(error["details"]) or field in error["message"], (body, error)
+    shown = await (await api.get(path, headers=tenant.query_headers)).json()
+    assert shown["metric_retention"] == {"values_days": None, "summary_days": None}

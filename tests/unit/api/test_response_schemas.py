@@ -179,6 +179,10 @@ async def run_scenario(client: Any, tenant: Tenant, container: Any,
                    headers=q)
     await rec.call("get", "/api/projects/{project_id}/audit",
                    f"/api/projects/{tenant.project_id}/audit?limit=50", headers=q)
+    project = f"/api/projects/{tenant.project_id}"
+    await rec.call("patch", "/api/projects/{project_id}", project, headers=q,
+                   json={"metric_retention": {"values_days": 15, "summary_days": 730}})
+    await rec.call("get", "/api/projects/{project_id}", project, headers=q)
 
     # -- system
     await rec.call("get", "/healthz")

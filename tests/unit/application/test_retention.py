@@ -16,7 +16,7 @@ from opspilot.application.retention import Retention, RetentionPolicy
 from opspilot.domain.errors import TransientStoreError
 from opspilot.domain.ingest import LogBatch, MetricBatch
 from opspilot.domain.logs import LogLevel, LogRecord
-from opspilot.domain.metrics import MetricPoint
+from opspilot.domain.metrics import HistogramQuery, MetricPoint
 from opspilot.entrypoints.alert_scheduler import _retention_loop
 
 NOW = datetime(2024, 6, 10, 12, 30, tzinfo=UTC)
@@ -117,3 +117,43 @@ async def test_the_loop_runs_at_start_survives_a_lock_outage_and_stops_on_reques
 @pytest.mark.parametrize("days", [0, -1])
 def test_zero_or_negative_days_mean_forever(days: int) -> None:
     assert RetentionPolicy.of_days(days, days) == RetentionPolicy(None, None)
+
+
+async def test_a_project_with_its_own_retention_is_dropped_by_it() -> None:
+    """Server: values 30 days, summaries 90. Project `short` keeps values 3 days and
+    summaries 7; `long` keeps values 200 days (summaries at least as long); `p1` follows
+    the server. Read from the tenancy store each run, applied by the metric stores."""
+    from opspilot.adapters.memory.tenancy import InMemoryTenancyStore
+    from opspilot.domain.metrics import Aggregation, MetricQuery, SeriesSelector
+    from opspilot.domain.tenancy import MetricRetention, Project
+    from opspilot.domain.timewindow import Bucketing, TimeRange
+
+    metrics, logs, meta = await _stores()
+    tenancy = InMemoryTenancyStore()
+    ages = [timedelta(days=d) for d in (1, 5, 40, 100)]
+    for project, own in (("short", MetricRetention(3, 7)), ("long", MetricRetention(200))):
+        await tenancy.add_project(Project(project, project, NOW))
+        await tenancy.set_metric_retention(project, own)
+        await metrics.write_batches([MetricBatch(project, project, NOW, [
+            MetricPoint(project, NOW - age, "cpu", 1.0) for age in ages])])
+    policy = RetentionPolicy.of_days(metric_days=30, log_days=30, summary_days=90)
+    retention = Retention(metrics, logs, meta, InMemorySchedulerLock(), policy,
+                          compaction=metrics, tenancy=tenancy)
+    report = await retention.run(NOW)
+    assert not report.failed
+
+    async def ages_left(project: str, aggregation: Aggregation) -> list[int]:
+        window = TimeRange(NOW - timedelta(days=400), NOW)
+        (series,) = await metrics.query([MetricQuery(project, SeriesSelector("cpu"), window,
+                                                     aggregation, Bucketing.parse("1h"))])
+        return [(NOW - b).days for b in series.buckets]
+
+    assert await ages_left("short", Aggregation.COUNT) == [5, 1]  # 40 and 100 days gone
+    assert await ages_left("long", Aggregation.COUNT) == [100, 40, 5, 1]
+    assert await ages_left(P, Aggregation.COUNT) == [40, 5, 1]  # the server's 90 days
+    histogram = await metrics.histogram(HistogramQuery(
+        "long", SeriesSelector("cpu"), TimeRange(NOW - timedelta(days=400), NOW), 2))
+    assert histogram.total == 4  # all of `long`'s raw values are kept (200 days)
+    short = await metrics.histogram(HistogramQuery(
+        "short", SeriesSelector("cpu"), TimeRange(NOW - timedelta(days=400), NOW), 2))
+    assert short.total == 1  # only the day-old value is raw; 5 days ago is a summary

@@ -227,33 +227,50 @@ class InMemoryMetricStore:
             for group, found in sorted(buckets.items())
         }
 
-    async def drop_before(self, cutoff: datetime) -> list[str]:
-        """Drops every point and summary before the start of cutoff's UTC day (as whole
-        partitions would); returns the days emptied."""
-        boundary = utc_day_start(cutoff)
+    async def drop_before(self, cutoff: datetime | None,
+                          by_project: Mapping[str, datetime | None] | None = None) -> list[str]:
+        """Drops every point and summary before the start of its project's cutoff's UTC day
+        (as whole partitions would); returns the days emptied."""
+        boundary = _Boundaries(cutoff, by_project)
         async with self._lock:
             days = self._take_before(boundary, summarise=False)
             for key, summaries in self._summaries.items():
-                days.update(_day(s.period_start) for s in summaries if s.period_start < boundary)
-                self._summaries[key] = [s for s in summaries if s.period_start >= boundary]
+                ends = boundary.of(key[0])
+                if ends is None:
+                    continue
+                days.update(_day(s.period_start) for s in summaries if s.period_start < ends)
+                self._summaries[key] = [s for s in summaries if s.period_start >= ends]
         return sorted(days)
 
-    def _take_before(self, boundary: datetime, summarise: bool) -> set[str]:
+    def _take_before(self, boundary: _Boundaries, summarise: bool) -> set[str]:
         days: set[str] = set()
         for key, points in self._points.items():
-            keep = bisect.bisect_left(points, boundary, key=_timestamp)
+            ends = boundary.of(key[0])
+            if ends is None:
+                continue
+            keep = bisect.bisect_left(points, ends, key=_timestamp)
             days.update(_day(p.timestamp) for p in points[:keep])
             if summarise:
                 self._summaries[key].extend(_summaries_of(points[:keep]))
+            self._forget_hot(points[:keep])
             self._points[key] = points[keep:]
-        for period in [p for p in self._hot if p < boundary]:
-            del self._hot[period]
-        first_kept = millis(boundary)  # raw samples go with the values (summaries have none)
-        for group in self._series.values():
+        for (project_id, _), group in self._series.items():
+            ends = boundary.of(project_id)  # raw samples go with the values
+            if ends is None:
+                continue
             for labels, samples in list(group.items()):
-                if not samples.drop_before(first_kept):
+                if not samples.drop_before(millis(ends)):
                     del group[labels]
         return days
+
+    def _forget_hot(self, points: Sequence[MetricPoint]) -> None:
+        """Dropped points no longer wait for compaction (a compacted period has no entry)."""
+        for point in points:
+            period = PERIODS.floor(point.timestamp)
+            if period in self._hot:
+                self._hot[period] -= 1
+                if self._hot[period] <= 0:
+                    del self._hot[period]
 
     async def compact(self, before: datetime, max_periods: int = 1_000) -> CompactionResult:
         """Nothing moves (answers are the same either way); counts what a real store would
@@ -265,9 +282,11 @@ class InMemoryMetricStore:
             points = sum(self._hot.pop(p) for p in taken)
         return CompactionResult(len(taken), points, len(due) - len(taken))
 
-    async def expire_values_before(self, cutoff: datetime) -> list[str]:
+    async def expire_values_before(self, cutoff: datetime | None,
+                                   by_project: Mapping[str, datetime | None] | None = None
+                                   ) -> list[str]:
         async with self._lock:
-            return sorted(self._take_before(utc_day_start(cutoff), summarise=True))
+            return sorted(self._take_before(_Boundaries(cutoff, by_project), summarise=True))
 
     async def histogram(self, query: HistogramQuery) -> Histogram:
         values = [p.value for p in self._select(query.project_id, query.series, query.window)]
@@ -397,6 +416,19 @@ class InMemoryMetricStore:
     def count(self, project_id: str) -> int:
         """Test helper: points stored for a project."""
         return sum(len(v) for (pid, _), v in self._points.items() if pid == project_id)
+
+
+@attrs.frozen
+class _Boundaries:
+    """Where each project's retention ends: the start of its cutoff's UTC day (None: kept)."""
+
+    default: datetime | None
+    by_project: Mapping[str, datetime | None] | None
+
+    def of(self, project_id: str) -> datetime | None:
+        projects = self.by_project or {}
+        cutoff = projects.get(project_id, self.default)
+        return None if cutoff is None else utc_day_start(cutoff)
 
 
 def _texts(points: Sequence[MetricPoint]) -> Iterator[str | None]:

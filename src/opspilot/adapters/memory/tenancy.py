@@ -7,7 +7,16 @@ from datetime import datetime
 import attrs
 
 from opspilot.domain.errors import Conflict
-from opspilot.domain.tenancy import ApiKey, AuditEvent, Membership, Project, Role, Token, User
+from opspilot.domain.tenancy import (
+    ApiKey,
+    AuditEvent,
+    Membership,
+    MetricRetention,
+    Project,
+    Role,
+    Token,
+    User,
+)
 
 
 class InMemoryTenancyStore:
@@ -26,6 +35,17 @@ class InMemoryTenancyStore:
 
     async def get_project(self, project_id: str) -> Project | None:
         return self.projects.get(project_id)
+
+    async def set_metric_retention(self, project_id: str, retention: MetricRetention) -> bool:
+        project = self.projects.get(project_id)
+        if project is None:
+            return False
+        self.projects[project_id] = attrs.evolve(project, metric_retention=retention)
+        return True
+
+    async def metric_retentions(self) -> dict[str, MetricRetention]:
+        return {p.id: p.metric_retention for p in self.projects.values()
+                if not p.metric_retention.is_default}
 
     async def add_user(self, user: User) -> None:
         if any(u.name == user.name and u.id != user.id for u in self.users.values()):

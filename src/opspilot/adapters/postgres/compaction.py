@@ -110,8 +110,17 @@ def _micros(interval: str) -> str:
     return f"round(date_part('epoch', {interval}) * 1e6)::int8"
 
 
-# One sort and one window pass per batch: the per-period widths are decided on the
+def _width(magnitude: str) -> str:
+    """Bytes of the narrowest integer array holding values up to `magnitude` (8: none)."""
+    return (f"CASE WHEN min(div) IS NULL THEN 8 WHEN coalesce({magnitude}, 0) <= {INT2_MAX}"
+            f" THEN 2 WHEN {magnitude} <= {INT4_MAX} THEN 4 ELSE 8 END")
+
+
+# One sort and one window pass per batch: the per-period encodings are decided on the
 # aggregated arrays (an int8[] cast to int4[]/int2[] is one C loop), not by a second window.
+# Scaled values are stored as offsets from the first (decoded without a running sum: a
+# percentile over whole blocks reads them in a plain projection) unless deltas fit a
+# narrower type (a fast counter: deltas int2, offsets int4).
 WRITE_BLOCKS = f"""
 WITH scales AS (
     SELECT series_id, period, max(CASE {_SCALE_CASE} ELSE 99 END) AS scale,
@@ -126,26 +135,32 @@ steps AS (
            row_number() OVER w AS i,
            {_micros("r.ts - lag(r.ts) OVER w")} AS dt,
            {_micros("r.ts - first_value(r.ts) OVER w")} AS offs,
-           round(r.v * d.div)::int8 - lag(round(r.v * d.div)::int8) OVER w AS dv
+           round(r.v * d.div)::int8 - lag(round(r.v * d.div)::int8) OVER w AS dv,
+           round(r.v * d.div)::int8 - first_value(round(r.v * d.div)::int8) OVER w AS ov
     FROM _compact_rows r JOIN divisors d USING (series_id, period)
     WINDOW w AS (PARTITION BY r.series_id, r.period ORDER BY r.ts, r.id)),
 grouped AS (
     SELECT series_id, period, min(ts) AS first_ts, min(sv) FILTER (WHERE i = 1) AS v_first,
            min(div) AS div, coalesce(max(dt), 0) AS max_dt,
-           CASE WHEN min(div) IS NULL THEN 8 WHEN coalesce(max(abs(dv)), 0) <= {INT2_MAX} THEN 2
-                WHEN max(abs(dv)) <= {INT4_MAX} THEN 4 ELSE 8 END AS width,
+           {_width("max(abs(dv))")} AS width_d, {_width("max(abs(ov))")} AS width_o,
            array_agg(coalesce(dt, 0) ORDER BY i) AS dts, array_agg(offs ORDER BY i) AS offs,
-           array_agg(coalesce(dv, 0) ORDER BY i) AS dvs, array_agg(v ORDER BY i) AS vs
-    FROM steps GROUP BY series_id, period)
+           array_agg(coalesce(dv, 0) ORDER BY i) AS dvs, array_agg(ov ORDER BY i) AS ovs,
+           array_agg(v ORDER BY i) AS vs
+    FROM steps GROUP BY series_id, period),
+chosen AS (
+    SELECT *, width_o <= width_d AS by_offset, least(width_o, width_d) AS width FROM grouped)
 INSERT INTO metric_blocks (series_id, period_start, first_ts, ts_d4, ts_o8, v_first, v_div,
-                           v_d2, v_d4, v_f8)
+                           v_d2, v_d4, v_o2, v_o4, v_f8)
 SELECT series_id, period, first_ts,
        CASE WHEN max_dt <= {INT4_MAX} THEN dts::int4[] END,
        CASE WHEN max_dt > {INT4_MAX} THEN offs END,
        CASE WHEN width < 8 THEN v_first END, CASE WHEN width < 8 THEN div END,
-       CASE WHEN width = 2 THEN dvs::int2[] END, CASE WHEN width = 4 THEN dvs::int4[] END,
+       CASE WHEN NOT by_offset AND width = 2 THEN dvs::int2[] END,
+       CASE WHEN NOT by_offset AND width = 4 THEN dvs::int4[] END,
+       CASE WHEN by_offset AND width = 2 THEN ovs::int2[] END,
+       CASE WHEN by_offset AND width = 4 THEN ovs::int4[] END,
        CASE WHEN width = 8 THEN vs END
-FROM grouped"""
+FROM chosen"""
 
 WRITE_SUMMARIES = """
 INSERT INTO metric_summaries (series_id, period_start, n, sum, min, max, sketch_keys,

@@ -8,8 +8,10 @@ For each selector `q` (a row of parameters, see metrics.py) one LATERAL subquery
 - the summaries of the blocks that lie wholly inside the window and inside one bucket
   (count/sum/min/max/avg never decode them), and of the periods whose values have expired
   (a summary then counts in the bucket of its period's start).
-Percentiles read every value (hot and decoded) and stay exact; only a bucket holding an
-expired period answers from the merged sketch (every value of the bucket added to it).
+Percentiles read every value and stay exact: hot rows, the decoded points of partly covered
+blocks, and the values alone of whole blocks (`block_values`: offsets and float8 arrays are
+a plain projection, no window); only a bucket holding an expired period answers from the
+merged sketch (every value of the bucket added to it).
 Nothing here is user text: aggregations come from the enum, everything else is bound.
 """
 
@@ -35,13 +37,41 @@ SERIES_WHERE = """s.project_id = q.project_id AND s.metric_name = q.name
 
 def decoded(k: str) -> str:
     """The (ts, v) rows of block `k`: timestamps are int4 µs deltas (or int8 offsets) from
-    `first_ts`; values int2/int4 deltas of integers scaled by `v_div` from `v_first`, or
-    float8 as they were. Integer running sums stay int8, so decoding is exact."""
+    `first_ts`; values int2/int4 offsets (or deltas) of integers scaled by `v_div` from
+    `v_first`, or float8 as they were. Integer running sums stay int8, so decoding is
+    exact."""
     return f"""(SELECT {k}.first_ts + coalesce(u.o8, sum(u.d4) OVER w) * {US} AS ts,
-       coalesce(u.f8, ({k}.v_first + sum(u.dv) OVER w)::float8 / {k}.v_div) AS v, u.i
-  FROM unnest({k}.ts_d4, {k}.ts_o8, coalesce({k}.v_d2::int4[], {k}.v_d4), {k}.v_f8)
-       WITH ORDINALITY AS u(d4, o8, dv, f8, i)
+       coalesce(u.f8, ({k}.v_first + coalesce(u.vo, sum(u.dv) OVER w))::float8 / {k}.v_div)
+         AS v, u.i
+  FROM unnest({k}.ts_d4, {k}.ts_o8, coalesce({k}.v_d2::int4[], {k}.v_d4),
+              coalesce({k}.v_o2::int4[], {k}.v_o4), {k}.v_f8)
+       WITH ORDINALITY AS u(d4, o8, dv, vo, f8, i)
   WINDOW w AS (ORDER BY u.i ROWS UNBOUNDED PRECEDING))"""
+
+
+def block_values(k: str) -> str:
+    """The values `v` of block `k`, in no particular order and without their timestamps:
+    a plain projection (no window, no materialised function scan) for offsets and float8;
+    only delta-coded blocks (written before migration 0004, or fast counters) run the
+    full decoding. The same arithmetic as `decoded`, so the same doubles."""
+    return f"""(SELECT unnest({k}.v_f8) AS v WHERE {k}.v_f8 IS NOT NULL
+  UNION ALL
+  SELECT ({k}.v_first + unnest(coalesce({k}.v_o2::int4[], {k}.v_o4)))::float8 / {k}.v_div
+  WHERE {k}.v_o2 IS NOT NULL OR {k}.v_o4 IS NOT NULL
+  UNION ALL
+  SELECT d.v FROM {decoded(k)} d WHERE {k}.v_d2 IS NOT NULL OR {k}.v_d4 IS NOT NULL)"""
+
+
+def tiers(project: str) -> str:
+    """`t.values_before`: the project's raw values are gone before it (its own retention's
+    mark when it has one, migration 0004; else the default's)."""
+    return ("CROSS JOIN LATERAL (SELECT coalesce((SELECT p.values_before"
+            f" FROM metric_project_tiers p WHERE p.project_id = {project}), g.values_before)"
+            " AS values_before FROM metric_tiers g) t")
+
+
+# Joined once per selector beside `q` (metrics.block_sql): every branch reads `t`.
+SELECTOR_TIERS = tiers("q.project_id")
 
 
 def _bucket(function: str | None, moment: str) -> str:
@@ -66,9 +96,19 @@ def _blocks(function: str | None, select: str, only_partial: bool, source: str =
     partial = f" AND NOT ({_whole(function, 'k.period_start')})" if only_partial else ""
     return (f"SELECT {select} FROM {source}metric_series s"
             f" JOIN metric_blocks k ON k.series_id = s.series_id"
-            f" CROSS JOIN metric_tiers t CROSS JOIN LATERAL {decoded('k')} p"
+            f" CROSS JOIN LATERAL {decoded('k')} p"
             f" WHERE {SERIES_WHERE} AND {_overlapping('k')}{partial}"
             f" AND p.ts >= q.start_ts AND p.ts < q.end_ts")
+
+
+def _whole_block_values(function: str | None, select: str, source: str = "") -> str:
+    """`select` over the values `p.v` of the blocks wholly inside the window and one bucket
+    (the bucket is the period's): no timestamp is decoded, none is needed."""
+    return (f"SELECT {select} FROM {source}metric_series s"
+            f" JOIN metric_blocks k ON k.series_id = s.series_id"
+            f" CROSS JOIN LATERAL {block_values('k')} p"
+            f" WHERE {SERIES_WHERE} AND {_overlapping('k')}"
+            f" AND {_whole(function, 'k.period_start')}")
 
 
 # Per aggregation, the partial states it needs: (sum, min, max); count is always kept.
@@ -105,7 +145,7 @@ def summary_inner(aggregation: Aggregation, function: str | None) -> str:
         f"SELECT {_bucket(function, 'u.period_start')},"
         f" {_partials(aggregation, None)}"
         f" FROM metric_series s JOIN metric_summaries u ON u.series_id = s.series_id"
-        f" CROSS JOIN metric_tiers t WHERE {SERIES_WHERE} AND {_overlapping('u')}"
+        f" WHERE {SERIES_WHERE} AND {_overlapping('u')}"
         f" AND (CASE WHEN {expired} THEN u.period_start >= q.start_ts"
         f" ELSE {_whole(function, 'u.period_start')} END){group}")
     parts = f"{hot} UNION ALL {decoded_part} UNION ALL {summaries}"
@@ -126,12 +166,13 @@ def percentile_inner(aggregation: Aggregation, function: str | None) -> str:
     key = "CASE WHEN t.values_before > q.start_ts THEN metric_sketch_key({v}) END"
     hot = (f"SELECT {_bucket(function, HOT_TS)}, m.metric_value,"
            f" {key.format(v='m.metric_value')}, 1::int8, false"
-           f" FROM metrics m CROSS JOIN metric_tiers t {HOT_WHERE}")
-    blocks = _blocks(function, f"{_bucket(function, 'p.ts')}, p.v, {key.format(v='p.v')},"
-                               " 1::int8, false", only_partial=False)
+           f" FROM metrics m {HOT_WHERE}")
+    partial = _blocks(function, f"{_bucket(function, 'p.ts')}, p.v, {key.format(v='p.v')},"
+                                " 1::int8, false", only_partial=True)
+    whole = _whole_block_values(function, f"{_bucket(function, 'k.period_start')}, p.v,"
+                                          f" {key.format(v='p.v')}, 1::int8, false")
     expired = (f"SELECT {_bucket(function, 'u.period_start')}, NULL::float8, e.key, e.c::int8,"
                f" true FROM metric_series s JOIN metric_summaries u ON u.series_id = s.series_id"
-               f" CROSS JOIN metric_tiers t"
                f" CROSS JOIN LATERAL unnest(u.sketch_keys, u.sketch_counts) AS e(key, c)"
                f" WHERE {SERIES_WHERE} AND u.period_start < t.values_before"
                f" AND u.period_start >= q.start_ts AND u.period_start < q.end_ts")
@@ -142,7 +183,8 @@ def percentile_inner(aggregation: Aggregation, function: str | None) -> str:
              f" ELSE percentile_cont({quantile!r}::float8) WITHIN GROUP (ORDER BY x.v) END")
     bucket = "x.bucket" if function else "NULL::timestamptz"
     return (f"SELECT {bucket} AS bucket, {value} AS value, coalesce(sum(x.c), 0)::int8 AS n"
-            f" FROM ({hot} UNION ALL {blocks} UNION ALL {expired}) x(bucket, v, key, c, sketchy)"
+            f" FROM ({hot} UNION ALL {partial} UNION ALL {whole} UNION ALL {expired})"
+            " x(bucket, v, key, c, sketchy)"
             + (" GROUP BY 1" if function else ""))
 
 
@@ -158,7 +200,8 @@ def histogram_values() -> str:
     """Every value of the selector in the window, from both tiers (a histogram needs them
     all; expired periods, which have only summaries, are not in it)."""
     return (f"SELECT m.metric_value AS v FROM q, metrics m {HOT_WHERE}"
-            f" UNION ALL {_blocks(None, 'p.v', only_partial=False, source='q, ')}")
+            f" UNION ALL {_blocks(None, 'p.v', only_partial=True, source='q, ')}"
+            f" UNION ALL {_whole_block_values(None, 'p.v', source='q, ')}")
 
 
 def series_in_window(start: str, end: str) -> str:
@@ -166,7 +209,7 @@ def series_in_window(start: str, end: str) -> str:
     inside, an expired period starting inside (as the reads count it), or a point of a
     partly overlapping block (decoded)."""
     return f"""EXISTS (
-    SELECT 1 FROM metric_summaries u CROSS JOIN metric_tiers t
+    SELECT 1 FROM metric_summaries u {tiers('s.project_id')}
     WHERE u.series_id = s.series_id AND u.period_start > {start} - {PERIOD}
       AND u.period_start < {end}
       AND CASE WHEN u.period_start < t.values_before THEN u.period_start >= {start}

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Iterator, Sequence
-from datetime import datetime
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import orjson
 
 from opspilot.adapters.postgres import compaction
 from opspilot.adapters.postgres.metric_sql import (
     EPOCH,
+    SELECTOR_TIERS,
     histogram_values,
     inner_sql,
     series_in_window,
@@ -117,7 +119,7 @@ def block_sql(aggregation: Aggregation, many: bool, first: int, bucket: str | No
     else:
         inner = inner_sql(aggregation, bucket)
     return (f"SELECT q.ord, b.bucket, b.value, b.n"
-            f" FROM {_selectors(first, many)} CROSS JOIN LATERAL ({inner}) b")
+            f" FROM {_selectors(first, many)} {SELECTOR_TIERS} CROSS JOIN LATERAL ({inner}) b")
 
 
 Selector = tuple[str, SeriesSelector, TimeRange, Aggregation, Any]  # … , bucket width
@@ -205,6 +207,93 @@ def _runs_by_selector(rows: list[Any]) -> Iterator[tuple[int, list[Any]]]:
 def _deleted(table: str, status: str, boundary: datetime) -> list[str]:
     """`table<day` when a DELETE's status (`DELETE n`) says rows went."""
     return [f"{table}<{boundary.date().isoformat()}"] if status != "DELETE 0" else []
+
+
+@attrs.frozen
+class _Bounds:
+    """Retention boundaries (start of the cutoff's UTC day; None: kept): `default` for the
+    projects not in `own`."""
+
+    default: datetime | None
+    own: Mapping[str, datetime | None]
+
+    @classmethod
+    def of(cls, cutoff: datetime | None, by_project: Mapping[str, datetime | None] | None
+           ) -> _Bounds:
+        def day(moment: datetime | None) -> datetime | None:
+            return None if moment is None else utc_day_start(moment)
+
+        return cls(day(cutoff), {p: day(c) for p, c in (by_project or {}).items()})
+
+    @property
+    def earliest(self) -> datetime | None:
+        """Before it, every project's data goes: whole partitions can be dropped."""
+        every = [self.default, *self.own.values()]
+        return None if any(b is None for b in every) else min(b for b in every if b)
+
+    @property
+    def latest(self) -> datetime | None:
+        return max((b for b in (self.default, *self.own.values()) if b), default=None)
+
+    def groups(self) -> Iterator[tuple[str, datetime, str, Any]]:
+        """(label, boundary, SQL condition on `{project}`, its argument) per group."""
+        if self.default is not None:
+            yield "", self.default, "{project} <> ALL($2::text[])", list(self.own)
+        for project_id, boundary in sorted(self.own.items()):
+            if boundary is not None:
+                yield f" {project_id}", boundary, "{project} = $2", project_id
+
+
+async def _delete_by_project(conn: Any, tables: Sequence[str], bounds: _Bounds) -> list[str]:
+    dropped = []
+    for label, boundary, condition, arg in bounds.groups():
+        who = condition.format(project="s.project_id")
+        for table in tables:
+            status = await conn.execute(
+                f"DELETE FROM {table} x USING metric_series s WHERE x.series_id = s.series_id"
+                f" AND x.period_start < $1 AND {who}", boundary, arg)
+            dropped += [f"{name}{label}" for name in _deleted(table, status, boundary)]
+    return dropped
+
+
+async def _delete_hot_by_project(conn: Any, bounds: _Bounds) -> list[str]:
+    """Hot rows between the earliest boundary (whole partitions go before it) and each
+    group's own; after compaction there are few or none on plain PostgreSQL."""
+    floor = bounds.earliest or datetime.min.replace(tzinfo=UTC)
+    dropped = []
+    for label, boundary, condition, arg in bounds.groups():
+        if boundary <= floor:
+            continue
+        status = await conn.execute(
+            f'DELETE FROM metrics WHERE "timestamp" >= $3 AND "timestamp" < $1'
+            f" AND {condition.format(project='project_id')}", boundary, arg, floor)
+        dropped += [f"{name}{label}" for name in _deleted("metrics", status, boundary)]
+    return dropped
+
+
+# Per project (migration 0004): a project with its own retention gets its own mark, first
+# from the default's (its values before that are gone already), then moved by its own
+# cutoff only; the default's mark moves every other project's.
+_OWN_MARKS = """
+INSERT INTO metric_project_tiers (project_id, values_before)
+SELECT o.p, greatest(t.values_before, coalesce(o.b, '-infinity'))
+FROM unnest($1::text[], $2::timestamptz[]) AS o(p, b) CROSS JOIN metric_tiers t
+ON CONFLICT (project_id) DO NOTHING;
+UPDATE metric_project_tiers m SET values_before = greatest(m.values_before, o.b)
+FROM unnest($1::text[], $2::timestamptz[]) AS o(p, b) WHERE m.project_id = o.p"""
+
+
+async def _advance_watermarks(conn: Any, bounds: _Bounds) -> None:
+    if bounds.own:
+        names = list(bounds.own)
+        for statement in _OWN_MARKS.split(";\n"):
+            await conn.execute(statement, names, [bounds.own[p] for p in names])
+    if bounds.default is not None:
+        await conn.execute("UPDATE metric_tiers SET values_before = greatest(values_before, $1)",
+                           bounds.default)
+        await conn.execute(
+            "UPDATE metric_project_tiers SET values_before = greatest(values_before, $1)"
+            " WHERE project_id <> ALL($2::text[])", bounds.default, list(bounds.own))
 
 
 def _tags_json(tags: Any) -> str | None:
@@ -327,17 +416,19 @@ class PostgresMetricStore:
         async with self._db.connection() as conn:
             return await fetch_labels(conn, selection)
 
-    async def drop_before(self, cutoff: datetime) -> list[str]:
-        """Both tiers: hot partitions, and the blocks and summaries of earlier days."""
-        boundary = utc_day_start(cutoff)
+    async def drop_before(self, cutoff: datetime | None,
+                          by_project: Mapping[str, datetime | None] | None = None) -> list[str]:
+        """Both tiers: hot partitions, and the blocks and summaries of earlier days; projects
+        with their own cutoff lose their rows by project (whole partitions go only before
+        the earliest boundary of all)."""
+        bounds = _Bounds.of(cutoff, by_project)
         async with self._db.connection() as conn, conn.transaction():
-            blocks = await conn.execute(
-                "DELETE FROM metric_blocks WHERE period_start < $1", boundary)
-            summaries = await conn.execute(
-                "DELETE FROM metric_summaries WHERE period_start < $1", boundary)
-        dropped = await self._db.drop_before("metrics", cutoff)
-        return dropped + _deleted("metric_blocks", blocks, boundary) + _deleted(
-            "metric_summaries", summaries, boundary)
+            dropped = await _delete_by_project(conn, ("metric_blocks", "metric_summaries"),
+                                               bounds)
+            dropped += await _delete_hot_by_project(conn, bounds)
+        if bounds.earliest is not None:
+            dropped = await self._db.drop_before("metrics", bounds.earliest) + dropped
+        return dropped
 
     # -- the compacted tier (MetricCompaction) ---------------------------------------------
 
@@ -360,18 +451,22 @@ class PostgresMetricStore:
     def _lock_key(self, period: datetime) -> str:
         return f"opspilot:compact:{self._db.schema or ''}:{period.isoformat()}"
 
-    async def expire_values_before(self, cutoff: datetime) -> list[str]:
+    async def expire_values_before(self, cutoff: datetime | None,
+                                   by_project: Mapping[str, datetime | None] | None = None
+                                   ) -> list[str]:
         if self._db.timescale:
-            return await self.drop_before(cutoff)
-        boundary = utc_day_start(cutoff)
-        await self.compact(boundary, max_periods=1_000_000)  # their summaries must exist
+            return await self.drop_before(cutoff, by_project)
+        bounds = _Bounds.of(cutoff, by_project)
+        if bounds.latest is None:
+            return []
+        await self.compact(bounds.latest, max_periods=1_000_000)  # their summaries must exist
         async with self._db.connection() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE metric_tiers SET values_before = greatest(values_before, $1)", boundary)
-            blocks = await conn.execute(
-                "DELETE FROM metric_blocks WHERE period_start < $1", boundary)
-        dropped = await self._db.drop_before("metrics", cutoff)
-        return dropped + _deleted("metric_blocks", blocks, boundary)
+            await _advance_watermarks(conn, bounds)
+            dropped = await _delete_by_project(conn, ("metric_blocks",), bounds)
+            dropped += await _delete_hot_by_project(conn, bounds)
+        if bounds.earliest is not None:
+            dropped = await self._db.drop_before("metrics", bounds.earliest) + dropped
+        return dropped
 
     async def ping(self) -> None:
         await self._db.ping()

@@ -28,6 +28,9 @@ projects = sa.Table(
     sa.Column("id", sa.Text, primary_key=True),
     sa.Column("name", sa.Text, nullable=False, unique=True),
     sa.Column("created_at", TS, nullable=False),
+    # migration 0004: the project's own metric retention (NULL: the server's settings)
+    sa.Column("metric_values_days", sa.Integer, sa.CheckConstraint("metric_values_days > 0")),
+    sa.Column("metric_summary_days", sa.Integer, sa.CheckConstraint("metric_summary_days > 0")),
 )
 
 users = sa.Table(
@@ -131,6 +134,8 @@ metric_blocks = sa.Table(
     sa.Column("v_d2", pg.ARRAY(sa.SmallInteger)),
     sa.Column("v_d4", pg.ARRAY(sa.Integer)),
     sa.Column("v_f8", pg.ARRAY(sa.Float(53))),
+    sa.Column("v_o2", pg.ARRAY(sa.SmallInteger)),  # migration 0004: offsets from v_first
+    sa.Column("v_o4", pg.ARRAY(sa.Integer)),
 )
 
 metric_summaries = sa.Table(
@@ -150,6 +155,13 @@ metric_tiers = sa.Table(
     sa.Column("id", sa.Boolean, primary_key=True, server_default=sa.true()),
     sa.Column("values_before", TS, nullable=False, server_default=sa.text("'-infinity'")),
     sa.CheckConstraint("id", name="metric_tiers_id_check"),
+)
+
+# Per project (migration 0004): its raw values are gone before `values_before`.
+metric_project_tiers = sa.Table(
+    "metric_project_tiers", metadata,
+    sa.Column("project_id", sa.Text, primary_key=True),
+    sa.Column("values_before", TS, nullable=False),
 )
 
 log_metadata = sa.Table(

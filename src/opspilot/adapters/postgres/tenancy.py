@@ -16,6 +16,7 @@ from opspilot.domain.tenancy import (
     AuditEvent,
     KeyScope,
     Membership,
+    MetricRetention,
     Project,
     Role,
     Token,
@@ -35,7 +36,7 @@ SAVE_USER = statements.upsert("users", "id, name, created_at, admin", "id")
 
 
 def _project(row: Any) -> Project:
-    return Project(row["id"], row["name"], row["created_at"])
+    return Project(row["id"], row["name"], row["created_at"], _retention(row))
 
 
 def _membership(row: Any) -> Membership:
@@ -51,6 +52,10 @@ def _key(row: Any) -> ApiKey:
     return ApiKey(row["id"], row["project_id"], row["key_hash"], row["created_at"],
                   row["revoked"], row["name"], KeyScope(row["scope"]), row["prefix"],
                   row["expires_at"], row["last_used_at"])
+
+
+def _retention(row: Any) -> MetricRetention:
+    return MetricRetention(row["metric_values_days"], row["metric_summary_days"])
 
 
 def _user(row: Any) -> User:
@@ -81,9 +86,24 @@ class PostgresTenancyStore:
 
     async def get_project(self, project_id: str) -> Project | None:
         return await statements.fetch_one(
-            self._db, _project, "SELECT id, name, created_at FROM projects WHERE id = $1",
-            project_id,
+            self._db, _project,
+            "SELECT id, name, created_at, metric_values_days, metric_summary_days"
+            " FROM projects WHERE id = $1", project_id,
         )
+
+    async def set_metric_retention(self, project_id: str, retention: MetricRetention) -> bool:
+        async with self._db.connection() as conn:
+            status = await conn.execute(
+                "UPDATE projects SET metric_values_days = $2, metric_summary_days = $3"
+                " WHERE id = $1", project_id, retention.values_days, retention.summary_days)
+        return bool(status != "UPDATE 0")
+
+    async def metric_retentions(self) -> dict[str, MetricRetention]:
+        found = await statements.fetch_all(
+            self._db, _project,
+            "SELECT id, name, created_at, metric_values_days, metric_summary_days FROM projects"
+            " WHERE metric_values_days IS NOT NULL OR metric_summary_days IS NOT NULL")
+        return {project.id: project.metric_retention for project in found}
 
     async def add_user(self, user: User) -> None:
         try:

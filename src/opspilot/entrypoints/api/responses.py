@@ -181,6 +181,30 @@ def member_doc(membership: Membership, user: User) -> Member:
 
 
 @closed
+class MetricRetentionDoc(TypedDict):
+    values_days: Annotated[int | None, Field(description="raw metric values kept (days); "
+                                             "null: the server's OPSPILOT_METRIC_RETENTION_DAYS")]
+    summary_days: Annotated[int | None, Field(
+        description="hourly summaries kept (days); null: the server's "
+                    "OPSPILOT_METRIC_SUMMARY_RETENTION_DAYS")]
+
+
+@closed
+class ProjectSettings(TypedDict):
+    id: str
+    name: str
+    created_at: Instant
+    metric_retention: MetricRetentionDoc
+
+
+def project_doc(project: Project) -> ProjectSettings:
+    retention = project.metric_retention
+    return {"id": project.id, "name": project.name, "created_at": project.created_at,
+            "metric_retention": {"values_days": retention.values_days,
+                                 "summary_days": retention.summary_days}}
+
+
+@closed
 class MemberList(TypedDict):
     members: list[Member]
 

@@ -8,11 +8,13 @@ from datetime import datetime, timedelta
 from typing import Annotated
 
 from aiohttp import web
-from pydantic import Field, StringConstraints
+from pydantic import Field, StrictInt, StringConstraints
 
 from opspilot.domain.errors import ValidationError
 from opspilot.domain.tenancy import (
+    MAX_RETENTION_DAYS,
     KeyScope,
+    MetricRetention,
     Principal,
     Role,
 )
@@ -59,6 +61,19 @@ class RotateBody(Strict):
         default="24h", description="how long the old key keeps working (0 to 7d)")
 
 
+class RetentionBody(Strict):
+    values_days: StrictInt | None = Field(
+        default=None, ge=1, le=MAX_RETENTION_DAYS,
+        description="days raw metric values are kept; null: the server's setting")
+    summary_days: StrictInt | None = Field(
+        default=None, ge=1, le=MAX_RETENTION_DAYS,
+        description="days hourly summaries are kept (at least values_days); null: the server's")
+
+
+class ProjectPatchBody(Strict):
+    metric_retention: RetentionBody
+
+
 class AuditParams(Strict):
     limit: int = Field(default=100, ge=1, le=1000)
 
@@ -100,6 +115,22 @@ async def _create_project(request: web.Request, actor: Principal) -> web.Respons
     body = await json_body(request, CreateProjectBody)
     made = await services(request).accounts.create_project(body.name, body.owner, actor)
     return json_answer(r.credentials_doc(made), 201)
+
+
+async def get_project(request: web.Request) -> web.Response:
+    actor = await query_principal(request)
+    found = await services(request).accounts.project(actor, _path(request, "project_id"))
+    return json_answer(r.project_doc(found))
+
+
+async def change_project(request: web.Request) -> web.Response:
+    actor = await query_principal(request)
+    body = await json_body(request, ProjectPatchBody)
+    retention = MetricRetention(body.metric_retention.values_days,
+                                body.metric_retention.summary_days)
+    changed = await services(request).accounts.set_metric_retention(
+        actor, _path(request, "project_id"), retention)
+    return json_answer(r.project_doc(changed))
 
 
 # -- members -------------------------------------------------------------------------------------
@@ -204,6 +235,8 @@ def register(app: web.Application) -> None:
     add("POST", "/api/admin/projects", admin_create_project)
     add("POST", "/api/admin/users", admin_create_user)
     add("POST", "/api/projects", create_project)
+    add("GET", "/api/projects/{project_id}", get_project)
+    add("PATCH", "/api/projects/{project_id}", change_project)
     add("GET", "/api/projects/{project_id}/members", list_members)
     add("POST", "/api/projects/{project_id}/members", invite_member)
     add("PATCH", "/api/projects/{project_id}/members/{user_id}", change_member)
@@ -230,6 +263,11 @@ OPERATIONS = (
     _Op("post", "/api/projects", "Create a project (administrators)", "token",
         body=CreateProjectBody, success=201, conflict="a project with this name exists",
         response=r.ProjectCredentials),
+    _Op("get", "/api/projects/{project_id}", "The project and its settings (viewer+)", "token",
+        response=r.ProjectSettings),
+    _Op("patch", "/api/projects/{project_id}",
+        "Set the project's own metric retention (owner; null: the server's setting)", "token",
+        body=ProjectPatchBody, response=r.ProjectSettings),
     _Op("get", _MEMBERS, "The project's members and roles (viewer+)", "token",
         response=r.MemberList),
     _Op("post", _MEMBERS, "Add a user to the project (admin+; owner to add an owner)", "token",
