@@ -12,10 +12,12 @@ Data (one project, `--scale` multiplies the series counts), ending at NOW:
   floats (lognormal, full precision);
 - long: 5 series, one point a minute for 30 days (2-decimal gauges), for the 30 d queries.
 
-Two schemas are migrated: `before` has today's layout (migration 0003's BRIN index on
-`metrics.timestamp` dropped: what `main` had), `after` has it. The same batches go through
-`write_batches` into both, alternating batch by batch (ingest rate, the hot path). Then in
-`after`: VACUUM, raw size; compaction of every closed hour (throughput); VACUUM; the
+Two schemas are migrated: `before` has the raw-row layout (migration 0003's BRIN index on
+`metrics.timestamp` dropped: what `main` had before compaction), `after` has it. The same
+batches go through `write_batches` into both, alternating batch by batch (ingest rate, the
+hot path); every `--compact-every` batches `after` compacts the hours closed so far, as the
+job does while agents write (throughput, timed apart but in the same stretch of time as the
+ingest it is compared with). Then: the raw rows' size (`before`, after VACUUM); VACUUM; the
 compacted tier's size (table + indexes + TOAST of blocks, summaries, series dictionary).
 Bytes per point per kind come from the rows' own sizes (`pg_column_size`), the totals from
 the relations. Queries (median of `--queries` runs, alternating): 24 h / 1 m and
@@ -46,10 +48,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import add_postgres_options  # noqa: E402
 
+from opspilot.adapters.postgres import compaction  # noqa: E402
 from opspilot.adapters.postgres.database import PostgresDatabase, asyncpg_dsn
 from opspilot.adapters.postgres.migrate import migrate
 from opspilot.domain.ingest import MetricBatch
 from opspilot.domain.metrics import Aggregation, MetricPoint, MetricQuery, SeriesSelector
+from opspilot.domain.ports import CompactionResult
 from opspilot.domain.timewindow import Bucketing, TimeRange
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
@@ -103,9 +107,14 @@ def batches(data: dict[str, list[MetricPoint]], size: int) -> list[list[MetricPo
     return [everything[i:i + size] for i in range(0, len(everything), size)]
 
 
-async def ingest(dbs: dict[str, PostgresDatabase], chunks: list[list[MetricPoint]]
-                 ) -> dict[str, float]:
+async def ingest(dbs: dict[str, PostgresDatabase], chunks: list[list[MetricPoint]],
+                 compact_every: int) -> tuple[dict[str, float], Any, float]:
+    """Both schemas get every batch (alternating which goes first); every `compact_every`
+    batches, `after` compacts the hours closed by then (as the job does while agents
+    write), timed apart. Ingest and compaction thus share the same stretch of the loaded
+    machine's time. Returns the ingest rates, the compaction totals and its seconds."""
     seconds = dict.fromkeys(dbs, 0.0)
+    compact_s, totals = 0.0, [0, 0]
     for number, points in enumerate(chunks):
         batch = MetricBatch(f"bench-{number}", PROJECT, NOW, points)
         order = list(dbs) if number % 2 == 0 else list(reversed(dbs))
@@ -113,20 +122,32 @@ async def ingest(dbs: dict[str, PostgresDatabase], chunks: list[list[MetricPoint
             t = time.perf_counter()
             await dbs[name].metric_store.write_batches([batch])
             seconds[name] += time.perf_counter() - t
+        last = number == len(chunks) - 1
+        if last or (number + 1) % compact_every == 0:
+            until = NOW if last else chunks[number + 1][0].timestamp
+            t = time.perf_counter()
+            result = await dbs["after"].metric_store.compact(until, max_periods=10**6)
+            compact_s += time.perf_counter() - t
+            totals = [totals[0] + result.periods, totals[1] + result.points]
     total = sum(len(c) for c in chunks)
-    return {name: total / s for name, s in seconds.items()}
+    return ({name: total / s for name, s in seconds.items()},
+            CompactionResult(totals[0], totals[1], 0), compact_s)
 
 
 TIER = ("metric_blocks", "metric_summaries", "metric_series")
 
 
-async def sizes(conn: Any, tables: tuple[str, ...]) -> int:
+async def sizes(conn: Any, tables: tuple[str, ...], schema: str | None = None) -> int:
+    """Table + indexes + TOAST of `tables`; `metrics` counts its partitions, in `schema`
+    (default: the session's)."""
+    if tables == ("metrics",):
+        return int(await conn.fetchval(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = coalesce($2, current_schema()) AND c.relkind IN ('r', 'p')"
+            " AND (c.relname = ANY($1) OR c.relname LIKE 'metrics\\_%')",
+            list(tables), schema))
     return int(await conn.fetchval(
-        "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')"
-        " AND (c.relname = ANY($1) OR c.relname LIKE 'metrics\\_%')"
-        if tables == ("metrics",) else
         "SELECT coalesce(sum(pg_total_relation_size(t)), 0) FROM unnest($1::regclass[]) t",
         list(tables)))
 
@@ -181,7 +202,8 @@ async def main(args: argparse.Namespace) -> int:
     for schema in schemas.values():
         await migrate(url, schema)
     dbs = {n: PostgresDatabase(url, schema=s, now=lambda: NOW,
-                               partitions_past=timedelta(days=40), min_size=1, max_size=2)
+                               partitions_past=timedelta(days=40), min_size=1,
+                               max_size=args.workers + 1)
            for n, s in schemas.items()}
     admin = await asyncpg.connect(asyncpg_dsn(url), server_settings={"timezone": "UTC"})
     try:
@@ -190,15 +212,12 @@ async def main(args: argparse.Namespace) -> int:
             await db.connect()
             await db.ensure_partitions(NOW - 31 * DAY, NOW)
         print(f"ingesting {total:,} points into both schemas …", file=sys.stderr, flush=True)
-        rates = await ingest(dbs, chunks)
+        compaction.WORKERS = args.workers
+        rates, result, compact_s = await ingest(dbs, chunks, args.compact_every)
         after = schemas["after"]
         await admin.execute(f'SET search_path TO "{after}"')
-        await admin.execute("VACUUM ANALYZE metrics")
-        raw_bytes = await sizes(admin, ("metrics",))
-        print("compacting …", file=sys.stderr, flush=True)
-        t = time.perf_counter()
-        result = await dbs["after"].metric_store.compact(NOW, max_periods=10**6)
-        compact_s = time.perf_counter() - t
+        await admin.execute(f'VACUUM ANALYZE "{schemas["before"]}".metrics')
+        raw_bytes = await sizes(admin, ("metrics",), schemas["before"])
         await admin.execute("VACUUM ANALYZE metrics")
         await admin.execute("VACUUM ANALYZE metric_blocks")
         await admin.execute("VACUUM ANALYZE metric_summaries")
@@ -206,7 +225,6 @@ async def main(args: argparse.Namespace) -> int:
         hot_left = await sizes(admin, ("metrics",))
         tier_bytes = await sizes(admin, TIER)
         by_kind = await row_bytes_by_kind(admin)
-        await admin.execute(f'VACUUM ANALYZE "{schemas["before"]}".metrics')
         print("querying …", file=sys.stderr, flush=True)
         latencies = await timed_queries(dbs, args.queries)
     finally:
@@ -253,7 +271,8 @@ def report(args: argparse.Namespace, counts: dict[str, int], rates: dict[str, fl
         f"| ingest through the adapter (points/s; BRIN index added) | {rates['before']:,.0f} |"
         f" {rates['after']:,.0f} | {ingest_ratio:.2f}× (target ≥ 0.9×"
         f" {'✅' if ingest_ratio >= 0.9 else '❌'}) |",
-        f"| compaction ({result.periods:,} hours; points/s) | |"
+        f"| compaction while ingesting ({result.periods:,} series-hours, every"
+        f" {args.compact_every} batches, {args.workers} worker(s); points/s) | |"
         f" {result.points / compact_s:,.0f} | {result.points / compact_s / rates['after']:.1f}×"
         f" the ingest rate |",
     ]
@@ -267,6 +286,10 @@ def parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies series counts")
     parser.add_argument("--batch", type=int, default=5_000)
+    parser.add_argument("--compact-every", type=int, default=10,
+                        help="compact the closed hours every N batches while ingesting")
+    parser.add_argument("--workers", type=int, default=compaction.WORKERS,
+                        help="batches compacted at once (pool connections)")
     parser.add_argument("--queries", type=int, default=15)
     add_postgres_options(parser)
     return parser.parse_args()

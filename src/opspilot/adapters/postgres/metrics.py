@@ -4,6 +4,7 @@ buckets absent, histogram bins of equal width with the maximum in the last bin).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import operator
 from collections.abc import Iterator, Mapping, Sequence
@@ -436,17 +437,24 @@ class PostgresMetricStore:
         if self._db.timescale:  # TimescaleDB compresses its chunks itself
             return CompactionResult(0, 0, 0)
         limit = Bucketing(COMPACTION_PERIOD).floor(before)
-        taken = periods = points = 0
         async with self._db.connection() as conn:
             pending = await compaction.closed_periods(conn, limit)
-            for run in compaction.batches(pending[:max_periods]):
-                got, done, moved = await compaction.compact_periods(conn, run, self._lock_key)
-                taken, periods, points = taken + got, periods + done, points + moved
-            # Counted, not re-read: a second scan would walk the dead tuples just left.
-            backlog = len(pending) - taken
+        runs = iter(compaction.batches(pending[:max_periods]))
+        totals = [0, 0, 0]  # periods taken, compacted, points moved
+
+        async def worker() -> None:
+            async with self._db.connection() as conn:
+                for run in runs:  # shared: each run goes to the first worker free
+                    for i, n in enumerate(await compaction.compact_periods(
+                            conn, run, self._lock_key)):
+                        totals[i] += n
+
+        await asyncio.gather(*(worker() for _ in range(compaction.WORKERS)))
+        async with self._db.connection() as conn:
             await compaction.reclaim_closed_days(conn, self._db.metric_partitions, limit,
                                                  self._reclaimed)
-        return CompactionResult(periods, points, backlog)
+        # Counted, not re-read: a second scan would walk the dead tuples just left.
+        return CompactionResult(totals[1], totals[2], len(pending) - totals[0])
 
     def _lock_key(self, period: datetime) -> str:
         return f"opspilot:compact:{self._db.schema or ''}:{period.isoformat()}"
