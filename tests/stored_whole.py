@@ -13,7 +13,6 @@ a thread, because hypothesis drives a synchronous test function.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import threading
 from collections.abc import Callable, Coroutine
@@ -176,8 +175,7 @@ class Pipeline:
     async def _nothing_dead(self) -> None:
         dead = self._dead_letters(self.container)
         for stream in (Stream.METRICS, Stream.LOGS):
-            depth = dead.dead_letter_depth(stream)
-            assert (await depth if inspect.isawaitable(depth) else depth) == 0, stream
+            assert await dead.dead_letter_depth(stream) == 0, stream
 
 
 def _refused(status: int, doc: Any) -> bool:

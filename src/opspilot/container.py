@@ -6,8 +6,9 @@ an application (Core / Gateways / Services):
 - `Core`: the clock and the id generator;
 - `Telemetry`: the Prometheus instruments of each process role (API, worker, alerts);
 - `Gateways`: connections and the port adapters on them. Each port is a `providers.Selector`
-  over its in-memory adapter and its real one; the choice comes from which
-  `OPSPILOT_*_URL` settings are present;
+  over its in-memory adapter and its real one (the queue depth, the tick lock and the
+  evaluation queue included); the choice comes from which `OPSPILOT_*_URL` settings are
+  present;
 - `Services`: the use cases, on the gateways' ports (the alert engine's included).
 
 The top-level `Container` names every product once more (`container.metric_store`,
@@ -30,6 +31,7 @@ import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 from dependency_injector import containers, providers
@@ -47,8 +49,10 @@ from opspilot.adapters.memory.queue import InMemoryQueue
 from opspilot.adapters.memory.scheduling import InMemoryEvaluationQueue, InMemorySchedulerLock
 from opspilot.adapters.memory.tenancy import InMemoryTenancyStore
 from opspilot.adapters.notify.dispatch import channel_notifier_resource
+from opspilot.adapters.prometheus.alerts import AlertTelemetry
+from opspilot.adapters.prometheus.api import ApiTelemetry
+from opspilot.adapters.prometheus.worker import WorkerTelemetry
 from opspilot.adapters.secrets import principal_seal_secret, secret_box
-from opspilot.adapters.telemetry import AlertTelemetry, ApiTelemetry, WorkerTelemetry
 from opspilot.application.accounts import Accounts
 from opspilot.application.admission import ByteBudget
 from opspilot.application.alerting import (
@@ -84,6 +88,7 @@ from opspilot.domain.ports import (
     MetricCompaction,
     MetricStore,
     Notifier,
+    QueueDepth,
     RateLimiter,
     RuleStore,
     SchedulerLock,
@@ -320,30 +325,6 @@ def _rabbitmq_consumer(url: str, prefix: str, prefetch: int) -> IngestConsumer:
     return RabbitMQConsumer(url, prefix=prefix, prefetch=prefetch)
 
 
-def _metric_store(db: PostgresDatabase) -> MetricStore:
-    return db.metric_store  # type: ignore[no-any-return]
-
-
-def _log_metadata_store(db: PostgresDatabase) -> LogMetadataStore:
-    return db.log_metadata_store  # type: ignore[no-any-return]
-
-
-def _tenancy_store(db: PostgresDatabase) -> TenancyStore:
-    return db.tenancy_store  # type: ignore[no-any-return]
-
-
-def _rule_store(db: PostgresDatabase) -> RuleStore:
-    return db.rule_store  # type: ignore[no-any-return]
-
-
-def _channel_store(db: PostgresDatabase) -> ChannelStore:
-    return db.channel_store  # type: ignore[no-any-return]
-
-
-def _incident_store(db: PostgresDatabase) -> IncidentStore:
-    return db.incident_store  # type: ignore[no-any-return]
-
-
 def _compaction_of(store: MetricStore) -> MetricCompaction:
     """Both metric stores implement the compact tier (MetricCompaction) too."""
     return store  # type: ignore[return-value]
@@ -437,12 +418,15 @@ class Gateways(containers.DeclarativeContainer):
     dead_letters: providers.Provider[DeadLetterQueue] = providers.Selector(
         config.backends.queue, memory=memory_queue, rabbitmq=rabbitmq_dead_letters
     )
+    queue_depth: providers.Provider[QueueDepth] = providers.Selector(
+        config.backends.queue, memory=memory_queue, rabbitmq=rabbitmq
+    )
 
     # -- stores ----------------------------------------------------------------------------
     metric_store: providers.Provider[MetricStore] = providers.Selector(
         config.backends.sql,
         memory=providers.Singleton(InMemoryMetricStore),
-        postgres=providers.Callable(_metric_store, postgres),
+        postgres=providers.Callable(attrgetter("metric_store"), postgres),
     )
     metric_compaction: providers.Provider[MetricCompaction] = providers.Callable(
         _compaction_of, metric_store
@@ -450,27 +434,27 @@ class Gateways(containers.DeclarativeContainer):
     log_metadata: providers.Provider[LogMetadataStore] = providers.Selector(
         config.backends.sql,
         memory=providers.Singleton(InMemoryLogMetadataStore),
-        postgres=providers.Callable(_log_metadata_store, postgres),
+        postgres=providers.Callable(attrgetter("log_metadata_store"), postgres),
     )
     tenancy: providers.Provider[TenancyStore] = providers.Selector(
         config.backends.sql,
         memory=providers.Singleton(InMemoryTenancyStore),
-        postgres=providers.Callable(_tenancy_store, postgres),
+        postgres=providers.Callable(attrgetter("tenancy_store"), postgres),
     )
     rules: providers.Provider[RuleStore] = providers.Selector(
         config.backends.sql,
         memory=providers.Singleton(InMemoryRuleStore),
-        postgres=providers.Callable(_rule_store, postgres),
+        postgres=providers.Callable(attrgetter("rule_store"), postgres),
     )
     channels: providers.Provider[ChannelStore] = providers.Selector(
         config.backends.sql,
         memory=providers.Singleton(InMemoryChannelStore),
-        postgres=providers.Callable(_channel_store, postgres),
+        postgres=providers.Callable(attrgetter("channel_store"), postgres),
     )
     incidents: providers.Provider[IncidentStore] = providers.Selector(
         config.backends.sql,
         memory=providers.Singleton(InMemoryIncidentStore),
-        postgres=providers.Callable(_incident_store, postgres),
+        postgres=providers.Callable(attrgetter("incident_store"), postgres),
     )
     log_store: providers.Provider[LogStore] = providers.Selector(
         config.backends.logs, memory=providers.Singleton(InMemoryLogStore), opensearch=opensearch
@@ -643,6 +627,7 @@ class Container(containers.DeclarativeContainer):
     queue: providers.Provider[IngestQueue] = gateways.queue
     ingest_consumer: providers.Provider[IngestConsumer] = gateways.ingest_consumer
     dead_letters: providers.Provider[DeadLetterQueue] = gateways.dead_letters
+    queue_depth: providers.Provider[QueueDepth] = gateways.queue_depth
     metric_store: providers.Provider[MetricStore] = gateways.metric_store
     metric_compaction: providers.Provider[MetricCompaction] = gateways.metric_compaction
     log_metadata: providers.Provider[LogMetadataStore] = gateways.log_metadata

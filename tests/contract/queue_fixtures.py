@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -96,8 +95,7 @@ class QueueHarness:
         return made
 
     async def depth(self, stream: Stream) -> int:
-        found = self.publisher.depth(stream)
-        return await found if inspect.isawaitable(found) else found
+        return int(await self.publisher.depth(stream))
 
 
 class Pump:

@@ -1,20 +1,19 @@
-"""`dead_letter_depth(stream)`, read by the worker's queue-depth sampler, on the in-memory
-queue and RabbitMQ alike."""
+"""The `QueueDepth` port's `dead_letter_depth(stream)`, read by the worker's queue-depth
+sampler, on the in-memory queue and RabbitMQ alike."""
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 
 from opspilot.domain.ingest import Stream
+from opspilot.domain.ports import QueueDepth
 from tests.contract.queue_fixtures import HarnessFactory, Pump
 from tests.contract.queue_fixtures import queue_harness_factory as queue_harness_factory
 from tests.contract.test_ingest_queue import log_batch, metric_batch
 
 
-async def _dead_depth(publisher: object, stream: Stream) -> int:
-    found = publisher.dead_letter_depth(stream)  # type: ignore[attr-defined]
-    return int(await found if inspect.isawaitable(found) else found)
+async def _dead_depth(publisher: QueueDepth, stream: Stream) -> int:
+    return await publisher.dead_letter_depth(stream)
 
 
 async def test_dead_letter_depth_counts_each_streams_dead_letters(

@@ -19,7 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from opspilot.adapters.telemetry import WorkerTelemetry
+from opspilot.adapters.prometheus.worker import WorkerTelemetry
 from opspilot.domain.ingest import Stream
 from opspilot.entrypoints.cli import _parser
 from opspilot.settings import Settings

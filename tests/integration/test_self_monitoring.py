@@ -329,7 +329,7 @@ def _offline_store_names() -> set[str]:
     OpenSearch is configured for the live processes (so a rename still fails here)."""
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from opspilot.adapters.telemetry_stores import (
+    from opspilot.adapters.prometheus.exporters import (
         OpenSearchExporter,
         PoolCollector,
         PostgresExporter,

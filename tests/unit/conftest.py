@@ -94,7 +94,7 @@ async def drain(container: Container) -> None:
     worker = container.ingest_worker()  # the in-memory queue is its consumer
     task = asyncio.create_task(worker.run())
     for _ in range(500):
-        if not any(queue.depth(s) for s in (Stream.METRICS, Stream.LOGS)):
+        if not any([await queue.depth(s) for s in (Stream.METRICS, Stream.LOGS)]):
             break
         await asyncio.sleep(0.01)
     worker.request_stop()

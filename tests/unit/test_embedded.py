@@ -191,7 +191,7 @@ async def test_closing_writes_what_was_accepted_and_is_idempotent() -> None:
                         opspilot.Aggregation.COUNT, Bucketing(timedelta(hours=1)))
     (series,) = await store.query([query])
     assert sum(series.values) == 3
-    assert queue.depth(Stream.METRICS) == 0
+    assert await queue.depth(Stream.METRICS) == 0
     with pytest.raises(RuntimeError):
         ops.container  # noqa: B018
 

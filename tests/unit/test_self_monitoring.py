@@ -11,23 +11,20 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from opspilot.adapters.memory.queue import InMemoryQueue
-from opspilot.adapters.telemetry import (
-    QUERY_KINDS,
-    ApiTelemetry,
-    ProjectLabels,
-    WorkerTelemetry,
-    include_registries,
-)
-from opspilot.adapters.telemetry_stores import (
+from opspilot.adapters.prometheus.api import QUERY_KINDS, ApiTelemetry, ProjectLabels
+from opspilot.adapters.prometheus.exporters import (
     ExporterHealth,
     OpenSearchExporter,
     PoolCollector,
     PostgresExporter,
     QueueDepthSampler,
 )
+from opspilot.adapters.prometheus.monitoring import refresh_once
+from opspilot.adapters.prometheus.serving import include_registries
+from opspilot.adapters.prometheus.worker import WorkerTelemetry
 from opspilot.container import Container
 from opspilot.domain.ingest import Stream
-from opspilot.entrypoints.self_monitoring import refresh_once, start_self_monitoring
+from opspilot.entrypoints.self_monitoring import start_self_monitoring
 from tests.unit.conftest import Tenant, drain
 
 
@@ -324,12 +321,15 @@ async def test_a_failed_depth_look_up_removes_only_its_series() -> None:
                 raise ConnectionError("channel closed")
             return 7
 
+        async def dead_letter_depth(self, stream: Stream) -> int:
+            return 0
+
     gauge = Gauge("depth", "d", ["queue"], registry=CollectorRegistry())
     gauge.labels("logs.ingest").set(3)  # a value from an earlier sample
     with pytest.raises(ConnectionError):
         await QueueDepthSampler(HalfBroken(), gauge).refresh()
     queues = {s.labels["queue"]: s.value for m in gauge.collect() for s in m.samples}
-    assert queues == {"metrics.ingest": 7}
+    assert queues == {"metrics.ingest": 7, "metrics.ingest.dlq": 0, "logs.ingest.dlq": 0}
 
 
 # -- what an autoscaler reads besides the depth: message age, utilisation ------------------

@@ -434,6 +434,14 @@ class Delivery(Protocol):
         ...
 
 
+class QueueDepth(Protocol):
+    """How many messages wait, per stream (telemetry's consumer lag)."""
+
+    async def depth(self, stream: Stream) -> int: ...
+
+    async def dead_letter_depth(self, stream: Stream) -> int: ...
+
+
 class IngestConsumer(Protocol):
     def deliveries(self, streams: Sequence[Stream]) -> AsyncIterator[Delivery]:
         """Messages as they arrive, at most `prefetch` unacknowledged at a time; the

@@ -36,12 +36,11 @@ from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    Counter,
-    Histogram,
     generate_latest,
 )
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, Strict
 
+from opspilot.adapters.prometheus.ai import AiTelemetry
 from opspilot.domain.analysis import (
     DEFAULT_ANOMALY_THRESHOLD,
     Analyzer,
@@ -207,17 +206,6 @@ def _json(doc: dict[str, Any], status: int = 200) -> web.Response:
 # telemetry and the app -------------------------------------------------------------------
 
 
-class AiTelemetry:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
-        self.requests = Counter(
-            "opspilot_ai_requests_total", "AI service requests by route and status",
-            ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram(
-            "opspilot_ai_request_duration_seconds", "AI service latency by route",
-            ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry)
-
-
 ANALYZER = web.AppKey("analyzer", Analyzer)
 TELEMETRY = web.AppKey("ai_telemetry", AiTelemetry)
 LIMITS = web.AppKey("ai_limits", AiLimits)
@@ -229,9 +217,8 @@ async def telemetry_middleware(request: web.Request, handler: Handler) -> web.St
     response = await handler(request)
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
-    telemetry = request.app[TELEMETRY]
-    telemetry.requests.labels(request.method, route, str(response.status)).inc()
-    telemetry.latency.labels(request.method, route).observe(time.perf_counter() - started)
+    request.app[TELEMETRY].request_served(request.method, route, response.status,
+                                          time.perf_counter() - started)
     return response
 
 

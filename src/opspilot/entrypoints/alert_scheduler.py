@@ -20,7 +20,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from opspilot.adapters.telemetry import start_metrics_server
+from opspilot.adapters.prometheus.serving import start_metrics_server
 from opspilot.application.alerting import AlertScheduler
 from opspilot.application.compaction import Compaction
 from opspilot.application.retention import Retention

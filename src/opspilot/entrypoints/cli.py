@@ -202,7 +202,7 @@ async def _api(args: Any) -> int:
 
 
 async def _worker(args: Any) -> int:
-    from opspilot.adapters.telemetry import start_metrics_server
+    from opspilot.adapters.prometheus.serving import start_metrics_server
     from opspilot.container import build_container, start_container, stop_container
     from opspilot.entrypoints.self_monitoring import start_self_monitoring
 

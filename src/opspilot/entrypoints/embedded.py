@@ -220,7 +220,7 @@ class OpsPilot:
                         await queue.join()
                 except TimeoutError:
                     log.warning("closing with %d ingest batches unwritten (stores down?)",
-                                sum(queue.depth(s) for s in Stream))
+                                sum(queue.waiting(s) for s in Stream))
             worker.request_stop()
             await task
 

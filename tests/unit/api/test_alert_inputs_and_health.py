@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from opspilot.adapters.telemetry import ApiTelemetry
+from opspilot.adapters.prometheus.api import ApiTelemetry
 from opspilot.domain.errors import ServiceUnavailable
 from opspilot.domain.ports import RateDecision
 from opspilot.domain.storable import CONTROL_REASON

@@ -22,7 +22,7 @@ async def test_metrics_accepted_then_stored(api: Any, tenant: Any, container: An
     assert response.status == 202
     body = await response.json()
     assert body["accepted"] == 2 and body["batch_id"]
-    assert container.memory_queue().depth(Stream.METRICS) == 1
+    assert await container.memory_queue().depth(Stream.METRICS) == 1
     await drain(container)
     assert container.metric_store().count(tenant.project_id) == 2
 
@@ -76,7 +76,7 @@ async def test_bad_metrics_name_the_field(
     error = (await response.json())["error"]
     assert error["code"] == "invalid_input"
     assert error["details"]["field"] == field
-    assert container.memory_queue().depth(Stream.METRICS) == 0
+    assert await container.memory_queue().depth(Stream.METRICS) == 0
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b"", b"[1, 2]", b'{"metrics": [{"value": NaN}]}'])
@@ -160,7 +160,7 @@ async def test_timestamps_that_would_vanish_are_refused_by_position(
     error = (await response.json())["error"]
     assert error["details"]["field"] == field
     assert says in error["message"]
-    assert container.memory_queue().depth(Stream(f"{stream}.ingest")) == 0  # nothing half-taken
+    assert await container.memory_queue().depth(Stream(f"{stream}.ingest")) == 0  # nothing half-taken
 
 
 @pytest.mark.parametrize(("stream", "item", "stamps"), [

@@ -212,7 +212,7 @@ async def test_nothing_to_keep_is_a_400_naming_the_field(
     response = await api.post("/v1/metrics", json=doc, headers=tenant.ingest_headers)
     assert response.status == 400  # a JSON request's error is the standard JSON error body
     assert (await response.json())["error"]["details"]["field"].endswith("metrics[0].name")
-    assert container.memory_queue().depth(Stream.METRICS) == 0
+    assert await container.memory_queue().depth(Stream.METRICS) == 0
 
 
 async def test_garbage_protobuf_is_a_400_status(api: Any, tenant: Any) -> None:
@@ -370,6 +370,6 @@ async def test_points_of_another_project_are_never_published(
     theirs = MetricPoint(other_tenant.project_id, clock.now(), "x", 2.0)
     with pytest.raises(ValidationError, match="API key's project"):
         await ingest.accept_points(IngestIdentity(tenant.project_id, "k"), [mine, theirs])
-    assert container.memory_queue().depth(Stream.METRICS) == 0
+    assert await container.memory_queue().depth(Stream.METRICS) == 0
     accepted = await ingest.accept_points(IngestIdentity(tenant.project_id, "k"), [mine])
-    assert accepted.accepted == 1 and container.memory_queue().depth(Stream.METRICS) == 1
+    assert accepted.accepted == 1 and await container.memory_queue().depth(Stream.METRICS) == 1

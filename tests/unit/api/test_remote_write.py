@@ -95,7 +95,7 @@ async def test_bad_writes_are_4xx(api: Any, tenant: Any, container: Any, data: b
     response = await api.post("/api/v1/write", data=data, headers={**headers, **tenant.ingest_headers})
     assert response.status == status
     assert (await response.json())["error"]["details"]["field"] == field
-    assert container.memory_queue().depth(Stream.METRICS) == 0
+    assert await container.memory_queue().depth(Stream.METRICS) == 0
 
 
 async def test_a_write_needs_a_key(api: Any) -> None:

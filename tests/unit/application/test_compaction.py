@@ -10,7 +10,7 @@ import pytest
 from opspilot.adapters.memory.logs import InMemoryLogMetadataStore, InMemoryLogStore
 from opspilot.adapters.memory.metrics import InMemoryMetricStore
 from opspilot.adapters.memory.scheduling import InMemorySchedulerLock
-from opspilot.adapters.telemetry import AlertTelemetry
+from opspilot.adapters.prometheus.alerts import AlertTelemetry
 from opspilot.application.compaction import Compaction, CompactionPolicy
 from opspilot.application.retention import Retention, RetentionPolicy
 from opspilot.domain.ingest import MetricBatch

@@ -11,7 +11,7 @@ from opspilot.adapters.clock_and_ids import FixedClock
 from opspilot.adapters.memory.logs import InMemoryLogMetadataStore, InMemoryLogStore
 from opspilot.adapters.memory.metrics import InMemoryMetricStore
 from opspilot.adapters.memory.scheduling import InMemorySchedulerLock
-from opspilot.adapters.telemetry import AlertTelemetry
+from opspilot.adapters.prometheus.alerts import AlertTelemetry
 from opspilot.application.retention import Retention, RetentionPolicy
 from opspilot.domain.errors import TransientStoreError
 from opspilot.domain.ingest import LogBatch, MetricBatch

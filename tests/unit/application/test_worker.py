@@ -74,7 +74,7 @@ async def run_until_empty(queue: InMemoryQueue, store: InMemoryMetricStore, **kw
                           WorkerSettings(**kw), observer, sleep=fake_sleep)
     task = asyncio.create_task(worker.run())
     for _ in range(400):
-        if queue.depth(Stream.METRICS) == 0:
+        if await queue.depth(Stream.METRICS) == 0:
             break
         await asyncio.sleep(0.005)
     worker.request_stop()
@@ -155,7 +155,7 @@ async def test_stop_returns_unacked_messages_to_the_queue() -> None:
     first = await anext(deliveries)
     assert first.batch is not None
     await queue.stop()
-    assert queue.depth(Stream.METRICS) == 2
+    assert await queue.depth(Stream.METRICS) == 2
 
 
 async def test_each_delivery_reports_its_age_since_the_api_accepted_it() -> None:

@@ -52,7 +52,7 @@ async def run(queue: InMemoryQueue, metrics: Any, logs: Any, metadata: Any) -> t
     worker = IngestWorker(queue, metrics, logs, metadata, observer=seen, sleep=sleep)
     task = asyncio.create_task(worker.run())
     for _ in range(400):
-        if not any(queue.depth(s) for s in (Stream.METRICS, Stream.LOGS)):
+        if not any([await queue.depth(s) for s in (Stream.METRICS, Stream.LOGS)]):
             break
         await asyncio.sleep(0.005)
     worker.request_stop()
@@ -77,7 +77,7 @@ async def test_one_bad_point_is_dead_lettered_alone_and_the_rest_written() -> No
     assert isinstance(part, MetricBatch)
     assert part.message_id == "mixed"  # a replay writes them under the message's own id
     assert [p.value for p in part.points] == [37.0, 80.0]
-    assert queue.depth(Stream.METRICS) == 0  # the message itself was acked
+    assert await queue.depth(Stream.METRICS) == 0  # the message itself was acked
 
 
 async def test_a_message_of_bad_records_only_is_dead_lettered_whole_at_once() -> None:

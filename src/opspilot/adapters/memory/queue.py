@@ -49,7 +49,7 @@ class InMemoryQueue:
         await self.publish_raw(stream_of(batch), encode_batch(batch))
 
     async def publish_raw(self, stream: Stream, body: bytes) -> None:
-        if self.depth(stream) >= self.max_depth:
+        if self.waiting(stream) >= self.max_depth:
             raise RateLimited(f"{stream.value} backlog is full", retry_after=5.0)
         self._ids += 1
         async with self._arrived:
@@ -59,10 +59,14 @@ class InMemoryQueue:
     async def ping(self) -> None:
         return None
 
-    def depth(self, stream: Stream) -> int:
+    def waiting(self, stream: Stream) -> int:
+        """Messages of `stream` not yet acknowledged (ready or taken), now."""
         return len(self._ready[stream]) + sum(1 for m in self._unacked.values() if m.stream is stream)
 
-    def dead_letter_depth(self, stream: Stream) -> int:
+    async def depth(self, stream: Stream) -> int:
+        return self.waiting(stream)
+
+    async def dead_letter_depth(self, stream: Stream) -> int:
         return sum(1 for message, _, _ in self._dead if message.stream is stream)
 
     async def deliveries(self, streams: Sequence[Stream]) -> AsyncIterator[InMemoryDelivery]:

@@ -88,6 +88,11 @@ class OpenSearchLogStore:
         self._replicas = replicas
         self._pattern = mapping.index_pattern(prefix)
 
+    @property
+    def client(self) -> AsyncOpenSearch:
+        """The client this store writes with (the OpenSearch exporter reads `_stats` on it)."""
+        return self._client
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def ensure_template(self) -> None:

@@ -30,7 +30,7 @@ from opspilot.domain.alerts import (
 from opspilot.domain.metrics import Aggregation
 
 if TYPE_CHECKING:
-    from opspilot.adapters.postgres.database import PostgresDatabase
+    from opspilot.adapters.postgres.session import Database
 
 RULE_COLUMNS = (
     'id, project_id, name, kind, metric_name, "window", service_name, tags, aggregation,'
@@ -72,7 +72,7 @@ def _state(row: Any) -> RuleState:
 class PostgresRuleStore:
     """Implements RuleStore. Raises TransientStoreError when PostgreSQL cannot answer."""
 
-    def __init__(self, db: PostgresDatabase) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     async def save_rule(self, rule: AlertRule) -> None:
@@ -157,7 +157,7 @@ class PostgresChannelStore:
     (Fernet); e-mail addresses stay readable. Rows written before encryption are read as
     they are until `reseal_all` (`opspilot secrets rotate`) seals them."""
 
-    def __init__(self, db: PostgresDatabase) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     def _seal_target(self, kind: ChannelType, target: str) -> str:
@@ -249,7 +249,7 @@ def _delivery(row: Any) -> DeliveryAttempt:
 class PostgresIncidentStore:
     """Implements IncidentStore. Raises TransientStoreError when PostgreSQL cannot answer."""
 
-    def __init__(self, db: PostgresDatabase) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     async def save_incident(self, incident: Incident) -> None:

@@ -91,6 +91,11 @@ class PostgresDatabase:
         # channel secrets at rest; without a key configured, none can be stored
         self.secret_box: SecretBox = secret_box or MissingSecretBox()
 
+    @property
+    def pool(self) -> Any:
+        """The asyncpg pool (None while closed): for the pool collector and exporter."""
+        return self._pool
+
     # -- life cycle ---------------------------------------------------------------------
 
     async def connect(self) -> None:

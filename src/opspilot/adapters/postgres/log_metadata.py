@@ -12,7 +12,7 @@ from opspilot.domain.logs import LogLevel
 from opspilot.domain.timewindow import TimeRange
 
 if TYPE_CHECKING:
-    from opspilot.adapters.postgres.database import PostgresDatabase
+    from opspilot.adapters.postgres.session import Database
 
 COLUMNS = ("project_id", "log_id", "timestamp", "level", "service_name")
 INBOX_PREFIX = "logs:"
@@ -21,7 +21,7 @@ INBOX_PREFIX = "logs:"
 class PostgresLogMetadataStore:
     """Implements LogMetadataStore. Raises TransientStoreError when PostgreSQL cannot answer."""
 
-    def __init__(self, db: PostgresDatabase) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     async def write_batches(self, batches: Sequence[LogBatch]) -> int:

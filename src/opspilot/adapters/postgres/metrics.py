@@ -44,7 +44,7 @@ from opspilot.domain.ports import CompactionResult, WindowRequest, WindowValue
 from opspilot.domain.timewindow import Bucketing, TimeRange, utc_day_start
 
 if TYPE_CHECKING:
-    from opspilot.adapters.postgres.database import PostgresDatabase
+    from opspilot.adapters.postgres.session import Database
 
 _first = operator.itemgetter(0)
 COLUMNS = ("project_id", "timestamp", "metric_name", "metric_value", "service_name", "tags")
@@ -304,12 +304,12 @@ def _tags_json(tags: Any) -> str | None:
 class PostgresMetricStore:
     """Implements MetricStore. Raises TransientStoreError when PostgreSQL cannot answer."""
 
-    def __init__(self, db: PostgresDatabase) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
         self._reclaimed: set[str] = set()  # hot partitions already truncated after compaction
 
     async def write_batches(self, batches: Sequence[MetricBatch]) -> int:
-        """The points of every batch not seen before (`PostgresDatabase.copy_once`: COPY and
+        """The points of every batch not seen before (`Database.copy_once`: COPY and
         inbox row in one transaction). Returns the points written."""
         records: dict[str, list[tuple[Any, ...]]] = {}
         for batch in batches:

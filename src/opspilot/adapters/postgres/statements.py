@@ -8,13 +8,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from opspilot.adapters.postgres.database import PostgresDatabase
+    from opspilot.adapters.postgres.session import Database
 
 T = TypeVar("T")
 
 
 async def fetch_one(
-    db: PostgresDatabase, into: Callable[[Any], T], sql: str, *args: Any
+    db: Database, into: Callable[[Any], T], sql: str, *args: Any
 ) -> T | None:
     """The statement's first row made into `into`'s object, or None when it has no row."""
     async with db.connection() as conn:
@@ -23,7 +23,7 @@ async def fetch_one(
 
 
 async def fetch_all(
-    db: PostgresDatabase, into: Callable[[Any], T], sql: str, *args: Any
+    db: Database, into: Callable[[Any], T], sql: str, *args: Any
 ) -> list[T]:
     """Every row of the statement made into `into`'s object, in the statement's order."""
     async with db.connection() as conn:
@@ -31,7 +31,7 @@ async def fetch_all(
     return [into(row) for row in found]
 
 
-async def execute(db: PostgresDatabase, sql: str, *args: Any) -> None:
+async def execute(db: Database, sql: str, *args: Any) -> None:
     async with db.connection() as conn:
         await conn.execute(sql, *args)
 

@@ -24,7 +24,7 @@ from opspilot.domain.tenancy import (
 )
 
 if TYPE_CHECKING:
-    from opspilot.adapters.postgres.database import PostgresDatabase
+    from opspilot.adapters.postgres.session import Database
 
 TOKEN_COLUMNS = "id, user_id, token_hash, created_at, revoked, name, prefix, expires_at"
 KEY_COLUMNS = (
@@ -71,7 +71,7 @@ class PostgresTenancyStore:
     """Implements TenancyStore. Raises Conflict for a duplicate project name or user e-mail,
     TransientStoreError when PostgreSQL cannot answer."""
 
-    def __init__(self, db: PostgresDatabase) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     async def add_project(self, project: Project) -> None:

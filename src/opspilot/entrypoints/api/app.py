@@ -55,14 +55,9 @@ async def telemetry_middleware(request: web.Request, handler: Handler) -> web.St
     template = route.canonical if route is not None else "unmatched"
     # Labels are OpsPilot's own paths, wherever a host mounted it.
     template = template.removeprefix(mount_prefix(request.app)) or template
-    telemetry = services(request).telemetry
-    telemetry.requests.labels(request.method, template, str(response.status)).inc()
-    elapsed = time.perf_counter() - started
-    telemetry.latency.labels(request.method, template).observe(elapsed)
-    telemetry.query_answered(template, response.status, elapsed)
-    kind = INGEST_ROUTES.get(template)
-    if kind is not None and response.status >= 400:
-        telemetry.ingest_rejected.labels(kind, str(response.status)).inc()
+    services(request).telemetry.request_served(
+        request.method, template, response.status, time.perf_counter() - started,
+        INGEST_ROUTES.get(template))
     return response
 
 

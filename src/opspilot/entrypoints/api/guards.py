@@ -167,7 +167,7 @@ async def _limit(request: web.Request, scope: str, key: str, rate: float, burst:
         "X-RateLimit-Reset": str(max(0, round(decision.reset_after))),
     }
     if not decision.allowed:
-        svc.telemetry.rate_limited.labels(scope).inc()
+        svc.telemetry.refused_by_limiter(scope)
         raise RateLimited(
             f"{scope} rate limit of {rate:g}/s (burst {burst}) exceeded",
             retry_after=decision.retry_after,
@@ -177,7 +177,7 @@ async def _limit(request: web.Request, scope: str, key: str, rate: float, burst:
 
 def _limiter_failed(request: web.Request, exc: ServiceUnavailable) -> None:
     svc = services(request)
-    svc.telemetry.limiter_failures.inc()
+    svc.telemetry.limiter_failed()
     svc.limiter_health.failed(svc.clock.now(), exc.message)
 
 

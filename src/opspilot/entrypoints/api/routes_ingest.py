@@ -15,10 +15,7 @@ async def ingest_metrics(request: web.Request) -> web.Response:
     identity = await ingest_identity(request)
     body = await json_body(request, MetricsIngestBody)
     accepted = await services(request).ingest.accept_metrics(identity, body.metrics)
-    telemetry = services(request).telemetry
-    telemetry.ingest_accepted.labels("metrics", telemetry.project_label(identity.project_id)).inc(
-        accepted.accepted
-    )
+    services(request).telemetry.accepted("metrics", identity.project_id, accepted.accepted)
     return _accepted(accepted.batch_id, accepted.accepted)
 
 
@@ -26,10 +23,7 @@ async def ingest_logs(request: web.Request) -> web.Response:
     identity = await ingest_identity(request)
     body = await json_body(request, LogsIngestBody)
     accepted = await services(request).ingest.accept_logs(identity, body.logs)
-    telemetry = services(request).telemetry
-    telemetry.ingest_accepted.labels("logs", telemetry.project_label(identity.project_id)).inc(
-        accepted.accepted
-    )
+    services(request).telemetry.accepted("logs", identity.project_id, accepted.accepted)
     return _accepted(accepted.batch_id, accepted.accepted)
 
 

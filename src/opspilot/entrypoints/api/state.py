@@ -9,7 +9,7 @@ from datetime import datetime
 import attrs
 from aiohttp import web
 
-from opspilot.adapters.telemetry import ApiTelemetry
+from opspilot.adapters.prometheus.api import ApiTelemetry
 from opspilot.application.accounts import Accounts
 from opspilot.application.admission import ByteBudget
 from opspilot.application.auth import Authenticator, FailureThrottle

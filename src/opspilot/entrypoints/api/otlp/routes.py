@@ -118,9 +118,7 @@ async def _publish(request: web.Request, identity: Any, mapped: Mapped, kind: st
         accepted = await svc.ingest.accept_points(identity, mapped.records)
     else:
         accepted = await svc.ingest.accept_logs(identity, mapped.records)
-    telemetry = svc.telemetry
-    telemetry.ingest_accepted.labels(kind, telemetry.project_label(identity.project_id)).inc(
-        accepted.accepted)
+    svc.telemetry.accepted(kind, identity.project_id, accepted.accepted)
 
 
 def register(app: web.Application) -> None:

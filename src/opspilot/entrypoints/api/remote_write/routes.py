@@ -30,9 +30,7 @@ async def remote_write(request: web.Request) -> web.Response:
     mapped = map_write(write, svc.ingest.time_check("metrics"))
     if mapped.records:
         accepted = await svc.ingest.accept_metrics(identity, mapped.records)
-        telemetry = svc.telemetry
-        telemetry.ingest_accepted.labels(
-            "metrics", telemetry.project_label(identity.project_id)).inc(accepted.accepted)
+        svc.telemetry.accepted("metrics", identity.project_id, accepted.accepted)
     if mapped.rejected:
         field, message = mapped.problems[0]
         raise ValidationError(field, message, rejected=mapped.rejected,

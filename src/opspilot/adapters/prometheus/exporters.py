@@ -1,4 +1,4 @@
-"""Exporters for the stores and the queue: Prometheus collectors the processes register.
+"""Exporters of the stores and the queue: Prometheus collectors the processes register.
 
 - `PoolCollector`: the asyncpg pool's connections by state, read at scrape time (no I/O).
 - `PostgresExporter`: table and index sizes, rows inserted, slow and open connections, read
@@ -6,7 +6,8 @@
   15 s or so); a scrape only serves the last snapshot, so it never waits on the database.
 - `OpenSearchExporter`: documents, store size and search counters of the log indices, from
   `_stats`; the same snapshot discipline.
-- `QueueDepthSampler`: sets `opspilot_queue_depth{queue}` for each stream and its DLQ.
+- `QueueDepthSampler`: sets `opspilot_queue_depth{queue}` for each stream and its DLQ, from
+  the `QueueDepth` port.
 
 Every label set is bounded: tables are the schema's own (at most `MAX_TABLES`, partitions
 summed into their root), index patterns are the configured one, queues are the streams.
@@ -18,9 +19,8 @@ the last refresh worked.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from opspilot.domain.ingest import Stream
+from opspilot.domain.ports import QueueDepth
 
 log = logging.getLogger(__name__)
 
@@ -286,19 +287,14 @@ class OpenSearchExporter:
 # -- the queue ---------------------------------------------------------------------------------
 
 
-async def _value(result: Any) -> int:
-    return int(await result if inspect.isawaitable(result) else result)
-
-
 class QueueDepthSampler:
-    """Sets `gauge{queue}` to each stream's ready depth and its DLQ's (`<stream>.dlq`), for
-    any queue adapter with `depth(stream)` (sync or async) and, optionally,
-    `dead_letter_depth(stream)`. A failed look-up removes that series until the next
-    success (so a dashboard shows a gap, not a stale number)."""
+    """Sets `gauge{queue}` to each stream's depth and its DLQ's (`<stream>.dlq`). A failed
+    look-up removes that series until the next success (so a dashboard shows a gap, not a
+    stale number)."""
 
     name = "queue"
 
-    def __init__(self, queue: Any, gauge: Gauge,
+    def __init__(self, queue: QueueDepth, gauge: Gauge,
                  streams: Sequence[Stream] = DEPTH_STREAMS,
                  on_depth: Callable[[str, int], None] | None = None) -> None:
         self._queue = queue
@@ -309,14 +305,13 @@ class QueueDepthSampler:
     async def refresh(self) -> None:
         failure: BaseException | None = None
         for stream in self._streams:
-            lookups: list[tuple[str, Callable[[Stream], Any]]] = [
-                (stream.value, self._queue.depth)]
-            dead = getattr(self._queue, "dead_letter_depth", None)
-            if dead is not None:
-                lookups.append((f"{stream.value}.dlq", dead))
+            lookups: list[tuple[str, Callable[[Stream], Awaitable[int]]]] = [
+                (stream.value, self._queue.depth),
+                (f"{stream.value}.dlq", self._queue.dead_letter_depth),
+            ]
             for label, lookup in lookups:
                 try:
-                    depth = int(await _value(lookup(stream)))
+                    depth = await lookup(stream)
                     self._gauge.labels(label).set(depth)
                     if self._on_depth is not None:
                         self._on_depth(label, depth)
