@@ -17,10 +17,10 @@ from typing import Any
 import aiohttp
 import attrs
 import orjson
+from bench.common import LEVELS
 
 METRIC = "soak_latency"
 SERVICE = "soak-svc"
-LEVELS = ["INFO"] * 7 + ["DEBUG", "WARN", "ERROR"]
 
 
 def services_from_env() -> dict[str, str]:

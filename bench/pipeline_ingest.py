@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import BATCH, LEVELS, batched, cleanup  # noqa: E402
+from bench.harness import services_from_env  # noqa: E402
 from tests.integration.test_pipeline_e2e import (  # noqa: E402
     BIN,
     IngestLog,
@@ -152,13 +153,7 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    urls = {"database": os.environ.get("OPSPILOT_DATABASE_URL", ""),
-            "amqp": os.environ.get("OPSPILOT_AMQP_URL", ""),
-            "opensearch": os.environ.get("OPSPILOT_OPENSEARCH_URL", "")}
-    if not all(urls.values()):
-        raise SystemExit('set the services\' URLs: eval "$(scripts/services env)"')
-    if os.environ.get("OPSPILOT_REDIS_URL"):
-        urls["redis"] = os.environ["OPSPILOT_REDIS_URL"]
+    urls = services_from_env()
     tag = uuid.uuid4().hex[:8]
     stack = Stack(urls, f"bench_{tag}", f"bench-{tag}-", f"bench-{tag}.", f"bench:{tag}:",
                   Path(tempfile.mkdtemp(prefix="pipeline-bench-")),
