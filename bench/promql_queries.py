@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import json
 import os
 import platform
 import random
@@ -63,6 +64,7 @@ START_MS = 1_717_200_000_000  # 2024-06-01T00:00:00Z
 DAY_MS = 86_400_000
 INTERVAL_MS = 15_000
 PROM_PORT, API_PORT = 22020, 22021
+KEPT = Path(__file__).resolve().parent / ".promql-kept.json"  # --keep's schema (git-ignored)
 LE = ("0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf")
 SERVICES = ("api", "web", "checkout", "search", "auth", "billing", "catalog", "cart",
             "payments", "notifications")
@@ -157,6 +159,23 @@ QUERIES = [  # title, query, the metric it reads, start, end, step (s)
 ]
 
 
+def _remember(schema: str, project_id: str, token: str, points: int) -> None:
+    """--keep writes where the loaded data is (the bench's own throwaway project and token,
+    readable by this user only) so that --reuse can skip the long load."""
+    KEPT.touch(mode=0o600)
+    KEPT.write_text(json.dumps({"schema": schema, "project_id": project_id, "token": token,
+                                "points": points}))
+    print(f"kept schema {schema} (see {KEPT.name}; --reuse to query it again)")
+
+
+def _reused(reuse: bool) -> dict[str, Any] | None:
+    if not reuse:
+        return None
+    kept: dict[str, Any] = json.loads(KEPT.read_text())
+    print(f"reusing schema {kept['schema']} ({kept['points']:,} points asked for)")
+    return kept
+
+
 async def timed(session: aiohttp.ClientSession, url: str, headers: dict[str, str],
                 params: dict[str, str]) -> tuple[float, dict[str, Any]]:
     started = time.perf_counter()
@@ -175,8 +194,10 @@ async def run(args: argparse.Namespace) -> None:
     print(f"data: {len(data):,} series, {total:,} samples, generated in "
           f"{time.perf_counter() - t0:.1f} s", flush=True)
     reads = {q[0]: samples_read(data, q[2], q[3], q[4]) for q in QUERIES}
-    schema = f"bench_promql_{uuid.uuid4().hex[:8]}"
-    await migrate(url, schema)
+    reused = _reused(args.reuse)
+    schema = reused["schema"] if reused else f"bench_promql_{uuid.uuid4().hex[:8]}"
+    if not reused:
+        await migrate(url, schema)
     settings = Settings(_env_file=None, database_url=url, database_schema=schema,
                         opensearch_url=None, amqp_url=None, redis_url=None, ai_url=None,
                         rate_limits_enabled=False, promql_max_samples=args.max_samples)
@@ -186,21 +207,27 @@ async def run(args: argparse.Namespace) -> None:
     runner = web.AppRunner(create_app(api_services(container)))
     await runner.setup()
     try:
-        made = await container.provisioner().create_project("bench-promql")
-        seconds = await load_postgres(url, schema, made.project_id, data)
-        print(f"PostgreSQL: {total:,} samples written in {seconds:.0f} s", flush=True)
+        if reused:
+            project_id, token = reused["project_id"], reused["token"]
+        else:
+            made = await container.provisioner().create_project("bench-promql")
+            project_id, token = made.project_id, made.token
+            seconds = await load_postgres(url, schema, project_id, data)
+            print(f"PostgreSQL: {total:,} samples written in {seconds:.0f} s", flush=True)
+            if args.keep:
+                _remember(schema, project_id, token, args.points)
         t0 = time.perf_counter()
-        async with prometheus_on(data, PROM_PORT) as prom_url:
+        async with prometheus_on(data, args.prom_port) as prom_url:
             print(f"Prometheus: blocks built and server ready in {time.perf_counter() - t0:.0f} s",
                   flush=True)
             del data
-            await web.TCPSite(runner, "127.0.0.1", API_PORT).start()
-            headers = {"Authorization": f"Bearer {made.token}", "X-Project-ID": made.project_id}
+            await web.TCPSite(runner, "127.0.0.1", args.api_port).start()
+            headers = {"Authorization": f"Bearer {token}", "X-Project-ID": project_id}
             await compare(prom_url, f"http://127.0.0.1:{API_PORT}", headers, args.runs, reads)
     finally:
         await runner.cleanup()
         await stop_container(container)
-        if not args.keep:
+        if not args.keep and not reused:
             async with PostgresDatabase(url, schema=schema) as db, db.connection() as conn:
                 await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -239,6 +266,11 @@ def main() -> None:
     parser.add_argument("--max-samples", type=int, default=20_000_000,
                         help="OPSPILOT_PROMQL_MAX_SAMPLES for the run")
     parser.add_argument("--keep", action="store_true", help="keep the schema")
+    parser.add_argument("--reuse", action="store_true",
+                        help="query the schema a --keep run left (same --points) instead of "
+                             "loading PostgreSQL again")
+    parser.add_argument("--prom-port", type=int, default=PROM_PORT)
+    parser.add_argument("--api-port", type=int, default=API_PORT)
     asyncio.run(run(parser.parse_args()))
 
 

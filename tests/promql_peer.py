@@ -13,6 +13,7 @@ import json
 import math
 import random
 import shutil
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -169,6 +170,14 @@ def points(series: list[SeriesData], project_id: str, per_batch: int = 5_000
 
 def available() -> bool:
     return Path(PROMETHEUS).exists() and Path(PROMTOOL).exists()
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the OS picks it), so that parallel runs do not meet."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 @contextlib.asynccontextmanager

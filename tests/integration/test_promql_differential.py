@@ -2,7 +2,7 @@
 
 A seeded data set (tests/promql_peer.py: counters with resets, gauges with gaps, a classic
 histogram, several services and tag values, scrape jitter) goes into a Prometheus TSDB
-(`promtool tsdb create-blocks-from openmetrics`, then `prometheus` on port 22010/22011 and a
+(`promtool tsdb create-blocks-from openmetrics`, then `prometheus` on a free port and a
 temporary data directory) and into OpsPilot's metric store (in-memory, then PostgreSQL). Every
 query of the committed corpus (tests/integration/promql_corpus.jsonl, instant and range) goes
 to both over HTTP; the answers must agree: same status or error type, same result type, same
@@ -31,7 +31,6 @@ from tests.contract.conftest import fresh_database
 from tests.services import services_required
 
 KNOWN_DIFFERENCES: dict[str, str] = {}
-PORTS = {"memory": 22010, "postgres": 22011}
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +95,7 @@ async def test_answers_agree_with_prometheus(
 ) -> None:
     _require_prometheus()
     assert len(promql_peer.read_corpus()) >= 200
-    async with promql_peer.prometheus_on(dataset, PORTS[backend]) as url:
+    async with promql_peer.prometheus_on(dataset, promql_peer.free_port()) as url:
         if backend == "memory":
             async for client, headers in _opspilot(aiohttp_client, dataset, None):
                 failures = await _run_corpus(url, client, headers)

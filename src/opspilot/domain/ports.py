@@ -42,6 +42,7 @@ from opspilot.domain.metrics import (
     Series,
     SeriesSelector,
 )
+from opspilot.domain.step_windows import StepValues, StepWindows
 from opspilot.domain.tenancy import (
     ApiKey,
     AuditEvent,
@@ -133,6 +134,14 @@ class MetricStore(Protocol):
 
     async def select_labels(self, selection: SeriesSelection) -> list[Labels]:
         """The label sets select_samples would return, without reading the samples."""
+        ...
+
+    async def select_step_values(self, selection: SeriesSelection, windows: StepWindows
+                                 ) -> StepValues:
+        """`windows.function` at every step (domain.step_windows is the reference) over the
+        series select_samples would return for `selection` (which spans every window),
+        each series with its labels as stored; series without a value at any step are left
+        out. Raises LimitExceeded past the selection's limits, as select_samples does."""
         ...
 
     async def drop_before(self, cutoff: datetime | None,

@@ -45,6 +45,7 @@ from opspilot.domain.metrics import (
     is_delta,
 )
 from opspilot.domain.ports import CompactionResult, WindowRequest, WindowValue
+from opspilot.domain.step_windows import StepValues, StepWindows, step_values
 from opspilot.domain.storable import first_problem
 from opspilot.domain.timewindow import EARLIEST, Bucketing, TimeRange, utc_day_start
 
@@ -365,6 +366,10 @@ class InMemoryMetricStore:
             if len(result) > selection.limits.max_series:
                 raise too_many_series(selection.limits)
         return result
+
+    async def select_step_values(self, selection: SeriesSelection, windows: StepWindows
+                                 ) -> StepValues:
+        return step_values(windows, await self.select_samples(selection))
 
     async def select_labels(self, selection: SeriesSelection) -> list[Labels]:
         found = []

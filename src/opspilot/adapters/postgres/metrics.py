@@ -23,7 +23,11 @@ from opspilot.adapters.postgres.metric_sql import (
     series_in_window,
     tiered_rows,
 )
-from opspilot.adapters.postgres.series_sql import fetch_labels, fetch_samples
+from opspilot.adapters.postgres.series_sql import (
+    fetch_labels,
+    fetch_samples,
+    fetch_step_values,
+)
 from opspilot.domain.ingest import MetricBatch, Stream
 from opspilot.domain.labels import Labels, SampleSeries, SeriesSelection
 from opspilot.domain.metrics import (
@@ -41,6 +45,7 @@ from opspilot.domain.metrics import (
     equal_width_edges,
 )
 from opspilot.domain.ports import CompactionResult, WindowRequest, WindowValue
+from opspilot.domain.step_windows import StepValues, StepWindows
 from opspilot.domain.timewindow import Bucketing, TimeRange, utc_day_start
 
 if TYPE_CHECKING:
@@ -412,6 +417,11 @@ class PostgresMetricStore:
     async def select_samples(self, selection: SeriesSelection) -> list[SampleSeries]:
         async with self._db.connection() as conn:
             return await fetch_samples(conn, selection)
+
+    async def select_step_values(self, selection: SeriesSelection, windows: StepWindows
+                                 ) -> StepValues:
+        async with self._db.connection() as conn:
+            return await fetch_step_values(conn, selection, windows)
 
     async def select_labels(self, selection: SeriesSelection) -> list[Labels]:
         async with self._db.connection() as conn:

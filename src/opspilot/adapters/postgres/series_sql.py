@@ -22,6 +22,7 @@ import asyncpg
 import orjson
 
 from opspilot.adapters.postgres.metric_sql import tiered_rows
+from opspilot.adapters.postgres.step_windows import step_series
 from opspilot.domain.errors import ValidationError
 from opspilot.domain.labels import (
     NAME_LABEL,
@@ -35,6 +36,7 @@ from opspilot.domain.labels import (
     too_many_samples,
     too_many_series,
 )
+from opspilot.domain.step_windows import StepValues, StepWindows
 
 ROWS = tiered_rows("$1", "$2", "$3")  # _where binds project, start, end in that order
 _SQL_OP = {MatchOp.EQUAL: "=", MatchOp.NOT_EQUAL: "<>", MatchOp.REGEX: "~", MatchOp.NOT_REGEX: "!~"}
@@ -96,6 +98,19 @@ GROUP BY 1, 2, 3"""
     return sql, args
 
 
+def packed_statement(selection: SeriesSelection) -> tuple[str, list[Any]]:
+    """samples_statement's rows with each series' samples packed into big-endian byte
+    strings (int8 milliseconds, float8 values, int8 row ids) for step_windows: one Python
+    object per series and column instead of one per sample."""
+    sql, args = samples_statement(selection)
+    packed = ("string_agg(int8send(s.ms), '') AS times,"
+              " string_agg(float8send(s.metric_value), '') AS values,"
+              " string_agg(int8send(s.id), '') AS ids, count(*) AS n")
+    start = sql.index("array_agg(s.ms)")
+    end = sql.index("FROM (SELECT")
+    return sql[:start] + packed + "\n" + sql[end:], args
+
+
 def labels_statement(selection: SeriesSelection) -> tuple[str, list[Any]]:
     args: list[Any] = []
     where = _where(selection, args)
@@ -152,6 +167,18 @@ async def fetch_samples(conn: Any, selection: SeriesSelection) -> list[SampleSer
         raise too_many_series(selection.limits)
     return [parts[0] if len(parts) == 1 else _merged(parts)
             for _, parts in sorted(by_labels.items(), key=operator.itemgetter(0))]
+
+
+async def fetch_step_values(conn: Any, selection: SeriesSelection, windows: StepWindows
+                            ) -> StepValues:
+    sql, args = packed_statement(selection)
+    rows = await _fetch(conn, sql, args)
+    if sum(r[6] for r in rows) > selection.limits.max_samples:
+        raise too_many_samples(selection.limits)
+    packed = [(_labels(r), r[3], r[4], r[5]) for r in rows]
+    if len({p[0] for p in packed}) > selection.limits.max_series:
+        raise too_many_series(selection.limits)
+    return step_series(windows, packed)
 
 
 async def fetch_labels(conn: Any, selection: SeriesSelection) -> list[Labels]:

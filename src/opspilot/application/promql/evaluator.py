@@ -9,18 +9,19 @@ names dropped where Prometheus drops them.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
-from itertools import accumulate
 
 import promql_parser as pp
 
 from opspilot.application.promql import kernels
 from opspilot.application.promql.plan import (
-    LOOKBACK_MS,
-    SelectorKey,
+    RANGE_FUNCTIONS,
+    Grid,
+    Key,
+    function_key,
+    instant_key,
     millis_of,
-    selector_key,
+    raw_key,
 )
 from opspilot.application.promql.values import (
     RangeArg,
@@ -35,16 +36,23 @@ from opspilot.application.promql.values import (
 )
 from opspilot.domain.errors import QueryExecutionError, ValidationError
 from opspilot.domain.labels import NAME_LABEL, Labels, SampleSeries
+from opspilot.domain.step_windows import StepValues
 
-Fetched = Mapping[SelectorKey, Sequence[SampleSeries]]
+Fetched = Mapping[Key, StepValues | Sequence[SampleSeries]]
 Signature = tuple[str, ...]
 
 
 class Evaluator:
-    def __init__(self, steps: Sequence[int], fetched: Fetched) -> None:
-        self.steps = list(steps)
+    def __init__(self, grid: Grid, fetched: Fetched) -> None:
+        self.grid = grid
+        self.steps = grid.steps
         self.n = len(self.steps)
         self._fetched = fetched
+
+    def _step_values(self, key: Key) -> StepValues:
+        found = self._fetched[key]
+        assert isinstance(found, StepValues)
+        return found
 
     # -- dispatch --------------------------------------------------------------------------
 
@@ -59,8 +67,9 @@ class Evaluator:
             return self._instant_selector(node)
         if isinstance(node, pp.MatrixSelector):
             vs = node.vector_selector
-            key = selector_key(vs, self.steps, millis_of(node.range))
-            return RangeArg(self._fetched[key], millis_of(node.range), millis_of(vs.offset))
+            found = self._fetched[raw_key(node, self.grid)]
+            assert not isinstance(found, StepValues)
+            return RangeArg(found, millis_of(node.range), millis_of(vs.offset))
         if isinstance(node, pp.UnaryExpr):
             return self._negated(self.eval(node.expr))
         if isinstance(node, pp.AggregateExpr):
@@ -86,19 +95,8 @@ class Evaluator:
     # -- selectors -------------------------------------------------------------------------
 
     def _instant_selector(self, node: pp.VectorSelector) -> Vector:
-        key = selector_key(node, self.steps, LOOKBACK_MS)
-        offset = millis_of(node.offset)
-        rows = []
-        for series in self._fetched[key]:
-            times, values = series.timestamps, series.values
-            column: list[float | None] = []
-            for step in self.steps:
-                t = step - offset
-                i = bisect_right(times, t) - 1
-                column.append(values[i] if i >= 0 and times[i] >= t - LOOKBACK_MS else None)
-            if any(v is not None for v in column):
-                rows.append(Row(series.labels, column))
-        return Vector(rows)
+        found = self._step_values(instant_key(node, self.grid))
+        return Vector([Row(s.labels, list(s.values)) for s in found.series])
 
     # -- unary and binary operators ----------------------------------------------------------
 
@@ -190,16 +188,12 @@ class Evaluator:
     def _call(self, node: pp.Call) -> Value:
         name = node.func.name
         args = node.args
-        if name in ("rate", "increase", "irate"):
-            return self._rate(name, self._range_arg(args[0]))
-        if name.endswith("_over_time"):
-            if name == "quantile_over_time":
-                q = self.scalar(args[0])
-                return self._over_time(self._range_arg(args[1]), lambda vs, i: kernels.quantile(
-                    q[i], vs), True)
-            fn = kernels.OVER_TIME[name]
-            return self._over_time(self._range_arg(args[0]), lambda vs, _: fn(vs),
-                                   name != "last_over_time")
+        if name in RANGE_FUNCTIONS:
+            found = self._step_values(function_key(node, self.grid))
+            keep_name = name == "last_over_time"
+            rows = [Row(s.labels if keep_name else without_name(s.labels), list(s.values))
+                    for s in found.series]
+            return Vector(merged_rows(rows, self.n))
         if name == "time":
             return Scalar([s / 1000 for s in self.steps])
         if name == "vector":
@@ -209,55 +203,6 @@ class Evaluator:
         if name == "histogram_quantile":
             return self._histogram_quantile(self.scalar(args[0]), self.vector(args[1]))
         return self._instant_function(name, args)
-
-    def _range_arg(self, node: pp.Expr) -> RangeArg:
-        value = self.eval(node)
-        if not isinstance(value, RangeArg):
-            raise ValidationError("query", f"expected a range vector, got {node}")
-        return value
-
-    def _windows(self, arg: RangeArg, series: SampleSeries) -> list[tuple[int, int, int, int]]:
-        """(lo, hi, range start, range end) of each step's window [t - range, t]."""
-        times = series.timestamps
-        found = []
-        for step in self.steps:
-            end = step - arg.offset_ms
-            start = end - arg.range_ms
-            found.append((bisect_left(times, start), bisect_right(times, end), start, end))
-        return found
-
-    def _rate(self, name: str, arg: RangeArg) -> Vector:
-        rows = []
-        for series in arg.series:
-            times, values = series.timestamps, series.values
-            resets = [0, *accumulate(int(b < a) for a, b in zip(values, values[1:], strict=False))]
-            column: list[float | None] = []
-            for lo, hi, start, end in self._windows(arg, series):
-                if hi - lo < 2:
-                    column.append(None)
-                elif name == "irate":
-                    column.append(kernels.instant_rate(times[hi - 2:hi], values[hi - 2:hi]))
-                else:
-                    counter = resets[hi - 1] != resets[lo]
-                    increase = kernels.counter_increase(values, lo, hi, counter)
-                    column.append(kernels.extrapolated_rate(
-                        (times[lo], values[lo]), times[hi - 1], hi - lo, increase, (start, end),
-                        True, name == "rate"))
-            rows.append(Row(without_name(series.labels), column))
-        return Vector(merged_rows(_present(rows), self.n))
-
-    def _over_time(self, arg: RangeArg, fn: Callable[[list[float], int], float],
-                   drop_name: bool) -> Vector:
-        rows = []
-        for series in arg.series:
-            values = series.values
-            column: list[float | None] = [
-                fn(list(values[lo:hi]), i) if hi > lo else None
-                for i, (lo, hi, _, _) in enumerate(self._windows(arg, series))
-            ]
-            labels = without_name(series.labels) if drop_name else series.labels
-            rows.append(Row(labels, column))
-        return Vector(merged_rows(_present(rows), self.n))
 
     def _instant_function(self, name: str, args: Sequence[pp.Expr]) -> Vector:
         vector = self.vector(args[0])

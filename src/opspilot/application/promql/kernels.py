@@ -8,7 +8,17 @@ Prometheus 2.x), so a difference can be checked against the source line by line.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+
+from opspilot.domain.step_windows import (  # the range functions' kernels live in the domain
+    avg_over_time,
+    max_over_time,
+    min_over_time,
+    plain_sum,
+    quantile,
+)
+
+__all__ = ["avg_over_time", "max_over_time", "min_over_time", "plain_sum", "quantile"]
 
 NAN = math.nan
 INF = math.inf
@@ -85,26 +95,6 @@ def elem_binop(op: str, lhs: float, rhs: float) -> tuple[float, bool]:
 # -- quantiles -----------------------------------------------------------------------------
 
 
-def quantile(q: float, values: Sequence[float]) -> float:
-    """quantile.go `quantile`: linear interpolation between closest ranks."""
-    if not values or math.isnan(q):
-        return NAN
-    if q < 0:
-        return -INF
-    if q > 1:
-        return INF
-    ordered = sorted(values, key=_nan_first)
-    rank = q * (len(ordered) - 1)
-    lower = max(0, math.floor(rank))
-    upper = min(len(ordered) - 1, lower + 1)
-    weight = rank - math.floor(rank)
-    return ordered[lower] * (1 - weight) + ordered[upper] * weight
-
-
-def _nan_first(value: float) -> tuple[int, float]:
-    return (0, 0.0) if math.isnan(value) else (1, value)
-
-
 def bucket_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     """quantile.go `bucketQuantile` over (upper bound, cumulative count) pairs."""
     if math.isnan(q):
@@ -155,108 +145,6 @@ def _monotonic(buckets: list[tuple[float, float]]) -> list[tuple[float, float]]:
         highest = max(highest, count)
         result.append((bound, highest))
     return result
-
-
-# -- range functions over one window's samples ----------------------------------------------
-
-
-def counter_increase(values: Sequence[float], lo: int, hi: int, is_counter: bool) -> float:
-    """last - first over values[lo:hi], plus, for a counter, the value before each reset."""
-    result = values[hi - 1] - values[lo]
-    if is_counter:
-        previous = values[lo]
-        for i in range(lo + 1, hi):
-            value = values[i]
-            if value < previous:
-                result += previous
-            previous = value
-    return result
-
-
-def extrapolated_rate(
-    first: tuple[int, float], last_time: int, count: int, result: float,
-    window: tuple[int, int], is_counter: bool, is_rate: bool,
-) -> float:
-    """functions.go `extrapolatedRate` (rate, increase; delta without is_counter), given the
-    window's first sample, last timestamp, sample count (≥ 2) and raw increase."""
-    (first_time, first_value), (range_start, range_end) = first, window
-    to_start = (first_time - range_start) / 1000
-    to_end = (range_end - last_time) / 1000
-    sampled = (last_time - first_time) / 1000
-    average = sampled / (count - 1)
-    if is_counter and result > 0 and first_value >= 0:
-        to_zero = sampled * (first_value / result)
-        if to_zero < to_start:
-            to_start = to_zero
-    threshold = average * 1.1
-    interval = sampled
-    interval += to_start if to_start < threshold else average / 2
-    interval += to_end if to_end < threshold else average / 2
-    factor = interval / sampled
-    if is_rate:
-        factor /= (range_end - range_start) / 1000
-    return result * factor
-
-
-def instant_rate(times: Sequence[int], values: Sequence[float]) -> float | None:
-    """functions.go `instantValue` for irate: the last two samples."""
-    if len(values) < 2:
-        return None
-    last, previous = values[-1], values[-2]
-    result = last if last < previous else last - previous
-    interval = times[-1] - times[-2]
-    if interval == 0:
-        return None
-    return result / (interval / 1000)
-
-
-def plain_sum(values: Sequence[float]) -> float:
-    """Sequential float addition, as Go's loop does (Python ≥3.12's sum() compensates)."""
-    total = 0.0
-    for value in values:
-        total += value
-    return total
-
-
-def avg_over_time(values: Sequence[float]) -> float:
-    """funcAvgOverTime: an incremental mean (it does not overflow where a sum would)."""
-    mean = 0.0
-    count = 0.0
-    for value in values:
-        count += 1
-        if math.isinf(mean):
-            if math.isinf(value) and (mean > 0) == (value > 0):
-                continue
-            if not math.isinf(value) and not math.isnan(value):
-                continue
-        mean += value / count - mean / count
-    return mean
-
-
-def max_over_time(values: Sequence[float]) -> float:
-    result = values[0]
-    for value in values[1:]:
-        if value > result or math.isnan(result):
-            result = value
-    return result
-
-
-def min_over_time(values: Sequence[float]) -> float:
-    result = values[0]
-    for value in values[1:]:
-        if value < result or math.isnan(result):
-            result = value
-    return result
-
-
-OVER_TIME: dict[str, Callable[[Sequence[float]], float]] = {
-    "sum_over_time": plain_sum,
-    "avg_over_time": avg_over_time,
-    "min_over_time": min_over_time,
-    "max_over_time": max_over_time,
-    "count_over_time": lambda values: float(len(values)),
-    "last_over_time": lambda values: values[-1],
-}
 
 
 # -- instant functions ---------------------------------------------------------------------

@@ -3,7 +3,6 @@ data is read, and listing the selectors to fetch with the time span each one nee
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import timedelta
 
 import attrs
@@ -12,6 +11,7 @@ import promql_parser as pp
 from opspilot.application.promql.values import unsupported
 from opspilot.domain.errors import ValidationError
 from opspilot.domain.labels import NAME_LABEL, LabelMatcher, MatchOp
+from opspilot.domain.step_windows import LAST_SAMPLE, StepWindows
 
 LOOKBACK_MS = 5 * 60 * 1000  # Prometheus' default --query.lookback-delta
 
@@ -45,13 +45,41 @@ def millis_of(delta: timedelta | None) -> int:
 
 
 @attrs.frozen
+class Grid:
+    """The evaluation steps first_ms + i·step_ms (i < count; an instant query is one step)
+    and the lookback delta of instant selectors."""
+
+    first_ms: int
+    step_ms: int
+    count: int
+    lookback_ms: int = LOOKBACK_MS
+
+    @property
+    def steps(self) -> list[int]:
+        return list(range(self.first_ms, self.first_ms + self.count * self.step_ms,
+                          self.step_ms))
+
+
+@attrs.frozen
 class SelectorKey:
-    """One selector's matchers and the span its evaluation reads: the key under which its
-    series are fetched once and found again while evaluating."""
+    """A matrix selector read as raw samples (a range vector answered as it is): its matchers
+    and the span it reads."""
 
     matchers: tuple[LabelMatcher, ...]
     start_ms: int
     end_ms: int
+
+
+@attrs.frozen
+class StepKey:
+    """A selector read through a step function: an instant selector (its lookback), or a
+    range function over a matrix selector. The store computes its windows."""
+
+    matchers: tuple[LabelMatcher, ...]
+    windows: StepWindows
+
+
+Key = SelectorKey | StepKey
 
 
 def matchers_of(selector: pp.VectorSelector) -> tuple[LabelMatcher, ...]:
@@ -64,42 +92,77 @@ def matchers_of(selector: pp.VectorSelector) -> tuple[LabelMatcher, ...]:
     return tuple(found)
 
 
-def selector_key(selector: pp.VectorSelector, steps: Sequence[int], window_ms: int
-                 ) -> SelectorKey:
-    offset = millis_of(selector.offset)
-    return SelectorKey(matchers_of(selector), steps[0] - offset - window_ms,
-                       steps[-1] - offset)
+def raw_key(node: pp.MatrixSelector, grid: Grid) -> SelectorKey:
+    selector = node.vector_selector
+    end = grid.steps[-1] - millis_of(selector.offset)
+    return SelectorKey(matchers_of(selector), grid.first_ms - millis_of(selector.offset)
+                       - millis_of(node.range), end)
 
 
-def selectors(node: pp.Expr, steps: Sequence[int]) -> list[SelectorKey]:
-    """Every selector of the expression, after checking that each node is supported."""
-    found: list[SelectorKey] = []
-    _walk(node, steps, found)
+def instant_key(selector: pp.VectorSelector, grid: Grid) -> StepKey:
+    windows = StepWindows(LAST_SAMPLE, grid.first_ms, grid.step_ms, grid.count,
+                          grid.lookback_ms, millis_of(selector.offset))
+    return StepKey(matchers_of(selector), windows)
+
+
+def function_key(call: pp.Call, grid: Grid) -> StepKey:
+    """The step function a range-function call asks for; its matrix selector is its last
+    argument, quantile_over_time's φ its first."""
+    name = call.func.name
+    matrix = call.args[-1]
+    if not isinstance(matrix, pp.MatrixSelector):
+        raise unsupported(f"function `{name}` over a subquery")
+    params: tuple[float, ...] = ()
+    if name == "quantile_over_time":
+        params = (_constant(call.args[0]),) * grid.count
+    selector = matrix.vector_selector
+    windows = StepWindows(name, grid.first_ms, grid.step_ms, grid.count,
+                          millis_of(matrix.range), millis_of(selector.offset), params)
+    return StepKey(matchers_of(selector), windows)
+
+
+def _constant(node: pp.Expr) -> float:
+    if isinstance(node, pp.NumberLiteral):
+        return float(node.val)
+    if isinstance(node, pp.ParenExpr):
+        return _constant(node.expr)
+    if isinstance(node, pp.UnaryExpr):
+        return -_constant(node.expr)
+    raise unsupported("quantile_over_time with a φ that is not a number")
+
+
+def keys(node: pp.Expr, grid: Grid) -> list[Key]:
+    """What the expression reads, after checking that each node is supported."""
+    found: list[Key] = []
+    _walk(node, grid, found)
     return found
 
 
-def _walk(node: pp.Expr, steps: Sequence[int], found: list[SelectorKey]) -> None:
+def _walk(node: pp.Expr, grid: Grid, found: list[Key]) -> None:
     if isinstance(node, pp.VectorSelector):
-        found.append(selector_key(node, steps, LOOKBACK_MS))
+        found.append(instant_key(node, grid))
     elif isinstance(node, pp.MatrixSelector):
-        found.append(selector_key(node.vector_selector, steps, millis_of(node.range)))
+        found.append(raw_key(node, grid))
     elif isinstance(node, pp.NumberLiteral | pp.StringLiteral):
         return
     elif isinstance(node, pp.ParenExpr | pp.UnaryExpr):
-        _walk(node.expr, steps, found)
+        _walk(node.expr, grid, found)
     elif isinstance(node, pp.AggregateExpr):
         _check(str(node.op), AGGREGATIONS, "aggregation")
         if node.param is not None:
-            _walk(node.param, steps, found)
-        _walk(node.expr, steps, found)
+            _walk(node.param, grid, found)
+        _walk(node.expr, grid, found)
     elif isinstance(node, pp.BinaryExpr):
         _check(str(node.op), BINARY, "binary operator")
-        _walk(node.lhs, steps, found)
-        _walk(node.rhs, steps, found)
+        _walk(node.lhs, grid, found)
+        _walk(node.rhs, grid, found)
     elif isinstance(node, pp.Call):
-        _check_call(node)
+        _check(node.func.name, RANGE_FUNCTIONS | INSTANT_FUNCTIONS, "function")
+        if node.func.name in RANGE_FUNCTIONS:
+            found.append(function_key(node, grid))
+            return
         for arg in node.args:
-            _walk(arg, steps, found)
+            _walk(arg, grid, found)
     elif isinstance(node, pp.SubqueryExpr):
         raise unsupported("a subquery")
     else:
@@ -109,10 +172,3 @@ def _walk(node: pp.Expr, steps: Sequence[int], found: list[SelectorKey]) -> None
 def _check(name: str, allowed: set[str], kind: str) -> None:
     if name not in allowed:
         raise unsupported(f"{kind} `{name}`")
-
-
-def _check_call(node: pp.Call) -> None:
-    name = node.func.name
-    _check(name, RANGE_FUNCTIONS | INSTANT_FUNCTIONS, "function")
-    if name in RANGE_FUNCTIONS and not isinstance(node.args[-1], pp.MatrixSelector):
-        raise unsupported(f"function `{name}` over a subquery")

@@ -13,7 +13,15 @@ import attrs
 import promql_parser as pp
 
 from opspilot.application.promql.evaluator import Evaluator
-from opspilot.application.promql.plan import SelectorKey, matchers_of, parse, selectors
+from opspilot.application.promql.plan import (
+    LOOKBACK_MS,
+    Grid,
+    Key,
+    SelectorKey,
+    matchers_of,
+    parse,
+)
+from opspilot.application.promql.plan import keys as read_keys
 from opspilot.application.promql.values import (
     RangeArg,
     Row,
@@ -33,6 +41,7 @@ from opspilot.domain.labels import (
     SeriesSelection,
 )
 from opspilot.domain.ports import MetricStore
+from opspilot.domain.step_windows import StepValues
 
 ANY_NAME = (LabelMatcher(NAME_LABEL, MatchOp.REGEX, ".+"),)
 
@@ -72,7 +81,7 @@ class PrometheusQueries:
 
     async def instant(self, project_id: str, query: str, time_ms: int) -> dict[str, Any]:
         expr = parse(query)
-        value = await self._evaluate(project_id, expr, [time_ms])
+        value = await self._evaluate(project_id, expr, Grid(time_ms, 1, 1, LOOKBACK_MS))
         if isinstance(value, Scalar):
             return {"resultType": "scalar",
                     "result": [_seconds(time_ms), format_value(value.values[0])]}
@@ -88,9 +97,10 @@ class PrometheusQueries:
 
     async def range(self, project_id: str, query: str, start_ms: int, end_ms: int,
                     step_ms: int) -> dict[str, Any]:
-        steps = self._steps(start_ms, end_ms, step_ms)
+        grid = self._grid(start_ms, end_ms, step_ms)
+        steps = grid.steps
         expr = parse(query)
-        value = await self._evaluate(project_id, expr, steps)
+        value = await self._evaluate(project_id, expr, grid)
         if isinstance(value, Scalar):
             value = Vector([_scalar_row(value)])
         if not isinstance(value, Vector):
@@ -131,7 +141,7 @@ class PrometheusQueries:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _steps(self, start_ms: int, end_ms: int, step_ms: int) -> list[int]:
+    def _grid(self, start_ms: int, end_ms: int, step_ms: int) -> Grid:
         if step_ms <= 0:
             raise ValidationError("step", "zero or negative query resolution step widths are "
                                   "not accepted. Try a positive integer")
@@ -141,26 +151,30 @@ class PrometheusQueries:
             raise ValidationError("step", "exceeded maximum resolution of "
                                   f"{self._limits.max_points:,} points per timeseries. Try "
                                   "decreasing the query resolution (?step=XX)")
-        return list(range(start_ms, end_ms + 1, step_ms))
+        return Grid(start_ms, step_ms, (end_ms - start_ms) // step_ms + 1)
 
-    async def _evaluate(self, project_id: str, expr: pp.Expr, steps: list[int]) -> Value:
-        keys = list(dict.fromkeys(selectors(expr, steps)))
+    async def _evaluate(self, project_id: str, expr: pp.Expr, grid: Grid) -> Value:
+        keys = list(dict.fromkeys(read_keys(expr, grid)))
         for key in keys:
-            if key.end_ms - key.start_ms > self._limits.max_range_ms:
+            start, end = _span_of(key)
+            if end - start > self._limits.max_range_ms:
                 raise ValidationError("query", "the query reads more than the maximum range of "
                                       f"{self._limits.max_range_ms // 86_400_000} days")
         fetched = await asyncio.gather(*(self._fetch(project_id, k) for k in keys))
-        total = sum(len(s.timestamps) for series in fetched for s in series)
+        total = sum(_samples_in(found) for found in fetched)
         if total > self._limits.max_samples:
             raise LimitExceeded("query", "query processing would load too many samples into "
                                 f"memory (more than {self._limits.max_samples:,})",
                                 limit=self._limits.max_samples)
-        return Evaluator(steps, dict(zip(keys, fetched, strict=True))).eval(expr)
+        return Evaluator(grid, dict(zip(keys, fetched, strict=True))).eval(expr)
 
-    async def _fetch(self, project_id: str, key: SelectorKey) -> list[SampleSeries]:
+    async def _fetch(self, project_id: str, key: Key) -> StepValues | list[SampleSeries]:
         limits = SampleLimits(self._limits.max_samples, self._limits.max_series)
-        return await self._store.select_samples(
-            SeriesSelection(project_id, key.matchers, key.start_ms, key.end_ms, limits))
+        start, end = _span_of(key)
+        selection = SeriesSelection(project_id, key.matchers, start, end, limits)
+        if isinstance(key, SelectorKey):
+            return await self._store.select_samples(selection)
+        return await self._store.select_step_values(selection, key.windows)
 
     async def _labels(self, project_id: str, match: Sequence[str], start_ms: int, end_ms: int
                       ) -> set[Labels]:
@@ -170,6 +184,18 @@ class PrometheusQueries:
             self._store.select_labels(SeriesSelection(project_id, ms, start_ms, end_ms, limits))
             for ms in matcher_sets))
         return {labels for group in found for labels in group}
+
+
+def _span_of(key: Key) -> tuple[int, int]:
+    if isinstance(key, SelectorKey):
+        return key.start_ms, key.end_ms
+    return key.windows.read_start_ms, key.windows.read_end_ms
+
+
+def _samples_in(found: StepValues | list[SampleSeries]) -> int:
+    if isinstance(found, StepValues):
+        return found.samples
+    return sum(len(s.timestamps) for s in found)
 
 
 def _scalar_row(value: Scalar) -> Row:
