@@ -223,7 +223,7 @@ async def run(args: argparse.Namespace) -> None:
             del data
             await web.TCPSite(runner, "127.0.0.1", args.api_port).start()
             headers = {"Authorization": f"Bearer {token}", "X-Project-ID": project_id}
-            await compare(prom_url, f"http://127.0.0.1:{API_PORT}", headers, args.runs, reads)
+            await compare(prom_url, f"http://127.0.0.1:{args.api_port}", headers, args.runs, reads)
     finally:
         await runner.cleanup()
         await stop_container(container)

@@ -66,6 +66,7 @@ def close(a: float | None, b: float | None) -> bool:
 
 def assert_same(found: StepValues, wanted: StepValues, stage: str) -> None:
     assert found.samples == wanted.samples, stage
+    assert list(found.per_step) == list(wanted.per_step), stage
     assert [s.labels for s in found.series] == [s.labels for s in wanted.series], stage
     for f, w in zip(found.series, wanted.series, strict=True):
         assert all(close(a, b) for a, b in zip(f.values, w.values, strict=True)), (
@@ -164,4 +165,4 @@ async def test_step_values_are_scoped_to_the_project(store: Any) -> None:
     windows = StepWindows("last_sample", T0_MS + 1_000, 1_000, 1, 300_000)
     other = await store.select_step_values(
         selection(f"{project}-other", (("__name__", "=", "m"),), windows), windows)
-    assert other == StepValues([], 0)
+    assert (other.series, other.samples, list(other.per_step)) == ([], 0, [0])

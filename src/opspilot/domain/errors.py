@@ -39,6 +39,13 @@ class QueryExecutionError(OpsPilotError):
     code = "execution"
 
 
+class QueryTimeout(OpsPilotError):
+    """A query that ran past its time budget (the caller's `timeout` or the server's) and was
+    cancelled (PromQL's `timeout` error)."""
+
+    code = "timeout"
+
+
 class Unauthenticated(OpsPilotError):
     code = "unauthenticated"
 

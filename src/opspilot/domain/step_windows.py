@@ -81,21 +81,35 @@ class StepSeries:
 
 @attrs.frozen
 class StepValues:
-    """A store's answer: the series with a value at some step, and how many samples it read
-    to compute them (what Prometheus' limits and `stats` count)."""
+    """A store's answer: the series with a value at some step; how many samples it read
+    (what Prometheus' max-samples limit counts); and, per step, how many samples that step's
+    windows held over all series (what Prometheus' `stats` count as queryable samples)."""
 
     series: list[StepSeries]
     samples: int
+    per_step: Sequence[int] = ()
 
 
 def step_values(windows: StepWindows, found: Sequence[SampleSeries]) -> StepValues:
     """The reference: every series' windows in pure Python."""
     series = []
+    per_step = [0] * windows.count
     for s in found:
         values = series_step_values(windows, s.timestamps, s.values)
+        for i, n in enumerate(window_sizes(windows, s.timestamps)):
+            per_step[i] += n
         if any(v is not None for v in values):
             series.append(StepSeries(s.labels, values))
-    return StepValues(series, sum(len(s.timestamps) for s in found))
+    return StepValues(series, sum(len(s.timestamps) for s in found), per_step)
+
+
+def window_sizes(windows: StepWindows, times: Sequence[int]) -> list[int]:
+    """The samples each step reads from one series: an instant selector its one sample (if
+    any in the lookback), a range function its whole window."""
+    if windows.function == LAST_SAMPLE:
+        return [int(v is not None) for v in _last_samples(windows, times, times)]
+    return [bisect_right(times, end) - bisect_left(times, end - windows.range_ms)
+            for end in windows.window_ends()]
 
 
 def series_step_values(windows: StepWindows, times: Sequence[int], values: Sequence[float]
@@ -116,7 +130,7 @@ def series_step_values(windows: StepWindows, times: Sequence[int], values: Seque
 
 def _last_samples(windows: StepWindows, times: Sequence[int], values: Sequence[float]
                   ) -> list[float | None]:
-    column: list[float | None] = []
+    column: list[float | None] = []  # (also called with values = times, to count)
     for end in windows.window_ends():
         i = bisect_right(times, end) - 1
         column.append(values[i] if i >= 0 and times[i] >= end - windows.range_ms else None)

@@ -152,3 +152,68 @@ async def test_x_scope_orgid_alone_names_the_project(api: Any, container: Contai
     headers = {"Authorization": f"Bearer {tenant.token}", "X-Scope-OrgID": tenant.project_id}
     body = await _json(await api.get("/api/v1/label/__name__/values", headers=headers))
     assert body["data"] == ["req_total"]
+
+
+# -- query options: lookback_delta, stats, timeout ----------------------------------------------
+
+
+async def test_lookback_delta_changes_how_far_an_instant_selector_looks_back(
+        api: Any, container: Container, tenant: Tenant) -> None:
+    await _load(container, tenant)
+    last = T + timedelta(seconds=15 * 79)
+    params = {"query": 'req_total{service="api"}', "time": str((last + timedelta(minutes=2))
+                                                               .timestamp())}
+    h = tenant.query_headers
+    default = await _json(await api.get("/api/v1/query", params=params, headers=h))
+    assert [r["value"][1] for r in default["data"]["result"]] == ["790"]
+    for lookback, found in (("1m", []), ("90", []), ("121s", ["790"]), ("0", ["790"])):
+        body = await _json(await api.post("/api/v1/query", data={**params,
+                                                                 "lookback_delta": lookback},
+                                          headers=h))
+        assert [r["value"][1] for r in body["data"]["result"]] == found, lookback
+    bad = await api.get("/api/v1/query", params={**params, "lookback_delta": "soon"}, headers=h)
+    assert bad.status == 400
+    assert (await _json(bad))["details"]["field"] == "lookback_delta"
+
+
+async def test_stats_report_timings_and_samples_per_step(api: Any, container: Container,
+                                                         tenant: Tenant) -> None:
+    await _load(container, tenant)
+    start = T.timestamp() + 300
+    params = {"query": "sum(rate(req_total[1m]))", "start": str(start), "end": str(start + 60),
+              "step": "30"}
+    h = tenant.query_headers
+    plain = await _json(await api.get("/api/v1/query_range", params=params, headers=h))
+    assert "stats" not in plain["data"]
+    every = await _json(await api.get("/api/v1/query_range", params={**params, "stats": "all"},
+                                      headers=h))
+    stats = every["data"]["stats"]
+    assert set(stats["timings"]) == {"evalTotalTime", "resultSortTime", "queryPreparationTime",
+                                     "innerEvalTime", "execQueueTime", "execTotalTime"}
+    assert all(isinstance(v, float) and v >= 0 for v in stats["timings"].values())
+    # 2 series, 15 s samples: a closed 1 m window holds 5 samples of each at every step
+    per_step = [[start, 10], [start + 30, 10], [start + 60, 10]]
+    assert stats["samples"] == {"totalQueryableSamples": 30, "peakSamples": 10,
+                                "totalQueryableSamplesPerStep": per_step}
+    some = await _json(await api.get("/api/v1/query_range", params={**params, "stats": "1"},
+                                     headers=h))
+    assert "totalQueryableSamplesPerStep" not in some["data"]["stats"]["samples"]
+    assert some["data"]["result"] == every["data"]["result"] == plain["data"]["result"]
+
+
+async def test_a_spent_timeout_is_prometheus_timeout_error(api: Any, container: Container,
+                                                           tenant: Tenant) -> None:
+    await _load(container, tenant)
+    h = tenant.query_headers
+    for timeout in ("0", "-1"):
+        response = await api.get("/api/v1/query", params={"query": "req_total", "time": AT,
+                                                          "timeout": timeout}, headers=h)
+        body = await _json(response)
+        assert response.status == 503, timeout
+        assert (body["status"], body["errorType"]) == ("error", "timeout")
+        assert body["error"].startswith("query timed out in")
+    ok = await api.get("/api/v1/query", params={"query": "req_total", "time": AT,
+                                                "timeout": "1m"}, headers=h)
+    assert ok.status == 200
+    bad = await api.get("/api/v1/query", params={"query": "req_total", "timeout": "x"}, headers=h)
+    assert bad.status == 400 and (await _json(bad))["details"]["field"] == "timeout"

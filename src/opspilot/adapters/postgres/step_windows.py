@@ -53,7 +53,10 @@ def unpacked(times: bytes, values: bytes, ids: bytes) -> tuple[I64, F64]:
     return t, v
 
 
-def series_values(windows: StepWindows, labels: Labels, t: I64, v: F64) -> StepSeries | None:
+def series_values(windows: StepWindows, labels: Labels, t: I64, v: F64, per_step: I64
+                  ) -> StepSeries | None:
+    """The series' step values (None if it has none); adds each step's samples read to
+    `per_step`."""
     if t.size == 0:
         return None
     ends = np.arange(windows.count, dtype=np.int64) * windows.step_ms + (
@@ -62,8 +65,10 @@ def series_values(windows: StepWindows, labels: Labels, t: I64, v: F64) -> StepS
     hi = np.searchsorted(t, ends, side="right")
     if windows.function == LAST_SAMPLE:
         column = _last_sample(t, v, hi, starts)
+        per_step += [x is not None for x in column]
     else:
         lo = np.searchsorted(t, starts, side="left")
+        per_step += hi - lo
         column = _FUNCTIONS[windows.function](windows, t, v, lo, hi, starts, ends)
     if all(x is None for x in column):
         return None
@@ -180,11 +185,12 @@ def step_series(windows: StepWindows, rows: Sequence[tuple[Labels, bytes, bytes,
         by_labels.setdefault(labels, []).append((times, values, ids))
     out = []
     samples = 0
+    per_step = np.zeros(windows.count, dtype=np.int64)
     for labels in sorted(by_labels):
         parts = by_labels[labels]
         t, v = unpacked(*(b"".join(p[i] for p in parts) for i in range(3)))
         samples += t.size
-        found = series_values(windows, labels, t, v)
+        found = series_values(windows, labels, t, v, per_step)
         if found is not None:
             out.append(found)
-    return StepValues(out, samples)
+    return StepValues(out, samples, per_step.tolist())

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import decimal
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -30,7 +31,7 @@ from opspilot.application.promql.values import (
     Value,
     Vector,
 )
-from opspilot.domain.errors import LimitExceeded, ValidationError
+from opspilot.domain.errors import LimitExceeded, QueryTimeout, ValidationError
 from opspilot.domain.labels import (
     NAME_LABEL,
     LabelMatcher,
@@ -50,12 +51,14 @@ ANY_NAME = (LabelMatcher(NAME_LABEL, MatchOp.REGEX, ".+"),)
 class PromqlLimits:
     """max_samples bounds the samples one query reads (all its selectors together),
     max_series the series one selector may match; max_points the steps of a range query
-    (Prometheus' 11,000); max_range_ms the span of one query."""
+    (Prometheus' 11,000); max_range_ms the span of one query; timeout_s the time one query
+    may take (a caller's `timeout` can only lower it)."""
 
     max_samples: int = 5_000_000
     max_series: int = 10_000
     max_points: int = 11_000
     max_range_ms: int = 90 * 86_400_000
+    timeout_s: float = 120.0  # Prometheus' --query.timeout default
 
 
 def format_value(value: float) -> str:
@@ -74,33 +77,63 @@ def _seconds(ms: int) -> float | int:
     return ms // 1000 if ms % 1000 == 0 else ms / 1000
 
 
+@attrs.frozen
+class QueryOptions:
+    """A query's own parameters besides the expression and its time (Prometheus' API):
+    `lookback_ms` for instant selectors; `timeout_s`, at most the server's (None: the
+    server's); `stats` as sent: any value adds `stats` to the answer, "all" per step too."""
+
+    lookback_ms: int = LOOKBACK_MS
+    timeout_s: float | None = None
+    stats: str | None = None
+
+
+@attrs.define
+class Trace:
+    """What a query did, for Prometheus' `stats`: its phases' seconds and samples read."""
+
+    started: float
+    prepared: float = 0.0
+    evaluated: float = 0.0
+    per_step: list[int] = attrs.Factory(list)
+
+
 class PrometheusQueries:
-    def __init__(self, store: MetricStore, limits: PromqlLimits) -> None:
+    def __init__(self, store: MetricStore, limits: PromqlLimits,
+                 timer: Callable[[], float] = time.perf_counter) -> None:
         self._store = store
         self._limits = limits
+        self._timer = timer
 
-    async def instant(self, project_id: str, query: str, time_ms: int) -> dict[str, Any]:
+    async def instant(self, project_id: str, query: str, time_ms: int,
+                      options: QueryOptions = QueryOptions()) -> dict[str, Any]:
+        trace = Trace(self._timer())
         expr = parse(query)
-        value = await self._evaluate(project_id, expr, Grid(time_ms, 1, 1, LOOKBACK_MS))
+        grid = Grid(time_ms, 1, 1, options.lookback_ms)
+        value = await self._evaluate(project_id, expr, grid, options, trace)
+        data: dict[str, Any]
         if isinstance(value, Scalar):
-            return {"resultType": "scalar",
+            data = {"resultType": "scalar",
                     "result": [_seconds(time_ms), format_value(value.values[0])]}
-        if isinstance(value, StringValue):
-            return {"resultType": "string", "result": [_seconds(time_ms), value.value]}
-        if isinstance(value, RangeArg):
-            return {"resultType": "matrix", "result": _raw_matrix(value)}
-        rows = sorted(value.rows, key=lambda r: r.labels)
-        return {"resultType": "vector", "result": [
-            {"metric": dict(r.labels), "value": [_seconds(time_ms), format_value(v)]}
-            for r in rows if (v := r.values[0]) is not None
-        ]}
+        elif isinstance(value, StringValue):
+            data = {"resultType": "string", "result": [_seconds(time_ms), value.value]}
+        elif isinstance(value, RangeArg):
+            data = {"resultType": "matrix", "result": _raw_matrix(value)}
+        else:
+            rows = sorted(value.rows, key=lambda r: r.labels)
+            data = {"resultType": "vector", "result": [
+                {"metric": dict(r.labels), "value": [_seconds(time_ms), format_value(v)]}
+                for r in rows if (v := r.values[0]) is not None
+            ]}
+        return self._with_stats(data, grid, options, trace)
 
     async def range(self, project_id: str, query: str, start_ms: int, end_ms: int,
-                    step_ms: int) -> dict[str, Any]:
-        grid = self._grid(start_ms, end_ms, step_ms)
+                    step_ms: int, options: QueryOptions = QueryOptions()) -> dict[str, Any]:
+        trace = Trace(self._timer())
+        grid = self._grid(start_ms, end_ms, step_ms, options.lookback_ms)
         steps = grid.steps
         expr = parse(query)
-        value = await self._evaluate(project_id, expr, grid)
+        value = await self._evaluate(project_id, expr, grid, options, trace)
         if isinstance(value, Scalar):
             value = Vector([_scalar_row(value)])
         if not isinstance(value, Vector):
@@ -113,7 +146,28 @@ class PrometheusQueries:
                       for t, v in zip(steps, row.values, strict=True) if v is not None]
             if points:
                 result.append({"metric": dict(row.labels), "values": points})
-        return {"resultType": "matrix", "result": result}
+        return self._with_stats({"resultType": "matrix", "result": result}, grid, options,
+                                trace)
+
+    def _with_stats(self, data: dict[str, Any], grid: Grid, options: QueryOptions,
+                    trace: Trace) -> dict[str, Any]:
+        """Prometheus' `stats` object (stats.QueryStats of 2.42): the timings of OpsPilot's
+        phases (preparation = parse, plan and the store's reads; inner evaluation = the
+        evaluator; sorting = rendering) and the samples each step read."""
+        if not options.stats:
+            return data
+        done = self._timer()
+        prepare, inner = trace.prepared - trace.started, trace.evaluated - trace.prepared
+        sort = done - trace.evaluated
+        samples: dict[str, Any] = {"totalQueryableSamples": sum(trace.per_step),
+                                   "peakSamples": max(trace.per_step, default=0)}
+        if options.stats == "all":
+            samples["totalQueryableSamplesPerStep"] = [
+                [_seconds(t), n] for t, n in zip(grid.steps, trace.per_step, strict=True)]
+        timings = {"evalTotalTime": prepare + inner + sort, "resultSortTime": sort,
+                   "queryPreparationTime": prepare, "innerEvalTime": inner,
+                   "execQueueTime": 0.0, "execTotalTime": done - trace.started}
+        return {**data, "stats": {"timings": timings, "samples": samples}}
 
     async def series(self, project_id: str, match: Sequence[str], start_ms: int, end_ms: int
                      ) -> list[dict[str, str]]:
@@ -141,7 +195,7 @@ class PrometheusQueries:
 
     # -- internals -------------------------------------------------------------------------
 
-    def _grid(self, start_ms: int, end_ms: int, step_ms: int) -> Grid:
+    def _grid(self, start_ms: int, end_ms: int, step_ms: int, lookback_ms: int) -> Grid:
         if step_ms <= 0:
             raise ValidationError("step", "zero or negative query resolution step widths are "
                                   "not accepted. Try a positive integer")
@@ -151,9 +205,27 @@ class PrometheusQueries:
             raise ValidationError("step", "exceeded maximum resolution of "
                                   f"{self._limits.max_points:,} points per timeseries. Try "
                                   "decreasing the query resolution (?step=XX)")
-        return Grid(start_ms, step_ms, (end_ms - start_ms) // step_ms + 1)
+        return Grid(start_ms, step_ms, (end_ms - start_ms) // step_ms + 1, lookback_ms)
 
-    async def _evaluate(self, project_id: str, expr: pp.Expr, grid: Grid) -> Value:
+    async def _evaluate(self, project_id: str, expr: pp.Expr, grid: Grid,
+                        options: QueryOptions, trace: Trace) -> Value:
+        """The expression's value; the store's reads are cancelled, and the query refused,
+        once the time budget is spent (a step that does not wait is checked when it ends)."""
+        budget = self._limits.timeout_s
+        if options.timeout_s is not None:
+            budget = min(budget, options.timeout_s)
+        deadline = trace.started + budget
+        try:
+            async with asyncio.timeout(max(0.0, deadline - self._timer())):
+                value = await self._read_and_evaluate(project_id, expr, grid, trace)
+        except TimeoutError:
+            raise _timed_out("query execution") from None
+        if self._timer() > deadline:
+            raise _timed_out("expression evaluation")
+        return value
+
+    async def _read_and_evaluate(self, project_id: str, expr: pp.Expr, grid: Grid,
+                                 trace: Trace) -> Value:
         keys = list(dict.fromkeys(read_keys(expr, grid)))
         for key in keys:
             start, end = _span_of(key)
@@ -166,7 +238,11 @@ class PrometheusQueries:
             raise LimitExceeded("query", "query processing would load too many samples into "
                                 f"memory (more than {self._limits.max_samples:,})",
                                 limit=self._limits.max_samples)
-        return Evaluator(grid, dict(zip(keys, fetched, strict=True))).eval(expr)
+        trace.per_step = _per_step(fetched, grid.count)
+        trace.prepared = self._timer()
+        value = Evaluator(grid, dict(zip(keys, fetched, strict=True))).eval(expr)
+        trace.evaluated = self._timer()
+        return value
 
     async def _fetch(self, project_id: str, key: Key) -> StepValues | list[SampleSeries]:
         limits = SampleLimits(self._limits.max_samples, self._limits.max_series)
@@ -184,6 +260,22 @@ class PrometheusQueries:
             self._store.select_labels(SeriesSelection(project_id, ms, start_ms, end_ms, limits))
             for ms in matcher_sets))
         return {labels for group in found for labels in group}
+
+
+def _timed_out(phase: str) -> QueryTimeout:
+    return QueryTimeout(f"query timed out in {phase}")
+
+
+def _per_step(fetched: Sequence[StepValues | list[SampleSeries]], steps: int) -> list[int]:
+    """Samples read at each step; a raw range vector (an instant query's) at its one step."""
+    counts = [0] * steps
+    for found in fetched:
+        if isinstance(found, StepValues):
+            for i, n in enumerate(found.per_step):
+                counts[i] += n
+        else:
+            counts[0] += sum(len(s.timestamps) for s in found)
+    return counts
 
 
 def _span_of(key: Key) -> tuple[int, int]:

@@ -27,6 +27,7 @@ STATUS = {
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.QueryExecutionError: 422,
+    errors.QueryTimeout: 503,
     errors.UnsupportedMediaType: 415,
     errors.RateLimited: 429,
     errors.ServiceUnavailable: 503,

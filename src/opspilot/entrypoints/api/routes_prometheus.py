@@ -16,11 +16,12 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+import attrs
 import orjson
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
-from opspilot.application.promql.queries import PrometheusQueries
+from opspilot.application.promql.queries import PrometheusQueries, QueryOptions
 from opspilot.domain import errors
 from opspilot.domain.labels import millis
 from opspilot.domain.storable import check_text
@@ -43,6 +44,7 @@ ERROR_TYPES: list[tuple[type[errors.OpsPilotError], int, str]] = [
     (errors.LimitExceeded, 422, "execution"),
     (errors.ValidationError, 400, "bad_data"),
     (errors.QueryExecutionError, 422, "execution"),
+    (errors.QueryTimeout, 503, "timeout"),
     (errors.Unauthenticated, 401, "unauthorized"),
     (errors.Forbidden, 403, "forbidden"),
     (errors.RateLimited, 429, "too_many_requests"),
@@ -174,16 +176,33 @@ def _queries(request: web.Request) -> PrometheusQueries:
 # -- handlers ----------------------------------------------------------------------------------
 
 
+def query_options(params: MultiDict[str]) -> QueryOptions:
+    """`lookback_delta` and `timeout` (durations as Prometheus parses them: seconds or 1m30s)
+    and `stats`, as Prometheus 2.42's API reads them (extractQueryOpts, parseDuration)."""
+    lookback = params.get("lookback_delta") or ""
+    timeout = params.get("timeout") or ""
+    options = QueryOptions(stats=params.get("stats") or None)
+    if lookback:
+        lookback_ms = parse_step(lookback, "lookback_delta")
+        if lookback_ms > 0:  # Prometheus: zero keeps the default
+            options = attrs.evolve(options, lookback_ms=lookback_ms)
+    if timeout:  # as context.WithTimeout: zero or less has already run out
+        options = attrs.evolve(options, timeout_s=max(0, parse_step(timeout, "timeout")) / 1000)
+    return options
+
+
 async def instant_query(request: web.Request, params: MultiDict[str], project_id: str) -> Any:
     at = _time(params, "time", _now_ms(request))
-    return await _queries(request).instant(project_id, _required(params, "query"), at)
+    return await _queries(request).instant(project_id, _required(params, "query"), at,
+                                           query_options(params))
 
 
 async def range_query(request: web.Request, params: MultiDict[str], project_id: str) -> Any:
     start = parse_time(_required(params, "start"), "start")
     end = parse_time(_required(params, "end"), "end")
     step = parse_step(_required(params, "step"))
-    return await _queries(request).range(project_id, _required(params, "query"), start, end, step)
+    return await _queries(request).range(project_id, _required(params, "query"), start, end, step,
+                                         query_options(params))
 
 
 async def series(request: web.Request, params: MultiDict[str], project_id: str) -> Any:
