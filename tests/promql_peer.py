@@ -181,8 +181,10 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def prometheus_on(series: list[SeriesData], port: int) -> AsyncIterator[str]:
-    """A Prometheus serving exactly `series` on 127.0.0.1:port; yields its base URL."""
+async def prometheus_on(series: list[SeriesData], port: int, flags: tuple[str, ...] = ()
+                        ) -> AsyncIterator[str]:
+    """A Prometheus serving exactly `series` on 127.0.0.1:port (with extra command-line
+    `flags`); yields its base URL."""
     workdir = Path(tempfile.mkdtemp(prefix="opspilot-promql-"))
     process = None
     try:
@@ -202,7 +204,7 @@ async def prometheus_on(series: list[SeriesData], port: int) -> AsyncIterator[st
             process = await asyncio.create_subprocess_exec(
                 PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={data}",
                 f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=100y",
-                "--log.level=warn", stdout=asyncio.subprocess.DEVNULL, stderr=log)
+                "--log.level=warn", *flags, stdout=asyncio.subprocess.DEVNULL, stderr=log)
         url = f"http://127.0.0.1:{port}"
         await _wait_ready(url, process)
         yield url

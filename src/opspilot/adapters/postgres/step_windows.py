@@ -39,12 +39,15 @@ I64 = npt.NDArray[np.int64]
 Column = list[float | None]
 
 
+PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01, where timestamptz_send counts from
+
+
 def unpacked(times: bytes, values: bytes, ids: bytes) -> tuple[I64, F64]:
-    """The series' samples by time, one a millisecond (of equal timestamps the highest row
-    id, the last written, wins)."""
-    t = np.frombuffer(times, dtype=">i8").astype(np.int64)
+    """The series' samples by time, one a millisecond (floored, as domain.labels.millis; of
+    equal milliseconds the highest row id, the last written, wins)."""
+    t = (np.frombuffer(times, dtype=">i8").astype(np.int64) + PG_EPOCH_US) // 1000
     v = np.frombuffer(values, dtype=">f8").astype(np.float64)
-    if t.size > 1 and not bool(np.all(t[1:] > t[:-1])):
+    if t.size > 1 and not bool(np.all(t[1:] > t[:-1])):  # out of order, or a duplicate
         order = np.lexsort((np.frombuffer(ids, dtype=">i8"), t))
         t, v = t[order], v[order]
         last = np.ones(t.size, dtype=bool)
