@@ -170,6 +170,9 @@ def error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
         doc = json.loads(response.content)
     except ValueError:
         raise AssertionError(f"{response.status_code} body is not JSON: {response.content[:200]!r}") from None
+    prometheus_api = case.path.startswith("/api/v1/") and case.path != "/api/v1/write"
+    if prometheus_api and response.status_code != 405:  # (the router answers a 405)
+        return _prometheus_error_shape(response.status_code, doc)
     error = doc.get("error") if isinstance(doc, dict) else None
     assert isinstance(error, dict), f"{response.status_code} body has no `error` object: {doc!r}"
     assert isinstance(error.get("code"), str), f"`error.code` is not a string: {doc!r}"
@@ -180,6 +183,16 @@ def error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
             f"{response.status_code} does not name the field at fault: {doc!r}"
         )
     return None
+
+
+def _prometheus_error_shape(status: int, doc: Any) -> None:
+    """The Prometheus API answers errors in Prometheus' envelope (its clients parse that),
+    an input error's details naming the field at fault."""
+    assert isinstance(doc, dict) and doc.get("status") == "error", f"{status}: {doc!r}"
+    assert isinstance(doc.get("errorType"), str) and isinstance(doc.get("error"), str), doc
+    if status == 400:
+        assert isinstance((doc.get("details") or {}).get("field"), str), (
+            f"400 does not name the field at fault: {doc!r}")
 
 
 CHECKS = [

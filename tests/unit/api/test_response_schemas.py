@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import attrs
 import jsonschema_rs
@@ -87,7 +88,7 @@ class Recorder:
 
     async def call(self, method: str, template: str, path: str | None = None,
                    status: int = 200, headers: dict[str, str] | None = None,
-                   json: Any = None, data: bytes | None = None) -> Any:
+                   json: Any = None, data: Any = None) -> Any:
         response = await self.client.request(method.upper(), path or template, json=json,
                                              data=data, headers=headers or {})
         body = await response.read()
@@ -265,6 +266,29 @@ async def run_scenario(client: Any, tenant: Tenant, container: Any,
     patterns = await rec.call("get", "/api/logs/patterns", f"/api/logs/patterns?{WINDOW}",
                               headers=q)
     assert patterns["logs_analyzed"] == 65
+
+    # -- the Prometheus API (GET, and POST with a form where Prometheus takes one)
+    at = {"query": 'sum by (service) (rate(latency[10m]))', "time": "1709289000",
+          "stats": "all"}
+    span = {"query": "latency", "start": "1709287200", "end": "1709290800", "step": "60"}
+    for method, body in (("get", None), ("post", at)):
+        path = "/api/v1/query" + ("?" + urlencode(at) if body is None else "")
+        answer = await rec.call(method, "/api/v1/query", path, headers=q, data=body)
+        assert answer["data"]["resultType"] == "vector" and answer["data"]["stats"]
+        path = "/api/v1/query_range" + ("?" + urlencode(span) if body is None else "")
+        answer = await rec.call(method, "/api/v1/query_range", path, headers=q,
+                                data=span if body else None)
+        assert answer["data"]["result"]
+        match = {"match[]": "latency", "start": "1709287200"}
+        path = "/api/v1/series" + ("?" + urlencode(match) if body is None else "")
+        assert (await rec.call(method, "/api/v1/series", path, headers=q,
+                               data=match if body else None))["data"]
+        assert "service" in (await rec.call(method, "/api/v1/labels", headers=q,
+                                            data={} if body else None))["data"]
+    t = "/api/v1/label/{name}/values"
+    assert (await rec.call("get", t, "/api/v1/label/service/values", headers=q))["data"]
+    assert (await rec.call("get", "/api/v1/metadata", headers=q))["data"]
+    await rec.call("get", "/api/v1/status/buildinfo", headers=q)
 
     # -- channels
     hook = await rec.call("post", "/api/channels", status=201, headers=q, json={

@@ -15,6 +15,7 @@ from pydantic import BaseModel, TypeAdapter
 from opspilot.application import rendering as q
 from opspilot.entrypoints.api import responses as r
 from opspilot.entrypoints.api import schemas as s
+from opspilot.entrypoints.api.prometheus_schemas import PROMETHEUS_ERROR
 from opspilot.entrypoints.api.state import mount_prefix
 
 
@@ -24,7 +25,8 @@ class Operation:
     path: str
     summary: str
     # "apiKey"; "bearer" (a user's token and X-Project-ID); "token" (a user's token alone);
-    # "admin" (the admin token); None
+    # "admin" (the admin token); "prometheus" (a user's token and X-Project-ID or
+    # X-Scope-OrgID; Prometheus' envelope for errors too); None
     auth: str | None
     query: type[BaseModel] | None = None
     body: type[BaseModel] | None = None
@@ -40,6 +42,7 @@ class Operation:
     binary: str | None = None
     headers: tuple[Mapping[str, Any], ...] = ()
     key_as_bearer: bool = False  # the API key is also taken as `Authorization: Bearer`
+    form: bool = False  # a POST whose parameters (the `query` model) come as a form body
 
 
 OPERATIONS = (
@@ -154,7 +157,12 @@ def _parameters(op: Operation, components: dict[str, Any]) -> list[dict[str, Any
     if op.auth == "bearer":
         params.append({"name": "X-Project-ID", "in": "header", "required": True,
                        "schema": {"type": "string", "minLength": 1}})
-    if op.query is not None:
+    if op.auth == "prometheus":
+        for header in ("X-Project-ID", "X-Scope-OrgID"):
+            params.append({"name": header, "in": "header", "required": False,
+                           "description": "the project (one of the two is needed; both must "
+                                          "agree)", "schema": {"type": "string", "minLength": 1}})
+    if op.query is not None and not op.form:
         # Enums and nested models become shared components, as for bodies: a parameter's
         # schema has no `$defs` of its own for a `$ref` to point into.
         schema = op.query.model_json_schema(ref_template=REF_TEMPLATE)
@@ -194,6 +202,7 @@ def build_document() -> dict[str, Any]:
     )
     components: dict[str, Any] = dict(defs.get("$defs", {}))
     components["Error"] = ERROR_SCHEMA
+    components["PrometheusError"] = PROMETHEUS_ERROR
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
         paths.setdefault(op.path, {})[op.method] = _operation(op, components)
@@ -225,6 +234,8 @@ def _responses(op: Operation) -> dict[str, Any]:
         if success:
             success["content"][op.binary] = {"schema": {**BINARY, "description": (
                 "the protobuf Export*ServiceResponse, partial_success when some were refused")}}
+    if op.auth == "prometheus":
+        return _prometheus_responses(success)
     if op.path == "/readyz":
         return {"200": {"description": "every adapter answers", **success},
                 "503": {"description": "some adapter does not answer", **success}}
@@ -259,6 +270,30 @@ def _responses(op: Operation) -> dict[str, Any]:
     return responses
 
 
+def _prometheus_responses(success: dict[str, Any]) -> dict[str, Any]:
+    """Prometheus' statuses (web/api/v1), each error in its envelope."""
+    error = _json_content("PrometheusError")
+    return {
+        "200": {"description": "success", **success},
+        "400": {"description": "bad_data: a parameter or the query (e.g. outside the "
+                               "supported subset), named in `error`", **error},
+        "401": {"description": "unauthorized: no or bad credentials", **error},
+        "403": {"description": "forbidden: not a member of the project", **error},
+        "422": {"description": "execution: the query cannot be answered for this data, or "
+                               "it reads too many samples or series", **error},
+        "429": {"description": "too_many_requests; see Retry-After", **error},
+        "503": {"description": "timeout (the query was cancelled), or unavailable: a "
+                               "backing service; see Retry-After", **error},
+    }
+
+
+def _form_body(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template=REF_TEMPLATE)
+    components.update(schema.pop("$defs", {}))
+    return {"required": True, "content": {"application/x-www-form-urlencoded": {
+        "schema": schema}}}
+
+
 def _json_content(component: str) -> dict[str, Any]:
     return {"content": {"application/json": {
         "schema": {"$ref": f"#/components/schemas/{component}"}}}}
@@ -281,6 +316,8 @@ def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
     if op.media is not None:
         doc["requestBody"] = {"required": True, "content": {
             kind: dict(content) for kind, content in op.media.items()}}
+    if op.form and op.query is not None:
+        doc["requestBody"] = _form_body(op.query, components)
     return doc
 
 

@@ -20,11 +20,13 @@ import attrs
 import orjson
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
+from pydantic import BaseModel
 
 from opspilot.application.promql.queries import PrometheusQueries, QueryOptions
 from opspilot.domain import errors
 from opspilot.domain.labels import millis
 from opspilot.domain.storable import check_text
+from opspilot.entrypoints.api import openapi, prometheus_schemas
 from opspilot.entrypoints.api.guards import query_project
 from opspilot.entrypoints.api.state import services
 
@@ -102,7 +104,10 @@ async def _params(request: web.Request) -> MultiDict[str]:
         if content_type not in ("application/x-www-form-urlencoded", "multipart/form-data", ""):
             raise errors.ValidationError("Content-Type",
                                          "expected application/x-www-form-urlencoded")
-        form: MultiDictProxy[Any] = await request.post()
+        try:
+            form: MultiDictProxy[Any] = await request.post()
+        except ValueError as exc:  # e.g. multipart/form-data without a boundary
+            raise errors.ValidationError("Content-Type", f"unreadable form: {exc}") from None
         params.extend((k, v) for k, v in form.items() if isinstance(v, str))
     params.extend(request.query.items())
     return params
@@ -251,6 +256,40 @@ ROUTES: list[tuple[str, Handler, bool]] = [  # path, handler, also POST
     ("/api/v1/metadata", metadata, False),
     ("/api/v1/status/buildinfo", buildinfo, False),
 ]
+
+
+def _operations() -> list[openapi.Operation]:
+    """The routes in the OpenAPI document: GET with query parameters, POST with the same
+    parameters as a form."""
+    ps = prometheus_schemas
+    described: dict[str, tuple[str, type[BaseModel] | None, type[BaseModel]]] = {
+        "/api/v1/query": ("Prometheus instant query", ps.PromInstantParams,
+                          ps.PromQueryAnswer),
+        "/api/v1/query_range": ("Prometheus range query", ps.PromRangeParams,
+                                ps.PromQueryAnswer),
+        "/api/v1/series": ("Prometheus series matching selectors", ps.PromSeriesParams,
+                           ps.PromSeriesAnswer),
+        "/api/v1/labels": ("Prometheus label names", ps.PromLabelsParams, ps.PromLabelsAnswer),
+        "/api/v1/label/{name}/values": ("Prometheus values of one label", ps.PromLabelsParams,
+                                        ps.PromLabelsAnswer),
+        "/api/v1/metadata": ("Prometheus metric metadata (type, help, unit)",
+                             ps.PromMetadataParams, ps.PromMetadataAnswer),
+        "/api/v1/status/buildinfo": ("The Prometheus version whose API OpsPilot answers",
+                                     None, ps.PromBuildInfoAnswer),
+    }
+    ops = []
+    for path, _, post in ROUTES:
+        summary, params, answer = described[path]
+        ops.append(openapi.Operation("get", path, summary, "prometheus", query=params,
+                                     response=answer))
+        if post:
+            ops.append(openapi.Operation("post", path, summary, "prometheus", query=params,
+                                         response=answer, form=True))
+    return ops
+
+
+if not any(op.path == "/api/v1/query" for op in openapi.EXTRA_OPERATIONS):
+    openapi.EXTRA_OPERATIONS.extend(_operations())
 
 
 def register(app: web.Application) -> None:
