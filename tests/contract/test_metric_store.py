@@ -32,8 +32,10 @@ from opspilot.domain.metrics import (
     MAX_ABS_VALUE,
     Aggregation,
     HistogramQuery,
+    MetricMetadata,
     MetricPoint,
     MetricQuery,
+    MetricType,
     SeriesSelector,
     aggregate,
     bin_index,
@@ -752,3 +754,27 @@ async def test_projects_with_their_own_cutoff_drop_by_it(metric_store: Any) -> N
     assert await kept(B) == days
     assert await kept("project-c") == days
     assert await kept("project-d") == days[1:]
+
+
+# -- metric metadata --------------------------------------------------------------------------
+
+
+async def test_metadata_is_written_with_its_batch_latest_wins_per_project(
+        metric_store: Any) -> None:
+    counter = MetricMetadata("orders", MetricType.COUNTER, "Orders placed", "1")
+    point = MetricPoint(A, T0, "orders", 1.0)
+    await metric_store.write_batches([
+        MetricBatch("d1", A, T0, [point], (counter,)),
+        MetricBatch("d2", B, T0, [], (MetricMetadata("orders", MetricType.GAUGE),)),
+    ])
+    assert await metric_store.metric_metadata(A) == {"orders": counter}
+    assert await metric_store.metric_metadata(B) == {"orders": MetricMetadata(
+        "orders", MetricType.GAUGE)}
+    newer = MetricMetadata("orders", MetricType.COUNTER, "Orders placed, all shops", "1")
+    stale = MetricMetadata("orders", MetricType.GAUGE, "a redelivery", "")
+    # a redelivered message changes nothing; a new one with only metadata is kept
+    await metric_store.write_batches([MetricBatch("d1", A, T0, [point], (stale,))])
+    assert (await metric_store.metric_metadata(A))["orders"] == counter
+    await metric_store.write_batches([MetricBatch("d3", A, T0, [], (newer,))])
+    assert await metric_store.metric_metadata(A) == {"orders": newer}
+    assert await metric_store.metric_metadata("nobody") == {}

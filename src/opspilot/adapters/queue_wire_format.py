@@ -9,7 +9,7 @@ import orjson
 
 from opspilot.domain.ingest import LogBatch, MetricBatch
 from opspilot.domain.logs import LogLevel, LogRecord
-from opspilot.domain.metrics import MetricPoint
+from opspilot.domain.metrics import MetricMetadata, MetricPoint, MetricType
 
 FORMAT_VERSION = 1
 
@@ -20,16 +20,19 @@ class UndecodableMessage(ValueError):
 
 def encode_batch(batch: MetricBatch | LogBatch) -> bytes:
     items: list[Any]
+    extra: dict[str, Any] = {}
     if isinstance(batch, MetricBatch):
         items = [_point_row(p) for p in batch.points]
         kind = "metrics"
+        if batch.metadata:  # absent otherwise: a message of the earlier shape
+            extra["metadata"] = [[m.name, m.type.value, m.help, m.unit] for m in batch.metadata]
     else:
         items = [_record_row(r) for r in batch.records]
         kind = "logs"
     return orjson.dumps({
         "v": FORMAT_VERSION, "kind": kind, "message_id": batch.message_id,
         "project_id": batch.project_id, "received_at": batch.received_at.isoformat(),
-        "items": items,
+        "items": items, **extra,
     })
 
 
@@ -39,7 +42,10 @@ def decode_batch(body: bytes) -> MetricBatch | LogBatch:
         received = datetime.fromisoformat(doc["received_at"])
         if doc["kind"] == "metrics":
             points = [_point(doc["project_id"], row) for row in doc["items"]]
-            return MetricBatch(doc["message_id"], doc["project_id"], received, points)
+            metadata = tuple(MetricMetadata(name, MetricType(kind), help_, unit)
+                             for name, kind, help_, unit in doc.get("metadata", ()))
+            return MetricBatch(doc["message_id"], doc["project_id"], received, points,
+                               metadata)
         if doc["kind"] == "logs":
             records = [_record(doc["project_id"], row) for row in doc["items"]]
             return LogBatch(doc["message_id"], doc["project_id"], received, records)

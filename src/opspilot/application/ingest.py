@@ -20,7 +20,7 @@ from opspilot.application.retention import RetentionPolicy
 from opspilot.domain.errors import ValidationError
 from opspilot.domain.ingest import Accepted, LogBatch, MetricBatch
 from opspilot.domain.logs import LogLevel, LogRecord, log_id_for
-from opspilot.domain.metrics import MetricPoint
+from opspilot.domain.metrics import MetricMetadata, MetricPoint
 from opspilot.domain.ports import Clock, IdGenerator, IngestQueue
 from opspilot.domain.storable import check_json
 from opspilot.domain.tenancy import IngestIdentity
@@ -99,7 +99,8 @@ class IngestService:
         return TimeCheck(self._clock.now(), keep, kind)
 
     async def accept_metrics(
-        self, identity: IngestIdentity, metrics: Sequence[MetricFields]
+        self, identity: IngestIdentity, metrics: Sequence[MetricFields],
+        metadata: Sequence[MetricMetadata] = (),
     ) -> Accepted:
         message_id = self._ids.new_id()
         # Built once, with the key's project: at 1,000 points a request, a draft object
@@ -110,12 +111,13 @@ class IngestService:
         project = identity.project_id
         points = [MetricPoint(project, m.timestamp, m.name, float(m.value), m.service, m.tags)
                   for m in metrics]
-        batch = MetricBatch(message_id, identity.project_id, now, points)
+        batch = MetricBatch(message_id, identity.project_id, now, points, metadata)
         await self._queue.publish(batch)
         return Accepted(message_id, len(points))
 
     async def accept_points(
-        self, identity: IngestIdentity, points: Sequence[MetricPoint]
+        self, identity: IngestIdentity, points: Sequence[MetricPoint],
+        metadata: Sequence[MetricMetadata] = (),
     ) -> Accepted:
         """accept_metrics for points an entry point already built for the key's project
         (the OTLP mapper builds each point once: a field record then a point cost ~0.9 µs
@@ -128,7 +130,7 @@ class IngestService:
         now = self._clock.now()
         _check_times([p.timestamp for p in points], TimeCheck(now, self._retention.metrics,
                                                                "metrics"))
-        await self._queue.publish(MetricBatch(message_id, project, now, list(points)))
+        await self._queue.publish(MetricBatch(message_id, project, now, list(points), metadata))
         return Accepted(message_id, len(points))
 
     async def accept_logs(self, identity: IngestIdentity, logs: Sequence[LogFields]) -> Accepted:

@@ -9,7 +9,7 @@ from datetime import datetime
 import attrs
 
 from opspilot.domain.logs import LogRecord
-from opspilot.domain.metrics import MetricPoint
+from opspilot.domain.metrics import MetricMetadata, MetricPoint
 
 MAX_BATCH_ITEMS = 10_000
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -27,6 +27,7 @@ class MetricBatch:
     project_id: str
     received_at: datetime
     points: Sequence[MetricPoint]
+    metadata: Sequence[MetricMetadata] = ()  # families described by the request, if any
 
 
 @attrs.frozen

@@ -12,6 +12,7 @@ import attrs
 
 from opspilot.domain.analysis import AnomalyMethod
 from opspilot.domain.errors import ValidationError
+from opspilot.domain.storable import check_text
 from opspilot.domain.timewindow import Bucketing, TimeRange, require_aware
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,99}$")
@@ -88,6 +89,32 @@ class MetricPoint:
         require_aware(self.timestamp, "timestamp")
         if not (math.isfinite(self.value) and abs(self.value) <= MAX_ABS_VALUE):
             raise ValidationError("value", f"must be a finite number within ±{MAX_ABS_VALUE:g}")
+
+
+class MetricType(enum.StrEnum):
+    """A metric family's type, as Prometheus' metadata names it."""
+
+    COUNTER = "counter"
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"
+    SUMMARY = "summary"
+    UNKNOWN = "unknown"
+
+
+@attrs.frozen
+class MetricMetadata:
+    """What an ingest protocol said about a metric family: OTLP's data kind, description and
+    unit, or a remote-write request's metadata. `name` is the family's (a histogram's points
+    are stored as `<name>_bucket`, `_sum`, `_count`)."""
+
+    name: str
+    type: MetricType
+    help: str = ""
+    unit: str = ""
+
+    def __attrs_post_init__(self) -> None:
+        for field, text in (("name", self.name), ("help", self.help), ("unit", self.unit)):
+            check_text(text, field)
 
 
 @attrs.frozen

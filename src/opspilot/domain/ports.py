@@ -38,6 +38,7 @@ from opspilot.domain.metrics import (
     Aggregation,
     Histogram,
     HistogramQuery,
+    MetricMetadata,
     MetricQuery,
     Series,
     SeriesSelector,
@@ -134,6 +135,11 @@ class MetricStore(Protocol):
 
     async def select_labels(self, selection: SeriesSelection) -> list[Labels]:
         """The label sets select_samples would return, without reading the samples."""
+        ...
+
+    async def metric_metadata(self, project_id: str) -> dict[str, MetricMetadata]:
+        """What the ingest protocols said about the project's metric families (the latest
+        description of each), by family name."""
         ...
 
     async def select_step_values(self, selection: SeriesSelection, windows: StepWindows

@@ -34,6 +34,7 @@ from opspilot.domain.metrics import (
     Histogram,
     HistogramBin,
     HistogramQuery,
+    MetricMetadata,
     MetricPoint,
     MetricQuery,
     Series,
@@ -129,6 +130,7 @@ class InMemoryMetricStore:
     def __init__(self) -> None:
         self._points: dict[SeriesKey, list[MetricPoint]] = defaultdict(list)
         self._stored_batches: set[str] = set()
+        self._metadata: dict[tuple[str, str], MetricMetadata] = {}  # (project, family)
         self._summaries: dict[SeriesKey, list[Summary]] = defaultdict(list)
         self._hot: dict[datetime, int] = defaultdict(int)  # points per period not compacted
         self._lock = asyncio.Lock()
@@ -156,6 +158,8 @@ class InMemoryMetricStore:
                 if batch.message_id in self._stored_batches:
                     continue
                 self._stored_batches.add(batch.message_id)
+                for described in batch.metadata:  # the latest description wins
+                    self._metadata[(batch.project_id, described.name)] = described
                 for point in batch.points:
                     bisect.insort(
                         self._points[(point.project_id, point.name)], point, key=_timestamp
@@ -350,6 +354,9 @@ class InMemoryMetricStore:
             value = combine(values, sums, request.aggregation) if count else None
             results.append(WindowValue(value, count))
         return results
+
+    async def metric_metadata(self, project_id: str) -> dict[str, MetricMetadata]:
+        return {name: m for (project, name), m in self._metadata.items() if project == project_id}
 
     async def select_samples(self, selection: SeriesSelection) -> list[SampleSeries]:
         result = []

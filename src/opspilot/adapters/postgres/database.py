@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -164,11 +164,13 @@ class PostgresDatabase:
     async def copy_once(
         self, table: str, columns: Sequence[str], stream: Stream,
         rows_by_message: Mapping[str, list[tuple[Any, ...]]], time_column: int,
+        also: Callable[[Any, list[str]], Awaitable[None]] | None = None,
     ) -> int:
         """COPY the rows of every message not seen before, in ONE transaction with their
         message ids in `ingest_inbox`: a redelivered message writes nothing, and of two
         workers racing on one message the second waits on the inbox row, then skips it.
-        The daily partitions the rows need (their `time_column`) are created first."""
+        The daily partitions the rows need (their `time_column`) are created first. `also`
+        writes what else the fresh messages carry, in the same transaction."""
         if not rows_by_message:
             return 0
         partitions = {"metrics": self.metric_partitions, "log_metadata": self.log_partitions}
@@ -177,11 +179,13 @@ class PostgresDatabase:
                 await partitions[table].ensure_for(
                     conn, [r[time_column] for rows in rows_by_message.values() for r in rows])
             with _refusals(table):
-                return await self._copy_fresh(conn, table, columns, stream, rows_by_message)
+                return await self._copy_fresh(conn, table, columns, stream, rows_by_message,
+                                              also)
 
     async def _copy_fresh(
         self, conn: Any, table: str, columns: Sequence[str], stream: Stream,
         rows_by_message: Mapping[str, list[tuple[Any, ...]]],
+        also: Callable[[Any, list[str]], Awaitable[None]] | None = None,
     ) -> int:
         async with conn.transaction():
             fresh = await conn.fetch(
@@ -193,6 +197,8 @@ class PostgresDatabase:
             rows = [r for f in fresh for r in rows_by_message[f["message_id"]]]
             if rows:
                 await conn.copy_records_to_table(table, records=rows, columns=columns)
+            if also is not None and fresh:
+                await also(conn, [f["message_id"] for f in fresh])
         return len(rows)
 
     # -- stores ---------------------------------------------------------------------------

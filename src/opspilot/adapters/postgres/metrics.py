@@ -39,7 +39,9 @@ from opspilot.domain.metrics import (
     Histogram,
     HistogramBin,
     HistogramQuery,
+    MetricMetadata,
     MetricQuery,
+    MetricType,
     Series,
     SeriesSelector,
     equal_width_edges,
@@ -201,6 +203,20 @@ ranked AS (SELECT p.key, p.value, row_number() OVER (PARTITION BY p.key ORDER BY
 SELECT key, value FROM ranked WHERE n <= $4 ORDER BY key, value"""
 
 
+UPSERT_METADATA = """
+INSERT INTO metric_metadata (project_id, metric_name, metric_type, help, unit)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+ON CONFLICT (project_id, metric_name) DO UPDATE
+SET metric_type = EXCLUDED.metric_type, help = EXCLUDED.help, unit = EXCLUDED.unit,
+    updated_at = now()"""
+
+
+def metadata_columns(latest: dict[tuple[str, str], MetricMetadata]) -> list[list[str]]:
+    keys = sorted(latest)
+    return [[k[0] for k in keys], [k[1] for k in keys],
+            *([str(getattr(latest[k], f)) for k in keys] for f in ("type", "help", "unit"))]
+
+
 def _runs_by_selector(rows: list[Any]) -> Iterator[tuple[int, list[Any]]]:
     """The (ord, rows) runs of rows ordered by ord; one selector's rows as they are."""
     if rows and rows[0][0] == rows[-1][0]:
@@ -317,13 +333,31 @@ class PostgresMetricStore:
         """The points of every batch not seen before (`Database.copy_once`: COPY and
         inbox row in one transaction). Returns the points written."""
         records: dict[str, list[tuple[Any, ...]]] = {}
+        described: dict[str, MetricBatch] = {}
         for batch in batches:
             records.setdefault(batch.message_id, [
                 (p.project_id, p.timestamp, p.name, p.value, p.service,
                  orjson.dumps(p.tags).decode() if p.tags else None)
                 for p in batch.points
             ])
-        return await self._db.copy_once("metrics", COLUMNS, Stream.METRICS, records, 1)
+            if batch.metadata:
+                described.setdefault(batch.message_id, batch)
+
+        async def write_metadata(conn: Any, fresh: list[str]) -> None:
+            latest = {(b.project_id, m.name): m for mid in fresh
+                      if (b := described.get(mid)) is not None for m in b.metadata}
+            if latest:
+                await conn.execute(UPSERT_METADATA, *metadata_columns(latest))
+
+        return await self._db.copy_once("metrics", COLUMNS, Stream.METRICS, records, 1,
+                                        write_metadata if described else None)
+
+    async def metric_metadata(self, project_id: str) -> dict[str, MetricMetadata]:
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                "SELECT metric_name, metric_type, help, unit FROM metric_metadata"
+                " WHERE project_id = $1", project_id)
+        return {r[0]: MetricMetadata(r[0], MetricType(r[1]), r[2], r[3]) for r in rows}
 
     async def query(self, queries: Sequence[MetricQuery]) -> list[Series]:
         if not queries:

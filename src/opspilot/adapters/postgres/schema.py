@@ -110,6 +110,18 @@ metrics = sa.Table(
     postgresql_partition_by="RANGE (timestamp)",
 )
 
+# What the ingest protocols said about each metric family (migration 0007): the Prometheus
+# API's /api/v1/metadata answers from it.
+metric_metadata = sa.Table(
+    "metric_metadata", metadata,
+    sa.Column("project_id", sa.Text, primary_key=True),
+    sa.Column("metric_name", sa.Text, primary_key=True),
+    sa.Column("metric_type", sa.Text, nullable=False),
+    sa.Column("help", sa.Text, nullable=False, server_default=""),
+    sa.Column("unit", sa.Text, nullable=False, server_default=""),
+    sa.Column("updated_at", TS, nullable=False, server_default=sa.text("now()")),
+)
+
 # The compacted tier (migration 0003, ADR 0017): series dictionary, blocks, summaries.
 metric_series = sa.Table(
     "metric_series", metadata,

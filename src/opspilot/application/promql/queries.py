@@ -7,7 +7,7 @@ import asyncio
 import decimal
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -41,6 +41,7 @@ from opspilot.domain.labels import (
     SampleSeries,
     SeriesSelection,
 )
+from opspilot.domain.metrics import MetricMetadata, MetricType
 from opspilot.domain.ports import MetricStore
 from opspilot.domain.step_windows import StepValues
 
@@ -188,10 +189,14 @@ class PrometheusQueries:
 
     async def metadata(self, project_id: str, metric: str | None, start_ms: int,
                        end_ms: int) -> dict[str, list[dict[str, str]]]:
-        """OpsPilot keeps no metric types: every stored name is `unknown`, without help."""
-        match = [f'{{__name__="{_escaped(metric)}"}}'] if metric else []
-        names = await self.label_values(project_id, NAME_LABEL, match, start_ms, end_ms)
-        return {n: [{"type": "unknown", "help": "", "unit": ""}] for n in names}
+        """Each metric family with points in the span: its type, help and unit as an ingest
+        protocol described it (OTLP's data kind, remote-write metadata), else as its names
+        suggest (`_total` a counter; `_bucket` with `_sum`/`_count` a histogram), else
+        `unknown`. A histogram's or summary's series are one family, as in Prometheus."""
+        names = await self.label_values(project_id, NAME_LABEL, [], start_ms, end_ms)
+        found = families(names, await self._store.metric_metadata(project_id))
+        return {name: [{"type": m.type.value, "help": m.help, "unit": m.unit}]
+                for name, m in sorted(found.items()) if metric is None or name == metric}
 
     # -- internals -------------------------------------------------------------------------
 
@@ -262,6 +267,30 @@ class PrometheusQueries:
         return {labels for group in found for labels in group}
 
 
+_PARTS = ("_bucket", "_sum", "_count")
+
+
+def families(names: Sequence[str], described: Mapping[str, MetricMetadata]
+             ) -> dict[str, MetricMetadata]:
+    """The metric families the stored `names` belong to, with their metadata."""
+    stored = set(names)
+    found: dict[str, MetricMetadata] = {}
+    for name in names:
+        base = next((name[:-len(p)] for p in _PARTS if name.endswith(p)), None)
+        if name in described:
+            found[name] = described[name]
+        elif base is not None and base in described and described[base].type in (
+                MetricType.HISTOGRAM, MetricType.SUMMARY):
+            found[base] = described[base]
+        elif base is not None and base + "_bucket" in stored:
+            found[base] = MetricMetadata(base, MetricType.HISTOGRAM)
+        elif name.endswith("_total"):
+            found[name] = MetricMetadata(name, MetricType.COUNTER)
+        else:
+            found[name] = MetricMetadata(name, MetricType.UNKNOWN)
+    return found
+
+
 def _timed_out(phase: str) -> QueryTimeout:
     return QueryTimeout(f"query timed out in {phase}")
 
@@ -306,7 +335,3 @@ def _selector_matchers(text: str) -> tuple[LabelMatcher, ...]:
     if not isinstance(expr, pp.VectorSelector):
         raise ValidationError("match[]", f"expected a series selector, got {text!r}")
     return matchers_of(expr)
-
-
-def _escaped(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')

@@ -12,7 +12,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from opspilot.entrypoints.api.responses import Closed
+
+class Closed(BaseModel):
+    """An answer's documented shape: no member beyond those listed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 _TIME = "Unix seconds (a fraction allowed) or RFC 3339"
 _DURATION = "seconds (a fraction allowed) or a Prometheus duration such as 1m30s"

@@ -40,6 +40,8 @@ class Mapped:
     rejected: int = 0  # OTLP data points / log records, or remote-write samples
     skipped: int = 0  # values that are not data (no-recorded-value flags, staleness markers)
     problems: list[tuple[str, str]] = attrs.Factory(list)
+    # What the request said about metric families (MetricMetadata): type, help, unit.
+    metadata: list[Any] = attrs.Factory(list)
 
     def refuse(self, field: str, message: str, count: int = 1) -> None:
         if count <= 0:

@@ -17,7 +17,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opspilot.application.ingest import MAX_AHEAD, TimeCheck
-from opspilot.domain.metrics import DELTA, MAX_ABS_VALUE, TEMPORALITY_TAG, MetricPoint
+from opspilot.domain.errors import ValidationError
+from opspilot.domain.metrics import (
+    DELTA,
+    MAX_ABS_VALUE,
+    TEMPORALITY_TAG,
+    MetricMetadata,
+    MetricPoint,
+    MetricType,
+)
 from opspilot.entrypoints.api.otlp.mapped import Mapped
 from opspilot.entrypoints.api.otlp.values import (
     EPOCH,
@@ -110,6 +118,7 @@ def _map_metric(metric: Any, service: str | None, where: str, ctx: _Context,
     except Refused as refused:
         mapped.refuse(f"{where}.{refused.field}", refused.message, len(points))
         return
+    _describe(metric, kind, mapped)
     out = mapped.records
     if kind in ("gauge", "sum"):
         _map_numbers(points, metric.name, service, where, kind, ctx, mapped, delta)
@@ -123,6 +132,25 @@ def _map_metric(metric: Any, service: str | None, where: str, ctx: _Context,
         except Refused as refused:
             mapped.refuse(f"{where}.{KINDS[kind]}.dataPoints[{di}].{refused.field}",
                           refused.message)
+
+
+_TYPES = {"gauge": MetricType.GAUGE, "histogram": MetricType.HISTOGRAM,
+          "exponential_histogram": MetricType.HISTOGRAM, "summary": MetricType.SUMMARY}
+
+
+def _describe(metric: Any, kind: str, mapped: Mapped) -> None:
+    """The family's type (a monotonic sum is a counter, any other sum a gauge), description
+    and unit, for the Prometheus API's metadata. Text the stores cannot hold leaves the
+    family undescribed (its points are still kept)."""
+    if kind == "sum":
+        kind_type = MetricType.COUNTER if metric.sum.is_monotonic else MetricType.GAUGE
+    else:
+        kind_type = _TYPES[kind]
+    try:
+        mapped.metadata.append(MetricMetadata(metric.name, kind_type, metric.description,
+                                              metric.unit))
+    except ValidationError:
+        return
 
 
 def _map_numbers(points: Any, name: str, service: str | None, where: str, kind: str,

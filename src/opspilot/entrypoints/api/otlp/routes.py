@@ -115,7 +115,7 @@ async def _publish(request: web.Request, identity: Any, mapped: Mapped, kind: st
                                   summary=mapped.message())
         return
     if kind == "metrics":
-        accepted = await svc.ingest.accept_points(identity, mapped.records)
+        accepted = await svc.ingest.accept_points(identity, mapped.records, mapped.metadata)
     else:
         accepted = await svc.ingest.accept_logs(identity, mapped.records)
     svc.telemetry.accepted(kind, identity.project_id, accepted.accepted)

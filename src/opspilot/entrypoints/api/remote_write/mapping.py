@@ -23,6 +23,7 @@ from opspilot.entrypoints.api.otlp.values import (
     check_tags,
     check_value,
 )
+from opspilot.entrypoints.api.remote_write.metadata import decoded_metadata
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST_MS = int((LATEST - EPOCH).total_seconds() * 1000)
@@ -38,6 +39,7 @@ def service_of(labels: dict[str, str]) -> str | None:
 
 def map_write(request: Any, times: TimeCheck) -> Mapped:
     mapped = Mapped()
+    mapped.metadata, _ = decoded_metadata(request.metadata)
     stamps: dict[int, tuple[datetime, str | None]] = {}
     for si, series in enumerate(request.timeseries):
         where = f"timeseries[{si}]"

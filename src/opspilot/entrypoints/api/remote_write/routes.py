@@ -28,8 +28,8 @@ async def remote_write(request: web.Request) -> web.Response:
     svc = services(request)
     write = await _read(request, svc.max_body_bytes)
     mapped = map_write(write, svc.ingest.time_check("metrics"))
-    if mapped.records:
-        accepted = await svc.ingest.accept_metrics(identity, mapped.records)
+    if mapped.records or mapped.metadata:  # Prometheus sends metadata in requests of its own
+        accepted = await svc.ingest.accept_metrics(identity, mapped.records, mapped.metadata)
         svc.telemetry.accepted("metrics", identity.project_id, accepted.accepted)
     if mapped.rejected:
         field, message = mapped.problems[0]
