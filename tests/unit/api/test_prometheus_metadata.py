@@ -22,9 +22,9 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     ScopeMetrics,
     Sum,
 )
-from opspilot.adapters.queue_wire_format import decode_batch, encode_batch
-from opspilot.adapters.clock_and_ids import FixedClock
 
+from opspilot.adapters.clock_and_ids import FixedClock
+from opspilot.adapters.queue_wire_format import decode_batch, encode_batch
 from opspilot.domain.ingest import MetricBatch
 from opspilot.domain.metrics import MetricMetadata, MetricType
 from opspilot.entrypoints.api.remote_write.metadata import MetricMetadataMessage
