@@ -6,7 +6,7 @@ this protocol rather than on database.py, so the import graph has no cycle."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
@@ -29,6 +29,7 @@ class Database(Protocol):
     async def copy_once(
         self, table: str, columns: Sequence[str], stream: Stream,
         rows_by_message: Mapping[str, list[tuple[Any, ...]]], time_column: int,
+        also: Callable[[Any, list[str]], Awaitable[None]] | None = None,
     ) -> int: ...
 
     async def drop_before(self, table: str, cutoff: datetime) -> list[str]: ...
