@@ -318,6 +318,44 @@ def run_sensitivity(corpus: list[Series]) -> None:
               f"{scores(shipped, test)[0].score:.1f} |")
 
 
+# behaviour on synthetic series ---------------------------------------------------------------
+
+
+def run_behaviour(threshold: float = DEFAULT_ANOMALY_THRESHOLD) -> None:
+    """What the issue asks beyond NAB, on series whose truth is known: rare recurring
+    bursts, lone spikes of moderate size, and plain noise (every alarm there is false)."""
+    minutes = np.arange(20_000) * 60.0
+    print(f"\n### Synthetic series at the default threshold ({threshold:g})\n")
+    print("| series | what counts | result |")
+    print("|---|---|---:|")
+    alarms = []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        values = 0.1 + rng.random(20_000) * 0.05  # idle CPU …
+        for start in range(1000, 20_000, 500):  # … bursting to 97 % for 5 of every 500 points
+            values[start : start + 5] = 97.0
+        alarms.append(len(anomaly.flagged(anomaly.detect("robust", minutes, values), threshold)))
+    print(f"| idle CPU, 38 bursts to 97 % (1 % of points), 4 seeds | alarms per series | "
+          f"{' / '.join(map(str, alarms))} |")
+    for size in (5, 6, 8, 10, 20):
+        caught = 0
+        for seed in range(20):
+            values = np.random.default_rng(seed).normal(50.0, 1.0, 5000)
+            values[3000] += size
+            hits = anomaly.flagged(anomaly.detect("robust", minutes[:5000], values), threshold)
+            caught += bool(((hits >= 3000) & (hits <= 3002)).any())
+        print(f"| Gaussian noise, one {size}σ spike, 20 seeds | spikes flagged within 2 points | "
+              f"{caught}/20 |")
+    for kind, draw in (("Gaussian", lambda r: r.normal(100.0, 5.0, 5000)),
+                       ("Poisson(3)", lambda r: r.poisson(3, 5000).astype(float)),
+                       ("Laplace", lambda r: r.laplace(100.0, 5.0, 5000))):
+        flags = sum(len(anomaly.flagged(anomaly.detect("robust", minutes[:5000],
+                                                       draw(np.random.default_rng(seed))),
+                                        threshold)) for seed in range(20))
+        print(f"| {kind} noise, 20 × 5,000 points | false alarms per 1,000 points | "
+              f"{1000 * flags / 100_000:.2f} |")
+
+
 # speed ------------------------------------------------------------------------------------
 
 
@@ -376,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         reproduced = run_nab(corpus, published_dir, full=bool(args.nab))
         if args.sensitivity:
             run_sensitivity(corpus)
+    run_behaviour()
     if not args.no_speed:
         run_speed(args.speed_runs)
     return 0 if reproduced else 2

@@ -14,13 +14,20 @@ docs/adr/0012-calibrated-anomaly-likelihood.md, docs/benchmarks-ai.md.
    proportional to small errors, logarithmic for huge ones, so a 1000× burst is still
    news but does not swamp the history it is compared with.
 3. Anomaly likelihood (after Numenta's post-processing): the mean surprise of the last
-   `short` points against the mean and deviation of that same mean over the previous
-   `history` points (deviation floored); the normal tail probability p of the short mean,
-   scored −log10(p) / 10 clipped to [0, 1]: 0.75 means p ≈ 3e-8 whatever the series, so
-   one threshold means the same on every series. Routine bursts raise the long-run spread and
-   stop ranking high.
-4. Reported once: a point keeps its likelihood only when it is the highest of the last
-   `quiet` points; the rest of an episode scores 0. An alarm marks where something starts.
+   `short` points, and the last point's own surprise (a lone spike), each against the mean
+   and deviation of the same measure over the previous `history` points (deviation
+   floored); the normal tail probability p, scored −log10(p) / 10 clipped to [0, 1], the
+   larger of the two: 0.75 means p ≈ 3e-8 whatever the series, so one threshold means the
+   same on every series.
+4. Two corrections the Gaussian tail cannot make: recent errors no larger than ones this
+   series made at least `recurrence` times over the last `recurrence_window` points are
+   routine (score 0: a nightly burst stops alarming after a few nights); a value beyond
+   every value seen before, by a clear margin, is news (score 1: NAB's numenta detector
+   has the same "spatial" rule).
+5. Reported once: a point keeps its likelihood only when it is the highest of the last
+   `quiet` points; the rest of an episode scores 0. An alarm marks where something starts;
+   `likelihood` keeps the value before this step (how anomalous the point is now: the
+   alert engine keeps an incident open while it stays above the threshold).
 
 The first `warm_up` points score 0 (too little history to calibrate).
 """
@@ -39,6 +46,7 @@ from scipy.special import log_ndtr
 from opspilot.domain.errors import LimitExceeded, ValidationError
 
 MAX_POINTS = 1_000_000
+MAX_RATIO = 1e9  # error ratios above this are all 'never seen' (keeps sums finite)
 SEASONAL_MARGIN = 0.8  # a seasonal model must beat the current error by this factor
 METHODS = ("robust",)
 MIN_POINTS = 11  # the robust expectation's warm-up is 10 points
@@ -50,6 +58,7 @@ class Scores(NamedTuple):
     score: np.ndarray  # calibrated, in [0, 1]; 0 while warming up
     deviation: np.ndarray  # signed, in long-run error scales; NaN where not judged
     expected: np.ndarray
+    likelihood: np.ndarray  # before "reported once": how anomalous each point is now
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,15 +78,27 @@ class RobustSettings:
 
 @dataclass(frozen=True, slots=True)
 class CalibrationSettings:
-    """One setting for every series, chosen on the NAB sample (docs/benchmarks-ai.md)."""
+    """One setting for every series, chosen on the full NAB corpus (docs/benchmarks-ai.md)."""
 
-    error_span: int = 300  # points in the exponential average of past errors
+    error_span: int = 600  # points in the exponential average of past errors
     sharpness: float = 8.0  # error ratio below which the surprise grows ~linearly, then log
-    short: int = 3  # points averaged into the current surprise
-    history: int = 4000  # points of past surprises it is compared with
+    short: int = 15  # points averaged into the current surprise (a lone point is judged too)
+    history: int = 8640  # points of past surprises it is compared with
     spread_floor: float = 0.01  # least deviation of the past short means
-    quiet: int = 300  # an alarm needs a higher likelihood than the last `quiet` points
-    warm_up: int = 20  # points scored 0 at the start (the first predictions' errors)
+    quiet: int = 20  # an alarm needs a higher likelihood than the last `quiet` points
+    quiet_step: float = 0.05  # ... by this much (a tail probability ~3× smaller)
+    warm_up: int = 60  # points scored 0 at the start (the first predictions' errors)
+    # Seen before: recent errors no larger than the `recurrence`-th largest of the last
+    # `recurrence_window` points (× margin) are routine for this series, not news.
+    recurrence: int = 40  # for the mean of the last `short` points
+    lone_recurrence: int = 3  # for one point (a burst's first point is its largest error)
+    recurrence_window: int = 8640
+    recurrence_margin: float = 1.1
+    # Out of range: a value beyond every value seen before (after `range_warm_up` points),
+    # by more than `range_tolerance` of that range and `range_margin` error scales.
+    range_tolerance: float = 0.05
+    range_margin: float = 2.0
+    range_warm_up: int = 200
 
 
 DEFAULT_CALIBRATION = CalibrationSettings()
@@ -136,28 +157,32 @@ def flagged(scores: Scores, threshold: float) -> np.ndarray:
 
 def calibrate(values: np.ndarray, expected: np.ndarray,
               settings: CalibrationSettings = DEFAULT_CALIBRATION) -> Scores:
-    """Score a prediction's errors (steps 2–4 of the module docstring)."""
+    """Score a prediction's errors (steps 2–5 of the module docstring)."""
     s = settings
     guess = np.where(np.isfinite(expected), expected, values)
     error = np.abs(values - guess)
     scale = np.fmax(_lag(_running_mean(error, s.error_span), np.inf),
                     np.maximum(resolution(values), 1e-9 * np.abs(guess)))
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(error > 0, error / scale, 0.0)
+        # Capped: a change after a perfectly flat start has no scale yet (0), and an
+        # infinite surprise would poison every running sum after it.
+        ratio = np.where(error > 0, np.minimum(error / scale, MAX_RATIO), 0.0)
     surprise = np.log1p(ratio / s.sharpness)
-    raw = likelihood(surprise, s)
-    raw[: s.warm_up] = 0.0
-    score = _reported_once(raw, s.quiet)
-    deviation = np.where(np.isfinite(expected), np.sign(values - guess) * ratio, np.nan)
-    return Scores(score, deviation, expected)
-
-
-def likelihood(surprise: np.ndarray, s: CalibrationSettings) -> np.ndarray:
-    """−log10 of the normal tail probability of the recent mean surprise, against the
-    distribution of that mean over the `history` points before the recent ones; / 10,
-    clipped to [0, 1]."""
     recent = _window_mean(surprise, s.short)
     past = _lag(recent, 0.0, s.short)
+    raw = np.maximum(_news(recent, past, s.recurrence, s),
+                     _news(surprise, _lag(surprise, 0.0), s.lone_recurrence, s))
+    raw[_out_of_range(values, scale, s)] = 1.0
+    raw[: s.warm_up] = 0.0
+    score = _reported_once(raw, s.quiet, s.quiet_step)
+    deviation = np.where(np.isfinite(expected), np.sign(values - guess) * ratio, np.nan)
+    return Scores(score, deviation, expected, raw)
+
+
+def likelihood(recent: np.ndarray, past: np.ndarray, s: CalibrationSettings) -> np.ndarray:
+    """−log10 of the normal tail probability of each `recent` surprise against the mean and
+    deviation of `past` (the same measure, lagged) over the last `history` points; / 10,
+    clipped to [0, 1]."""
     mean = _window_mean(past, s.history)
     spread = np.sqrt(np.maximum(_window_mean(past * past, s.history) - mean * mean, 0.0))
     z = (recent - mean) / np.maximum(spread, s.spread_floor)
@@ -165,11 +190,40 @@ def likelihood(surprise: np.ndarray, s: CalibrationSettings) -> np.ndarray:
     return np.clip(-tail_log10 / 10.0, 0.0, 1.0)
 
 
-def _reported_once(score: np.ndarray, quiet: int) -> np.ndarray:
-    """Keep a score only where it beats every score of the previous `quiet` points."""
+def _news(recent: np.ndarray, past: np.ndarray, times: int, s: CalibrationSettings
+          ) -> np.ndarray:
+    """The likelihood of `recent` against `past`, 0 where the series has done as much
+    `times` times over the last `recurrence_window` points: within `recurrence_margin` of
+    the `times`-th largest past value. A nightly batch or a
+    routine burst is not news, however far the Gaussian tail says it is."""
+    size = min(s.recurrence_window, len(past))
+    kth = ndimage.rank_filter(past, -times, size=size, origin=(size - 1) // 2,
+                              mode="constant", cval=0.0)
+    return np.where(recent <= kth * s.recurrence_margin, 0.0, likelihood(recent, past, s))
+
+
+def _out_of_range(values: np.ndarray, scale: np.ndarray, s: CalibrationSettings) -> np.ndarray:
+    """Values beyond everything seen before, by more than `range_tolerance` of the range so
+    far and `range_margin` error scales (a noise record beats the last one by little; a lone
+    spike or a break-out by much), once `range_warm_up` points exist. Scored 1: the series
+    has never been there."""
+    high = _lag(np.maximum.accumulate(values), np.inf)
+    low = _lag(np.minimum.accumulate(values), -np.inf)
+    with np.errstate(invalid="ignore"):
+        room = s.range_tolerance * (high - low)
+        margin = s.range_margin * scale
+        beyond = ((values - high > np.maximum(room, margin))
+                  | (low - values > np.maximum(room, margin)))
+    beyond[: s.range_warm_up] = False
+    return beyond
+
+
+def _reported_once(score: np.ndarray, quiet: int, step: float) -> np.ndarray:
+    """Keep a score only where it beats every score of the previous `quiet` points by
+    `step` (a likelihood still climbing through an episode is the same news)."""
     recent_max = ndimage.maximum_filter1d(score, size=quiet, origin=(quiet - 1) // 2,
                                           mode="constant", cval=0.0)
-    return np.where(score > _lag(recent_max, 0.0), score, 0.0)
+    return np.where(score > _lag(recent_max, 0.0) + step, score, 0.0)
 
 
 def resolution(values: np.ndarray) -> np.ndarray:
