@@ -57,10 +57,15 @@ class AnomalyRequest:
 @attrs.frozen
 class AnomalyReport:
     """The points scoring at least the threshold (one per distinct timestamp, input order)
-    and, when asked, every input point's score in input order (0 while warming up)."""
+    and, when asked, every input point's score in input order (0 while warming up).
+
+    An anomaly is reported once, where it starts (its score); `ongoing` is that anomaly
+    while the series' last point is still part of it (its likelihood has stayed at or above
+    the threshold since), else None. An anomaly rule stays breached exactly that long."""
 
     anomalies: tuple[Anomaly, ...]
     scores: tuple[float, ...] | None = None
+    ongoing: Anomaly | None = None
 
 
 @attrs.frozen

@@ -3,12 +3,15 @@
     POST /ai/anomaly  {metric_name, data_points: [{timestamp, value}], method?, threshold?,
                        include_scores?}
                       → {"anomalies": [{timestamp, value, score, deviation, expected}],
-                         "method", "threshold", "count", "scores"?}
+                         "method", "threshold", "count", "ongoing", "scores"?}
 
 `threshold` is a score in (0, 1] (default 0.75, see ADR 0012); `method` omitted is the
 default detector. Points must be in time order; points sharing a timestamp are averaged
 into one observation (one anomaly at most per timestamp). With `"include_scores": true`,
 `scores` holds one score per input point, in input order (0 while the detector warms up).
+An anomaly is reported once, where it starts; `ongoing` is that anomaly while the last
+point is still part of it (its likelihood has not fallen below the threshold since), else
+null: the alert engine keeps an anomaly incident open exactly that long.
     POST /ai/cluster  {logs: [{message, level?}], include_members}
                       → {"clusters": [{pattern, count, levels, samples, members?}]}
     GET  /healthz, GET /metrics (Prometheus, its own registry)
@@ -180,7 +183,8 @@ async def metrics(request: web.Request) -> web.Response:
 def report_doc(query: AnomalyRequest, report: AnomalyReport) -> dict[str, Any]:
     doc: dict[str, Any] = {"anomalies": [anomaly_doc(a) for a in report.anomalies],
                            "method": query.method.value, "threshold": query.threshold,
-                           "count": len(report.anomalies)}
+                           "count": len(report.anomalies),
+                           "ongoing": anomaly_doc(report.ongoing) if report.ongoing else None}
     if report.scores is not None:
         doc["scores"] = report.scores
     return doc

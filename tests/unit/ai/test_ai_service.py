@@ -52,7 +52,23 @@ async def test_anomaly_flags_the_spike(client: Any, method: dict[str, str]) -> N
 async def test_anomaly_defaults_to_robust_at_the_calibrated_threshold(client: Any) -> None:
     body = await (await client.post("/ai/anomaly", json={
         "metric_name": "latency", "data_points": series(spike_at=None)})).json()
-    assert body == {"anomalies": [], "method": "robust", "threshold": 0.75, "count": 0}
+    assert body == {"anomalies": [], "method": "robust", "threshold": 0.75, "count": 0,
+                    "ongoing": None}
+
+
+async def test_ongoing_names_the_anomaly_the_last_point_is_still_in(client: Any) -> None:
+    # Latency steps from ~52 to ~202 at minute 100. Five minutes later the series is still
+    # off what the detector expects: the step is ongoing (reported once, at minute 100);
+    # long after, the new level is the expectation and nothing is ongoing.
+    points = [{**p, "value": p["value"] + 150.0 * (i >= 100)}
+              for i, p in enumerate(series(n=300, spike_at=None))]
+    during = await (await client.post("/ai/anomaly", json={
+        "metric_name": "latency", "data_points": points[:105]})).json()
+    assert during["count"] == 1 and during["ongoing"] == during["anomalies"][0]
+    assert during["ongoing"]["timestamp"] == (START + timedelta(minutes=100)).isoformat()
+    after = await (await client.post("/ai/anomaly", json={
+        "metric_name": "latency", "data_points": points})).json()
+    assert after["anomalies"][0] == during["anomalies"][0] and after["ongoing"] is None
 
 
 async def test_scores_come_one_per_input_point_in_input_order(client: Any) -> None:

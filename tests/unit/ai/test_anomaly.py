@@ -17,6 +17,7 @@ from opspilot.adapters.ai.anomaly import (
     detect,
     flagged,
     merge_duplicates,
+    ongoing_since,
     trailing_rank,
     validate,
 )
@@ -148,6 +149,19 @@ def test_a_level_shift_alarms_where_it_happens_then_is_normal() -> None:
     hits = flagged(detect("robust", minutes(2000), values), DEFAULT)
     assert len(hits) and 1000 <= hits[0] <= 1005
     assert not [i for i in hits if i > 1061]
+
+
+def test_a_level_shift_stays_ongoing_until_the_prediction_catches_up() -> None:
+    # Reported once where it starts (the score); its likelihood stays high while the
+    # prediction still expects the old level, and that is how long it is "ongoing".
+    values = np.concatenate([noise(1000, seed=6, level=10), noise(1000, seed=7, level=20)])
+    scores = detect("robust", minutes(2000), values)
+    start = int(flagged(scores, DEFAULT)[0])
+    assert 1000 <= start <= 1005
+    for cut in (start + 1, start + 10, 1025):
+        assert ongoing_since(detect("robust", minutes(cut), values[:cut]), DEFAULT) == start
+    assert ongoing_since(scores, DEFAULT) is None  # the new level is the expectation now
+    assert ongoing_since(detect("robust", minutes(900), values[:900]), DEFAULT) is None
 
 
 def test_a_trend_is_not_an_anomaly() -> None:

@@ -70,15 +70,19 @@ async def ai_url(aiohttp_server: Any) -> str:
     return await serve(aiohttp_server)
 
 
-@pytest.mark.parametrize("include_scores", [False, True])
-async def test_anomalies_round_trip_like_in_process(ai_url: str, include_scores: bool) -> None:
-    request = attrs.evolve(spike_request(), include_scores=include_scores)
+@pytest.mark.parametrize(("include_scores", "cut"), [(False, None), (True, None), (False, 101)])
+async def test_anomalies_round_trip_like_in_process(ai_url: str, include_scores: bool,
+                                                   cut: int | None) -> None:
+    request = spike_request()
+    request = attrs.evolve(request, include_scores=include_scores,
+                           points=request.points[:cut])  # cut: the spike is still ongoing
     async with HttpAnalyzer(ai_url) as remote:
         got = await remote.detect_anomalies(request)
     want = await InProcessAnalyzer().detect_anomalies(request)
     assert got == want  # scores, deviations and expectations survive JSON exactly
     assert got.anomalies[0].timestamp == START + timedelta(minutes=100)  # aware datetimes
     assert (got.scores is not None) == include_scores
+    assert (got.ongoing is not None) == (cut is not None)
 
 
 async def test_clusters_round_trip(ai_url: str) -> None:

@@ -308,6 +308,34 @@ async def test_anomaly_rule_fires_on_a_spike() -> None:
     assert incident.status is IncidentStatus.RESOLVED
 
 
+@pytest.mark.parametrize("for_minutes", [0, 3])
+async def test_an_anomaly_incident_lasts_as_long_as_the_anomaly(for_minutes: int) -> None:
+    # Latency steps from ~52 to ~202 at minute 200. The score marks the step once; the
+    # incident stays open while the series is still off what the detector expects (it
+    # used to resolve on the very next tick), resolves once the new level is expected,
+    # and a rule with for_duration fires when the anomaly has lasted that long.
+    from opspilot.adapters.ai.in_process import InProcessAnalyzer
+
+    engine = Engine(analyzer=InProcessAnalyzer())
+    values = [50.0 + (i % 5) + 150.0 * (i >= 200) for i in range(320)]
+    await engine.write(P, "latency", values, step=MINUTE)
+    await engine.alerts.create_rule(P, RuleSpec(
+        name="latency anomaly", metric_name="latency", service_name="api",
+        kind=RuleKind.ANOMALY, window=MINUTE, for_duration=for_minutes * MINUTE))
+    await _minutes(engine, 190, 200)
+    assert await engine.incidents.list_incidents(P) == []
+    fires = 201 + for_minutes  # minute 200 is the last full bucket at 201
+    await _minutes(engine, 201, fires + 5)
+    (incident,) = await engine.incidents.list_incidents(P)
+    assert incident.started_at == T0 + fires * MINUTE
+    assert incident.status is IncidentStatus.OPEN and len(incident.values) == 6
+    assert "anomalous since" in incident.timeline[0].detail or for_minutes == 0
+    await _minutes(engine, fires + 6, 319)
+    (incident,) = await engine.incidents.list_incidents(P)
+    assert incident.status is IncidentStatus.RESOLVED
+    assert T0 + 210 * MINUTE < incident.resolved_at < T0 + 280 * MINUTE
+
+
 async def test_an_anomaly_rule_stored_with_sigmas_is_judged_at_the_default_score() -> None:
     from opspilot.adapters.ai.in_process import InProcessAnalyzer
 

@@ -152,6 +152,21 @@ def flagged(scores: Scores, threshold: float) -> np.ndarray:
     return np.flatnonzero(scores.score >= threshold)
 
 
+def ongoing_since(scores: Scores, threshold: float) -> int | None:
+    """The index of the alarm that opened the anomaly the last point is still in, or None.
+    An episode starts at a flagged point and lasts while the likelihood (before "reported
+    once") stays at or above `threshold` without a break: a level shift stays anomalous
+    until the prediction has caught up with it, a lone spike for the few points whose
+    recent mean it lifts. The alert engine keeps an incident open exactly that long."""
+    above = scores.likelihood >= threshold
+    if not len(above) or not above[-1]:
+        return None
+    below = np.flatnonzero(~above)
+    start = int(below[-1]) + 1 if len(below) else 0
+    alarms = np.flatnonzero(scores.score[start:] >= threshold)
+    return start + int(alarms[0]) if len(alarms) else None
+
+
 # calibration ------------------------------------------------------------------------------
 
 
@@ -194,12 +209,16 @@ def _news(recent: np.ndarray, past: np.ndarray, times: int, s: CalibrationSettin
           ) -> np.ndarray:
     """The likelihood of `recent` against `past`, 0 where the series has done as much
     `times` times over the last `recurrence_window` points: within `recurrence_margin` of
-    the `times`-th largest past value. A nightly batch or a
-    routine burst is not news, however far the Gaussian tail says it is."""
+    the `times`-th largest past value. A nightly batch or a routine burst is not news,
+    however far the Gaussian tail says it is."""
+    news = likelihood(recent, past, s)
     size = min(s.recurrence_window, len(past))
+    if size < times:  # too short a series to have done anything `times` times
+        return news
     kth = ndimage.rank_filter(past, -times, size=size, origin=(size - 1) // 2,
                               mode="constant", cval=0.0)
-    return np.where(recent <= kth * s.recurrence_margin, 0.0, likelihood(recent, past, s))
+    routine: np.ndarray = np.where(recent <= kth * s.recurrence_margin, 0.0, news)
+    return routine
 
 
 def _out_of_range(values: np.ndarray, scale: np.ndarray, s: CalibrationSettings) -> np.ndarray:
@@ -212,8 +231,8 @@ def _out_of_range(values: np.ndarray, scale: np.ndarray, s: CalibrationSettings)
     with np.errstate(invalid="ignore"):
         room = s.range_tolerance * (high - low)
         margin = s.range_margin * scale
-        beyond = ((values - high > np.maximum(room, margin))
-                  | (low - values > np.maximum(room, margin)))
+        beyond: np.ndarray = ((values - high > np.maximum(room, margin))
+                              | (low - values > np.maximum(room, margin)))
     beyond[: s.range_warm_up] = False
     return beyond
 

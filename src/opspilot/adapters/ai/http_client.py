@@ -119,8 +119,10 @@ class HttpAnalyzer:
         }
         doc = await self._call("/ai/anomaly", body)
         scores = doc.get("scores")
+        ongoing = doc.get("ongoing")
         return AnomalyReport(tuple(_anomaly(item) for item in doc["anomalies"]),
-                             tuple(float(s) for s in scores) if scores is not None else None)
+                             tuple(float(s) for s in scores) if scores is not None else None,
+                             _anomaly(ongoing) if ongoing is not None else None)
 
     async def cluster_logs(
         self, lines: Sequence[LogLine], include_members: bool = False

@@ -80,13 +80,14 @@ def detect_anomalies_sync(request: AnomalyRequest) -> AnomalyReport:
     scores = anomaly.detect(method, distinct, means)
     first_of = np.full(len(distinct), len(points))
     np.minimum.at(first_of, merged, np.arange(len(points)))
-    found = tuple(
-        Anomaly(points[first_of[i]].timestamp, float(means[i]), float(scores.score[i]),
-                float(scores.deviation[i]), _finite_or_none(scores.expected[i]))
-        for i in anomaly.flagged(scores, request.threshold)
-    )
+    def found(i: int) -> Anomaly:
+        return Anomaly(points[first_of[i]].timestamp, float(means[i]), float(scores.score[i]),
+                       float(scores.deviation[i]), _finite_or_none(scores.expected[i]))
+
     every = tuple(scores.score[merged].tolist()) if request.include_scores else None
-    return AnomalyReport(found, every)
+    since = anomaly.ongoing_since(scores, request.threshold)
+    return AnomalyReport(tuple(found(i) for i in anomaly.flagged(scores, request.threshold)),
+                         every, None if since is None else found(since))
 
 
 def _method(method: str) -> str:

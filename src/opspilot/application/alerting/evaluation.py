@@ -213,11 +213,19 @@ class RuleEvaluator:
         except ServiceUnavailable as exc:
             log.warning("analyzer unavailable, rule %s skipped: %s", rule.id, exc.message)
             return None
-        hit = next((a for a in report.anomalies if a.timestamp == last_start), None)
-        detail = (f"score {hit.score:.2f}, deviation {hit.deviation:+.2f} (expected "
-                  f"{hit.expected!r})"
-                  if hit else "last bucket within the expected range")
-        return Observation(now, points[-1].value, hit is not None, detail)
+        # Breached while the last bucket is still part of an anomaly: from the bucket that
+        # raised it (its score reached the threshold) until the likelihood falls back below
+        # the threshold. A score alone marks only the first bucket (ADR 0012): the incident
+        # would resolve on the next tick while the series was still off.
+        hit = report.ongoing
+        if hit is None:
+            return Observation(now, points[-1].value, False,
+                               "last bucket within the expected range")
+        since = ("" if hit.timestamp == last_start
+                 else f"anomalous since {hit.timestamp.isoformat()}: ")
+        detail = (f"{since}score {hit.score:.2f}, deviation {hit.deviation:+.2f} (expected "
+                  f"{hit.expected!r})")
+        return Observation(now, points[-1].value, True, detail)
 
     # acting ------------------------------------------------------------------------------
 
