@@ -87,7 +87,9 @@ class CalibrationSettings:
     spread_floor: float = 0.01  # least deviation of the past short means
     quiet: int = 20  # an alarm needs a higher likelihood than the last `quiet` points
     quiet_step: float = 0.05  # ... by this much (a tail probability ~3× smaller)
-    warm_up: int = 60  # points scored 0 at the start (the first predictions' errors)
+    # Points scored 0 at the start: the first predictions' errors, and `short` more before
+    # the past short means are real ones (earlier they are the lag's zero fill).
+    warm_up: int = 40
     # Seen before: recent errors no larger than the `recurrence`-th largest of the last
     # `recurrence_window` points (× margin) are routine for this series, not news.
     recurrence: int = 40  # for the mean of the last `short` points
@@ -98,7 +100,7 @@ class CalibrationSettings:
     # by more than `range_tolerance` of that range and `range_margin` error scales.
     range_tolerance: float = 0.05
     range_margin: float = 2.0
-    range_warm_up: int = 200
+    range_warm_up: int = 500
 
 
 DEFAULT_CALIBRATION = CalibrationSettings()
