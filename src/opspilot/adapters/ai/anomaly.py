@@ -266,10 +266,14 @@ def _running_mean(series: np.ndarray, span: int) -> np.ndarray:
 
 def _window_mean(series: np.ndarray, window: int) -> np.ndarray:
     """Mean of series[max(0, i − window + 1) : i + 1]."""
-    sums = np.concatenate([[0.0], np.cumsum(series)])
-    idx = np.arange(1, len(series) + 1)
-    lo = np.maximum(idx - window, 0)
-    means: np.ndarray = (sums[idx] - sums[lo]) / (idx - lo)
+    sums = np.cumsum(series)
+    means = np.empty(len(series))
+    head = min(window, len(series))  # fewer than `window` points so far: all of them
+    means[:head] = sums[:head] / np.arange(1, head + 1)
+    # Whole windows, computed in place (the largest cost of the calibration at 1 M points).
+    if window < len(series):
+        np.subtract(sums[window:], sums[:-window], out=means[window:])
+        means[window:] /= window
     return means
 
 
@@ -325,11 +329,14 @@ def _trailing_mean_of(errors: np.ndarray, horizon: int) -> np.ndarray:
     finite = np.isfinite(errors)
     sums = np.concatenate([[0.0], np.cumsum(np.where(finite, errors, 0.0))])
     counts = np.concatenate([[0], np.cumsum(finite)])
-    idx = np.arange(len(errors))
-    lo = np.maximum(idx - horizon, 0)
-    n = counts[idx] - counts[lo]
+    # Point i covers [max(0, i − horizon), i): shifted differences, no index arrays.
+    total = sums[:-1].copy()
+    n = counts[:-1].copy()
+    if horizon < len(errors):
+        total[horizon:] -= sums[: len(errors) - horizon]
+        n[horizon:] -= counts[: len(errors) - horizon]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n >= max(horizon // 4, 1), (sums[idx] - sums[lo]) / n, np.nan)
+        return np.where(n >= max(horizon // 4, 1), total / n, np.nan)
 
 
 def trailing_rank(series: np.ndarray, window: int, min_history: int, percentile: float = 50.0
