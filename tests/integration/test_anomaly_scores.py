@@ -2,11 +2,13 @@
 anomaly rule and a bucketed query, judged by `opspilot ai` over HTTP (HttpAnalyzer).
 
 Needs OPSPILOT_DATABASE_URL; skips without it unless CI or OPSPILOT_REQUIRE_SERVICES=1.
-The AI service is served by the test on a port of its own (21800-21899)."""
+The AI service is served by the test on a port from OPSPILOT_TEST_AI_PORTS ("low-high", a
+session's own range), else one the OS picks."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -43,14 +45,15 @@ A, B = "project-a", "project-b"
 
 
 def free_port() -> int:
-    for port in range(21800, 21900):
+    low, _, high = os.environ.get("OPSPILOT_TEST_AI_PORTS", "0-0").partition("-")
+    for port in range(int(low), int(high) + 1):
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
-    raise RuntimeError("no free port in 21800-21899")
+            return int(probe.getsockname()[1])  # port 0: the one the OS chose
+    raise RuntimeError(f"no free port in {low}-{high}")
 
 
 @contextlib.asynccontextmanager
@@ -96,6 +99,37 @@ async def test_an_anomaly_rule_fires_on_the_spike_with_its_score() -> None:
         assert await db.incident_store.list_incidents(B) == []  # B's series is empty
         (state,) = (await db.rule_store.get_states([theirs.id])).values()
         assert state.incident_id is None
+
+
+async def test_an_anomaly_incident_stays_open_while_the_series_is_off() -> None:
+    # A step from ~52 to ~202 at minute 250, in PostgreSQL, judged over HTTP: the incident
+    # opens on the step's bucket, stays open (recording values) while the detector still
+    # expects the old level, and resolves once the new level is expected.
+    values = [50.0 + (i % 5) + 150.0 * (i >= SPIKE) for i in range(320)]
+    points = [MetricPoint(A, T0 + i * MINUTE, "latency", v, "api") for i, v in enumerate(values)]
+    async with fresh_database() as db, ai_service() as url, HttpAnalyzer(url) as analyzer:
+        await db.metric_store.write_batches([MetricBatch("m1", A, T0, points)])
+        clock = FixedClock(T0)
+        dispatcher = NotificationDispatcher(RecordingNotifier(), db.channel_store,
+                                            db.incident_store, clock)
+        rules = AlertRules(db.rule_store, db.channel_store, db.incident_store, dispatcher,
+                           clock, UuidGenerator(), analyzer)
+        evaluator = RuleEvaluator(db.metric_store, db.rule_store, db.incident_store,
+                                  dispatcher, analyzer)
+        await rules.create_rule(A, RuleSpec(name="step", metric_name="latency",
+                                            service_name="api", kind=RuleKind.ANOMALY,
+                                            window=MINUTE))
+        states = []
+        for minute in range(SPIKE, SPIKE + 60):  # the last full bucket is minute − 1
+            clock.current = T0 + (minute + 1) * MINUTE + timedelta(seconds=30)
+            await evaluator.evaluate(await db.rule_store.enabled_rules(), clock.current)
+            (incident,) = await db.incident_store.list_incidents(A)
+            states.append(incident.status.value)
+        assert states[:6] == ["open"] * 6  # it used to resolve on the next tick
+        assert states[-1] == "resolved" and "open" not in states[states.index("resolved"):]
+        (incident,) = await db.incident_store.list_incidents(A)
+        assert incident.started_at == T0 + (SPIKE + 1) * MINUTE + timedelta(seconds=30)
+        assert len(incident.values) > 6
 
 
 async def test_a_bucketed_series_gets_one_score_per_bucket_over_http() -> None:
