@@ -49,6 +49,7 @@ from opspilot.adapters.memory.queue import InMemoryQueue
 from opspilot.adapters.memory.scheduling import InMemoryEvaluationQueue, InMemorySchedulerLock
 from opspilot.adapters.memory.tenancy import InMemoryTenancyStore
 from opspilot.adapters.notify.dispatch import channel_notifier_resource
+from opspilot.adapters.notify.targets import guarded_targets
 from opspilot.adapters.prometheus.alerts import AlertTelemetry
 from opspilot.adapters.prometheus.api import ApiTelemetry
 from opspilot.adapters.prometheus.worker import WorkerTelemetry
@@ -63,6 +64,7 @@ from opspilot.application.alerting import (
 )
 from opspilot.application.auth import Authenticator, FailureThrottle, PrincipalSeal
 from opspilot.application.caching import DataVersions, QueryCache
+from opspilot.application.channel_tests import ChannelTestCap
 from opspilot.application.compaction import Compaction, CompactionPolicy
 from opspilot.application.ingest import IngestService
 from opspilot.application.limits import QueryLimits
@@ -388,6 +390,11 @@ class Gateways(containers.DeclarativeContainer):
         config.smtp_port,
         config.smtp_sender,
         config.public_url,
+        config.email_allowed_domains,
+    )
+    # What a channel may point at, checked at its creation (the notifier checks again).
+    channel_targets = providers.Singleton(
+        guarded_targets, config.webhook_allowlist, config.email_allowed_domains
     )
     postgres_lock = AlertConnection(
         scheduler_lock_resource, config.database_url, config.database_schema
@@ -546,6 +553,10 @@ class Services(containers.DeclarativeContainer):
         config.auth_failure_burst, config.rate_limits_enabled,
     )
     request_budget = providers.Singleton(ByteBudget, config.max_inflight_bytes)
+    channel_test_cap = providers.Singleton(
+        ChannelTestCap, gateways.rate_limiter, config.channel_tests_per_hour,
+        config.project_channel_tests_per_hour,
+    )
 
     # -- ingest and queries ----------------------------------------------------------------
     ingest = providers.Singleton(
@@ -580,7 +591,7 @@ class Services(containers.DeclarativeContainer):
     )
     alert_rules = providers.Singleton(
         AlertRules, gateways.rules, gateways.channels, gateways.incidents, dispatcher,
-        core.clock, core.ids, optional_analyzer,
+        core.clock, core.ids, optional_analyzer, gateways.channel_targets, channel_test_cap,
     )
     evaluator = providers.Singleton(
         RuleEvaluator, gateways.metric_store, gateways.rules, gateways.incidents, dispatcher,
@@ -664,6 +675,7 @@ class Container(containers.DeclarativeContainer):
     optional_analyzer: providers.Provider[Analyzer | None] = services.optional_analyzer
     dispatcher: providers.Provider[NotificationDispatcher] = services.dispatcher
     alert_rules: providers.Provider[AlertRules] = services.alert_rules
+    channel_test_cap: providers.Provider[ChannelTestCap] = services.channel_test_cap
     evaluator: providers.Provider[RuleEvaluator] = services.evaluator
     alert_scheduler: providers.Provider[AlertScheduler] = services.alert_scheduler
     retention: providers.Provider[Retention] = services.retention

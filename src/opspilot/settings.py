@@ -45,6 +45,14 @@ class Settings(BaseSettings):
             raise ValueError("OPSPILOT_ADMIN_TOKEN must be at least 24 characters")
         return value
 
+    @field_validator("email_allowed_domains")
+    @classmethod
+    def domain_list(cls, value: str) -> str:
+        from opspilot.domain.recipients import EmailDomains
+
+        EmailDomains.parse(value)  # a typo fails at start-up, not at the first channel
+        return value
+
     # Limits (documented in the README).
     max_query_range_days: int = 90
     max_buckets: int = 11_000
@@ -76,6 +84,11 @@ class Settings(BaseSettings):
     # Alerts.
     alert_interval_seconds: float = 60.0
     webhook_allowlist: str = ""
+    # E-mail channels: recipient domains (`example.com`, `*.example.com`; empty: any domain),
+    # and test notifications per hour per channel and per project (0: no cap).
+    email_allowed_domains: str = ""
+    channel_tests_per_hour: int = 5
+    project_channel_tests_per_hour: int = 20
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
     smtp_sender: str = "opspilot@localhost"

@@ -64,9 +64,18 @@ def unavailable(reason: str) -> NoReturn:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port: from OPSPILOT_TEST_PORT_RANGE (`23200-23299`) when set, so that sessions
+    sharing a machine keep to their own ports; else one the kernel picks."""
+    first, _, last = os.environ.get("OPSPILOT_TEST_PORT_RANGE", "").partition("-")
+    candidates = range(int(first), int(last) + 1) if first and last else [0]
+    for port in candidates:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise RuntimeError(f"no free port in OPSPILOT_TEST_PORT_RANGE={first}-{last}")
 
 
 # -- the services ------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import attrs
 from opspilot.domain.alerts import (
     AlertRule,
     Channel,
+    ChannelType,
     DeliveryAttempt,
     Incident,
     IncidentStatus,
@@ -410,6 +411,17 @@ class IncidentStore(Protocol):
 class Notifier(Protocol):
     async def send(self, channel: Channel, notification: Notification) -> None:
         """Deliver once; raises DeliveryFailed (with whether a retry may help)."""
+        ...
+
+
+class ChannelTargets(Protocol):
+    """What a channel may be pointed at, checked when it is created with the same rules the
+    notifier applies at every send (the SSRF guard, the e-mail recipients policy)."""
+
+    async def refusal(self, channel_type: ChannelType, target: str) -> str | None:
+        """Why every delivery to `target` would be refused, or None. The reason names what
+        the caller gave, never what a host name resolved to. A name that does not resolve
+        now is not refused: delivery retries it, and the send-time guard still applies."""
         ...
 
 

@@ -23,6 +23,7 @@ from opspilot.adapters.notify.webhook import HttpTransport
 from opspilot.application.alerting import RuleSpec
 from opspilot.domain.alerts import Channel, ChannelType, Notification
 from opspilot.domain.errors import DeliveryFailed
+from opspilot.domain.recipients import EmailDomains
 from tests.unit.alerts.harness import MINUTE, T0, Engine
 
 P = "project-a"
@@ -229,7 +230,13 @@ async def test_localhost_is_refused_without_the_allowlist(http_peer: Any, smtp: 
     finally:
         await strict.close()
     attempts = await engine.incidents.deliveries(incident.id)
-    assert len(attempts) == 2 and all(not a.ok and "loopback" in a.detail for a in attempts)
+    assert len(attempts) == 2 and not any(a.ok for a in attempts)
+    by_channel = {a.channel_id: a.detail for a in attempts}
+    literal, named = by_channel["id-2"], by_channel["id-1"]
+    assert "'0x7f.1' is loopback" in literal  # the caller's own spelling, read as an address
+    # a name's resolution is the server's to know: neither the address nor its kind is said
+    assert "'localhost' resolves to an address notifications may not reach" in named
+    assert "127.0.0.1" not in named and "loopback" not in named
     assert receivers == {}
 
 
@@ -281,3 +288,39 @@ async def test_channel_test_reports_the_outcome(http_peer: Any, notifier: Channe
 
 def _test_notification() -> Notification:
     return Notification("test", P, None, None, "hello", "info", None, T0)
+
+
+async def test_email_sends_only_to_the_allowed_domains(smtp: tuple[Mailbox, int]) -> None:
+    """A channel stored before OPSPILOT_EMAIL_ALLOWED_DOMAINS was narrowed: the allowed
+    recipients get the message, the others do not, and the attempt says so without a retry."""
+    mailbox, port = smtp
+    channel = Channel("c1", P, "mail", ChannelType.EMAIL,
+                      "ops@example.com, oncall@team.example.com, someone@elsewhere.net")
+    notifier = SmtpNotifier("127.0.0.1", port, "alerts@opspilot.test",
+                            allowed=EmailDomains.parse("example.com, *.example.com"))
+    with pytest.raises(DeliveryFailed) as partly:
+        await notifier.send(channel, _test_notification())
+    assert partly.value.retryable is False
+    assert "not sent to 1 of 3 recipients" in partly.value.message
+    assert [sorted(to) for to, _ in mailbox.messages] == [
+        ["oncall@team.example.com", "ops@example.com"]]
+    only_outside = Channel("c2", P, "mail", ChannelType.EMAIL, "x@elsewhere.net")
+    with pytest.raises(DeliveryFailed):
+        await notifier.send(only_outside, _test_notification())
+    assert len(mailbox.messages) == 1  # nothing sent at all
+
+
+async def test_a_refused_connection_does_not_name_the_resolved_address() -> None:
+    """`localhost` is allow-listed by name; the failure says host and port as given, never
+    the address the name resolved to (aiohttp's own text quotes it)."""
+    transport = HttpTransport(SsrfGuard(Allowlist.parse("localhost")), timeout=5)
+    notifier = ChannelNotifier(transport, SmtpNotifier("127.0.0.1", 1, "a@b"))
+    channel = Channel("c1", P, "closed", ChannelType.WEBHOOK, f"http://localhost:{_free_port()}/x")
+    try:
+        with pytest.raises(DeliveryFailed) as caught:
+            await notifier.send(channel, _test_notification())
+    finally:
+        await notifier.close()
+    assert caught.value.retryable is True
+    assert caught.value.message.startswith("cannot connect to localhost:")
+    assert "127.0.0.1" not in caught.value.message and "::1" not in caught.value.message

@@ -11,6 +11,7 @@ from opspilot.adapters.notify.webhook import HttpTransport, WebhookNotifier
 from opspilot.domain.alerts import Channel, ChannelType, Notification
 from opspilot.domain.errors import DeliveryFailed
 from opspilot.domain.ports import Notifier
+from opspilot.domain.recipients import EmailDomains
 
 
 class ChannelNotifier:
@@ -47,19 +48,24 @@ def build_channel_notifier(
     *,
     http_timeout: float = 5.0,
     base_url: str = "",
+    email_domains: str = "",
 ) -> ChannelNotifier:
     guard = SsrfGuard(Allowlist.parse(allowlist))
-    email = SmtpNotifier(smtp_host, smtp_port, smtp_sender, base_url=base_url)
+    email = SmtpNotifier(smtp_host, smtp_port, smtp_sender, base_url=base_url,
+                         allowed=EmailDomains.parse(email_domains))
     return ChannelNotifier(HttpTransport(guard, http_timeout), email, base_url)
 
 
 async def channel_notifier_resource(
-    allowlist: str, smtp_host: str, smtp_port: int, smtp_sender: str, base_url: str = ""
+    allowlist: str, smtp_host: str, smtp_port: int, smtp_sender: str, base_url: str = "",
+    email_domains: str = "",
 ) -> AsyncIterator[ChannelNotifier]:
     """For the container: `providers.Resource(channel_notifier_resource, ...)`. `base_url`
-    (the API's public URL) makes the incident links in messages absolute."""
+    (the API's public URL) makes the incident links in messages absolute; `email_domains`
+    is OPSPILOT_EMAIL_ALLOWED_DOMAINS."""
     notifier = build_channel_notifier(
-        allowlist, smtp_host, smtp_port, smtp_sender, base_url=base_url
+        allowlist, smtp_host, smtp_port, smtp_sender, base_url=base_url,
+        email_domains=email_domains,
     )
     await notifier.start()
     try:

@@ -3,7 +3,8 @@
 smtplib runs in a worker thread (`asyncio.to_thread`), one connection per message: alert
 mail is rare and a pooled SMTP connection would only add idle-timeout failures. The relay
 is the operator's (settings), not the user's, so it needs no SSRF guard; the user only
-chooses recipient addresses.
+chooses recipient addresses, and those only within the operator's recipients policy
+(`OPSPILOT_EMAIL_ALLOWED_DOMAINS`), checked again here at every send.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from email.utils import formatdate, make_msgid
 from opspilot.adapters.notify.text import detail_lines, headline
 from opspilot.domain.alerts import Channel, Notification
 from opspilot.domain.errors import DeliveryFailed
+from opspilot.domain.recipients import EmailDomains, recipients
 
 
 def build_message(
@@ -47,6 +49,7 @@ class SmtpNotifier:
         password: str | None = None,
         starttls: bool = False,
         base_url: str = "",
+        allowed: EmailDomains = EmailDomains(),
     ) -> None:
         self._host = host
         self._port = port
@@ -56,11 +59,20 @@ class SmtpNotifier:
         self._password = password
         self._starttls = starttls
         self._base_url = base_url.rstrip("/")
+        self._allowed = allowed
 
     async def send(self, channel: Channel, notification: Notification) -> None:
-        recipients = [a.strip() for a in channel.target.split(",") if a.strip()]
-        message = build_message(self._sender, recipients, notification, self._base_url)
-        await asyncio.to_thread(self._send_sync, message, recipients)
+        wanted = recipients(channel.target)
+        refused = self._allowed.refused(wanted)
+        allowed = [a for a in wanted if a not in refused]
+        if allowed:
+            message = build_message(self._sender, allowed, notification, self._base_url)
+            await asyncio.to_thread(self._send_sync, message, allowed)
+        if refused:  # stored before the policy changed; the others got it, so no retry
+            raise DeliveryFailed(
+                f"not sent to {len(refused)} of {len(wanted)} recipients: outside "
+                "OPSPILOT_EMAIL_ALLOWED_DOMAINS", retryable=False, refused=refused,
+            )
 
     def _send_sync(self, message: EmailMessage, recipients: list[str]) -> None:
         try:

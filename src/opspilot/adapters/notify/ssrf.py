@@ -19,6 +19,7 @@ whatever it resolves to; a listed address or network passes that address.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable
@@ -38,6 +39,7 @@ GetAddrInfo = Callable[..., Awaitable[list[AddrInfo]]]
 _NUMERIC_PART = re.compile(r"^(0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*)$")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 ALLOWED_SCHEMES = ("http", "https")
+log = logging.getLogger(__name__)
 
 
 class TargetRefused(DeliveryFailed):
@@ -176,11 +178,17 @@ class SsrfGuard:
         if self.allowlist.allows_host(host) or self.allowlist.allows_address(address):
             return
         reason = refusal_reason(address)
-        if reason is not None:
-            raise TargetRefused(
-                f"target {host!r} is {reason} ({address}); allow-list it in "
-                "OPSPILOT_WEBHOOK_ALLOWLIST to reach it", address=str(address),
-            )
+        if reason is None:
+            return
+        if parse_ip_literal(host) is not None:  # the caller wrote the address: say what it is
+            raise TargetRefused(f"target {host!r} is {reason}; allow-list it in "
+                                "OPSPILOT_WEBHOOK_ALLOWLIST to reach it")
+        # A name: what it resolved to is the server's view of its network, not the caller's
+        # to learn (the answer would map internal names to addresses), so it is not said.
+        log.info("notification target %r refused: it resolves to %s (%s)", host, address, reason)
+        raise TargetRefused(f"target {host!r} resolves to an address notifications may not "
+                            "reach (not a public one); allow-list the host in "
+                            "OPSPILOT_WEBHOOK_ALLOWLIST to reach it")
 
     async def resolve(
         self, host: str, port: int = 0, family: int = socket.AF_UNSPEC

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import time
 from collections.abc import Callable, Mapping
 
@@ -103,10 +104,18 @@ class HttpTransport:
             refused = _refusal_in(exc)
             if refused is not None:
                 raise refused from None
-            raise DeliveryFailed(redact_urls(f"cannot connect: {exc}"), retryable=True) from None
+            raise DeliveryFailed(_connect_failure(exc), retryable=True) from None
         except (aiohttp.ClientError, OSError) as exc:
             raise DeliveryFailed(redact_urls(f"{type(exc).__name__}: {exc}"),
                                  retryable=True) from None
+
+
+def _connect_failure(exc: aiohttp.ClientConnectorError) -> str:
+    """Why a connection failed, without the address it was made to (aiohttp's text quotes
+    the resolved address, which the channel's owner is not to learn)."""
+    error = exc.os_error
+    why = os.strerror(error.errno) if error.errno else type(error).__name__
+    return f"cannot connect to {exc.host}:{exc.port}: {why}"
 
 
 def _refusal_in(exc: BaseException) -> DeliveryFailed | None:

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import attrs
 
 from opspilot.application.alerting.notification import NotificationDispatcher
+from opspilot.application.channel_tests import ChannelTestCap
 from opspilot.domain.alerts import (
     AlertRule,
     Channel,
@@ -27,7 +28,14 @@ from opspilot.domain.alerts import (
 from opspilot.domain.analysis import DEFAULT_ANOMALY_THRESHOLD, Analyzer
 from opspilot.domain.errors import Conflict, NotFound, ValidationError
 from opspilot.domain.metrics import Aggregation, check_name, check_tags
-from opspilot.domain.ports import ChannelStore, Clock, IdGenerator, IncidentStore, RuleStore
+from opspilot.domain.ports import (
+    ChannelStore,
+    ChannelTargets,
+    Clock,
+    IdGenerator,
+    IncidentStore,
+    RuleStore,
+)
 
 _EMAIL = re.compile(r"^[^@\s,]+@[^@\s,]+$")
 MAX_CHANNELS_PER_RULE = 10
@@ -90,6 +98,8 @@ class AlertRules:
         clock: Clock,
         ids: IdGenerator,
         analyzer: Analyzer | None = None,
+        targets: ChannelTargets | None = None,
+        test_cap: ChannelTestCap | None = None,
     ) -> None:
         self._rules = rules
         self._channels = channels
@@ -98,6 +108,8 @@ class AlertRules:
         self._clock = clock
         self._ids = ids
         self._analyzer = analyzer
+        self._targets = targets  # None: targets are only checked at send
+        self._test_cap = test_cap  # None: test sends are not capped
 
     # rules ---------------------------------------------------------------------------
 
@@ -216,6 +228,9 @@ class AlertRules:
         _check_target(type, target)
         if secret is not None and type is not ChannelType.WEBHOOK:
             raise ValidationError("secret", "only webhook channels sign their requests")
+        refusal = await self._targets.refusal(type, target.strip()) if self._targets else None
+        if refusal is not None:
+            raise ValidationError("target", refusal)
         channel = Channel(
             self._ids.new_id(), project_id, name, type, target.strip(), secret,
             self._clock.now(),
@@ -245,6 +260,8 @@ class AlertRules:
     async def test_channel(self, project_id: str, channel_id: str) -> DeliveryAttempt:
         """Send one "test" notification, once, and say how it went (nothing is recorded)."""
         channel = await self.get_channel(project_id, channel_id)
+        if self._test_cap is not None:
+            await self._test_cap.take(project_id, channel.id)
         notification = Notification(
             "test", project_id, None, None, f"Test notification for channel {channel.name}",
             Severity.INFO.value, None, self._clock.now(),

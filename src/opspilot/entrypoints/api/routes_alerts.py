@@ -362,8 +362,9 @@ OPERATIONS = (
         response=ra.NotificationChannel),
     _Op("delete", "/api/channels/{channel_id}", "Delete a channel no rule uses", "bearer",
         success=204, conflict="the channel is used by rules"),
-    _Op("post", "/api/channels/{channel_id}/test", "Send a test notification once", "bearer",
-        response=ra.ChannelTestResult),
+    _Op("post", "/api/channels/{channel_id}/test", "Send a test notification once (at most "
+        "OPSPILOT_CHANNEL_TESTS_PER_HOUR a channel, OPSPILOT_PROJECT_CHANNEL_TESTS_PER_HOUR a "
+        "project; then 429)", "bearer", response=ra.ChannelTestResult),
     _Op("get", "/api/incidents", "List incidents, newest first", "bearer", query=IncidentParams,
         response=ra.IncidentList),
     _Op("get", "/api/incidents/{incident_id}", "One incident with timeline and deliveries",
