@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     ingest_burst: int = 200
     query_rate: float = 20.0
     query_burst: int = 100
+    admin_rate: float = 1.0  # /api/admin/* requests per second and client address
+    admin_burst: int = 20
     rate_limits_enabled: bool = True
     # What one API process takes on at once (docs/adr/0014-hardening.md, README limits).
     max_inflight_bytes: int = 32 * 1024 * 1024  # request bodies held at once, inflated

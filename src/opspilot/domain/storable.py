@@ -25,9 +25,9 @@ from opspilot.domain.errors import ValidationError
 # lone surrogate never reaches pydantic-core's regex (it refuses such a str as not Unicode).
 STORABLE_PATTERN = r"^[^\x00]*$"
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-# Names (rules, channels) also leave out control characters: a CR/LF in a rule's name
-# ended up in e-mail headers and broke every mail for that rule.
-PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+# Names (rules, channels, projects) also leave out control characters (C0, DEL and C1): a
+# CR/LF in a rule's name ended up in e-mail headers and broke every mail for that rule.
+PRINTABLE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
 CONTROL_REASON = "contains a control character (such as CR, LF or tab), which names may not"
 NUL_REASON = "contains NUL (U+0000), which PostgreSQL text cannot store"
 SURROGATE_REASON = "contains an unpaired surrogate, which is not valid Unicode text"

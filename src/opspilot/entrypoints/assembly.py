@@ -34,6 +34,8 @@ def api_services(container: Container) -> ApiServices:
             ingest_burst=config.ingest_burst(),
             query_rate=config.query_rate(),
             query_burst=config.query_burst(),
+            admin_rate=config.admin_rate(),
+            admin_burst=config.admin_burst(),
             enabled=config.rate_limits_enabled(),
         ),
         readiness=readiness_checks(container),

@@ -134,3 +134,57 @@ async def test_aggregates_at_the_value_bound_answer(api: Any, tenant: Any, conta
         f"/api/metrics/query?metric_name=A&aggregation=sum&time_bucket=1h&{window}",
         headers=tenant.query_headers)).json()
     assert series["points"][0]["value"] == pytest.approx(1e150)
+
+
+# -- found by the live fuzzing on the real services (tests/integration/test_api_fuzz_live.py)
+
+
+@pytest.mark.parametrize("email", ["a\u0000b@example.com", "a@exam\u0001ple.com", "a\x7f@b.c"])
+async def test_an_e_mail_with_a_control_character_is_400_naming_it(
+    api: Any, tenant: Any, email: str
+) -> None:
+    """PostgreSQL answered the NUL with an error the API turned into a 500; the schema now
+    says what an address may hold, and the request is refused before any lookup."""
+    response = await api.post(f"/api/projects/{tenant.project_id}/members",
+                              json={"email": email, "role": "viewer"},
+                              headers={"Authorization": tenant.query_headers["Authorization"]})
+    assert response.status == 400
+    assert _error(await response.json())["details"]["field"] == "email"
+
+
+async def test_a_project_name_the_schema_admits_is_accepted(api: Any) -> None:
+    """The name rule was a Python check the schema did not state: schema-valid names were
+    refused. It is the names' pattern now (no control characters), so the schema says it."""
+    from tests.unit.conftest import ADMIN_HEADERS
+
+    doc = await (await api.get("/api/openapi.json")).json()
+    pattern = doc["components"]["schemas"]["CreateProjectBody"]["properties"]["name"]["pattern"]
+    import re
+
+    for name in ("caf\u00e9 \U0001f600", "a\u00a0b"):  # printable, not ASCII
+        assert re.match(pattern, name)
+        response = await api.post("/api/admin/projects", json={"name": name},
+                                  headers=ADMIN_HEADERS)
+        assert response.status == 201, await response.text()
+    for name in ("a\u0088b", "tab\there"):
+        assert not re.match(pattern, name)
+        response = await api.post("/api/admin/projects", json={"name": name},
+                                  headers=ADMIN_HEADERS)
+        assert response.status == 400
+        assert _error(await response.json())["details"]["field"] == "name"
+
+
+async def test_an_empty_rule_patch_is_outside_the_schema(api: Any, tenant: Any) -> None:
+    doc = await (await api.get("/api/openapi.json")).json()
+    assert doc["components"]["schemas"]["RulePatch"]["minProperties"] == 1
+    response = await api.patch("/api/rules/x", json={}, headers=tenant.query_headers)
+    assert response.status == 400
+
+
+async def test_rules_the_schema_cannot_state_are_in_the_document(api: Any) -> None:
+    doc = await (await api.get("/api/openapi.json")).json()
+    query = doc["paths"]["/api/metrics/query"]["get"]
+    assert "end_time after start_time" in query["description"]
+    assert query["x-rules-beyond-schema"]
+    assert "cursor" in " ".join(doc["paths"]["/api/logs/query"]["get"]["x-rules-beyond-schema"])
+    assert "x-rules-beyond-schema" not in doc["paths"]["/api/channels/{channel_id}/test"]["post"]

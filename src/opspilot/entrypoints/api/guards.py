@@ -21,10 +21,6 @@ from opspilot.domain.storable import check_text, problem
 from opspilot.domain.tenancy import OPERATOR, IngestIdentity, Principal, Role
 from opspilot.entrypoints.api.state import services
 
-# The admin surface answers a handful of operator calls; this bounds guessing its token.
-ADMIN_RATE = 1.0
-ADMIN_BURST = 20
-
 log = logging.getLogger(__name__)
 
 
@@ -118,7 +114,8 @@ async def admin_caller(request: web.Request) -> Principal:
     svc = services(request)
     if not svc.admin_token:
         raise web.HTTPNotFound()
-    await _limit(request, "admin", f"admin:{request.remote}", ADMIN_RATE, ADMIN_BURST)
+    limits = svc.rate_limits
+    await _limit(request, "admin", f"admin:{request.remote}", limits.admin_rate, limits.admin_burst)
     if request.content_type != "application/json":
         raise UnsupportedMediaType("the admin endpoints take application/json only",
                                    {"field": "Content-Type"})

@@ -43,13 +43,20 @@ class Operation:
     headers: tuple[Mapping[str, Any], ...] = ()
     key_as_bearer: bool = False  # the API key is also taken as `Authorization: Bearer`
     form: bool = False  # a POST whose parameters (the `query` model) come as a form body
+    # Input rules JSON Schema cannot state (one field against another, against the server's
+    # clock or state, or against the caller): said in the operation's description and in
+    # `x-rules-beyond-schema`, where the fuzzing reads which operations may refuse
+    # schema-valid input (tests/integration/test_api_fuzz_live.py).
+    beyond_schema: tuple[str, ...] = ()
 
 
 OPERATIONS = (
     Operation("post", "/api/ingest/metrics", "Ingest metric points", "apiKey",
-              body=s.MetricsIngestBody, success=202, response=r.IngestAccepted),
+              body=s.MetricsIngestBody, success=202, response=r.IngestAccepted,
+              beyond_schema=(s.INGEST_TIME_RULE,)),
     Operation("post", "/api/ingest/logs", "Ingest log records", "apiKey",
-              body=s.LogsIngestBody, success=202, response=r.IngestAccepted),
+              body=s.LogsIngestBody, success=202, response=r.IngestAccepted,
+              beyond_schema=(s.INGEST_TIME_RULE,)),
     Operation("get", "/api/metrics/query", "Bucketed aggregation of one series", "bearer",
               query=s.MetricQueryParams, response=q.MetricSeries),
     Operation("post", "/api/metrics/query-multiple", "Overlay of several series", "bearer",
@@ -68,7 +75,9 @@ OPERATIONS = (
     Operation("get", "/api/metrics/anomalies", "Anomalous buckets of a series", "bearer",
               query=s.AnomalyParams, response=q.MetricAnomalies),
     Operation("get", "/api/logs/query", "Search logs", "bearer", query=s.LogQueryParams,
-              response=q.LogPage),
+              response=q.LogPage, beyond_schema=(
+                  "cursor: only a next_cursor this server issued, with the same filters",
+                  "offset + limit at most 10,000")),
     Operation("get", "/api/logs/{log_id}/context", "Logs around one log", "bearer",
               query=s.ContextParams, response=q.LogContext),
     Operation("get", "/api/logs/volume", "Log counts per bucket", "bearer", query=s.VolumeParams,
@@ -299,6 +308,16 @@ def _json_content(component: str) -> dict[str, Any]:
         "schema": {"$ref": f"#/components/schemas/{component}"}}}}
 
 
+WINDOW_RULE = ("end_time after start_time; the range at most OPSPILOT_MAX_QUERY_RANGE_DAYS "
+               "(90 days) and at most OPSPILOT_MAX_BUCKETS (11,000) buckets of time_bucket")
+
+
+def rules_beyond_schema(op: Operation) -> tuple[str, ...]:
+    windowed = (op.query is not None and issubclass(op.query, s.Window)) or (
+        op.body is s.OverlayBody)
+    return ((WINDOW_RULE,) if windowed else ()) + op.beyond_schema
+
+
 def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "summary": op.summary,
@@ -306,6 +325,11 @@ def _operation(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
         "responses": _responses(op),
     }
     doc["parameters"].extend(dict(header) for header in op.headers)
+    rules = rules_beyond_schema(op)
+    if rules:
+        doc["description"] = "Rules the schema cannot state (refused with 400 naming the " \
+                             "field): " + "; ".join(rules) + "."
+        doc["x-rules-beyond-schema"] = list(rules)
     if op.auth:
         doc["security"] = [{SCHEMES.get(op.auth, op.auth): []}]
         if op.key_as_bearer:

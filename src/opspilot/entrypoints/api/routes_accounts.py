@@ -252,6 +252,8 @@ def register(app: web.Application) -> None:
 
 
 _Op = openapi.Operation
+# The admin token acts as the operator, who is no user: it has no personal tokens.
+_NOT_PERSONAL = "the admin token has no personal tokens (400 naming `user`)"
 _MEMBERS = "/api/projects/{project_id}/members"
 OPERATIONS = (
     _Op("post", "/api/admin/projects", "Create a project (admin token)", "admin",
@@ -280,16 +282,19 @@ OPERATIONS = (
     _Op("get", "/api/projects/{project_id}/audit", "Credential and membership changes (owner)",
         "token", query=AuditParams, response=r.AuditLog),
     _Op("post", "/api/tokens", "Create a personal token (secret shown once)", "token",
-        body=TokenBody, success=201, response=r.TokenCreated),
-    _Op("get", "/api/tokens", "Your tokens, without secrets", "token", response=r.TokenList),
+        body=TokenBody, success=201, response=r.TokenCreated,
+        beyond_schema=("ttl: from 5 minutes to 366 days", _NOT_PERSONAL)),
+    _Op("get", "/api/tokens", "Your tokens, without secrets", "token", response=r.TokenList,
+        beyond_schema=(_NOT_PERSONAL,)),
     _Op("delete", "/api/tokens/{token_id}", "Revoke one of your tokens, at once", "token",
-        success=204),
+        success=204, beyond_schema=(_NOT_PERSONAL,)),
     _Op("post", "/api/keys", "Create an API key (admin+; secret shown once)", "bearer",
         body=KeyBody, success=201, response=r.KeyCreated),
     _Op("get", "/api/keys", "The project's API keys: prefix, last use, status (admin+)",
         "bearer", response=r.KeyList),
     _Op("post", "/api/keys/{key_id}/rotate", "Replace a key; the old one works for `grace`",
-        "bearer", body=RotateBody, success=201, response=r.KeyCreated),
+        "bearer", body=RotateBody, success=201, response=r.KeyCreated,
+        beyond_schema=("grace: at most 7 days",)),
     _Op("delete", "/api/keys/{key_id}", "Revoke an API key, at once (admin+)", "bearer",
         success=204),
 )

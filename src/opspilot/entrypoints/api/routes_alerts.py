@@ -132,7 +132,8 @@ NULLABLE = {"service_name", "threshold"}
 
 def _not_nullable(schema: dict[str, Any]) -> None:
     """Takes null (and the `"default": null` that would contradict it) out of the schema of
-    each property but those in NULLABLE."""
+    each property but those in NULLABLE; and says a patch changes at least one field."""
+    schema["minProperties"] = 1
     for name, prop in schema.get("properties", {}).items():
         if name in NULLABLE:
             continue
@@ -337,17 +338,28 @@ def alert_routes(service: AlertRules) -> Callable[[web.Application], None]:
 
 
 _Op = openapi.Operation
+_RULE_RULES = (
+    "threshold: required by threshold rules; for anomaly rules a score in (0, 1], and anomaly "
+    "rules need the analyzer", "channels: ids of this project's channels",
+    "window and for_duration: at most 1 day",
+)
+_CHANNEL_RULES = (
+    "target: for webhook and slack an http(s) URL without credentials whose host is, and "
+    "resolves to, a public address (or is listed in OPSPILOT_WEBHOOK_ALLOWLIST); for email "
+    "1-10 addresses, comma-separated, in OPSPILOT_EMAIL_ALLOWED_DOMAINS",
+    "secret: webhook channels only",
+)
 OPERATIONS = (
     _Op("post", "/api/rules", "Create an alert rule", "bearer", body=RuleBody, success=201,
-        response=ra.Rule),
+        response=ra.Rule, beyond_schema=_RULE_RULES),
     _Op("get", "/api/rules", "List the project's alert rules with their state", "bearer",
         response=ra.RuleList),
     _Op("get", "/api/rules/{rule_id}", "One alert rule with its state", "bearer",
         response=ra.Rule),
     _Op("put", "/api/rules/{rule_id}", "Replace an alert rule", "bearer", body=RuleBody,
-        response=ra.Rule),
+        response=ra.Rule, beyond_schema=_RULE_RULES),
     _Op("patch", "/api/rules/{rule_id}", "Change some fields of an alert rule", "bearer",
-        body=RulePatch, response=ra.Rule),
+        body=RulePatch, response=ra.Rule, beyond_schema=_RULE_RULES),
     _Op("delete", "/api/rules/{rule_id}", "Delete an alert rule (resolves its incident)",
         "bearer", success=204),
     _Op("post", "/api/rules/{rule_id}/enable", "Enable an alert rule", "bearer",
@@ -355,7 +367,7 @@ OPERATIONS = (
     _Op("post", "/api/rules/{rule_id}/disable", "Disable an alert rule (resolves its incident)",
         "bearer", response=ra.Rule),
     _Op("post", "/api/channels", "Create a notification channel", "bearer", body=ChannelBody,
-        success=201, response=ra.NotificationChannel),
+        success=201, response=ra.NotificationChannel, beyond_schema=_CHANNEL_RULES),
     _Op("get", "/api/channels", "List notification channels (secrets never shown)", "bearer",
         response=ra.ChannelList),
     _Op("get", "/api/channels/{channel_id}", "One notification channel", "bearer",

@@ -30,6 +30,10 @@ class RateLimits:
     ingest_burst: int = 200
     query_rate: float = 20.0
     query_burst: int = 100
+    # The admin surface answers a handful of operator calls; this bounds guessing its token
+    # (per client address).
+    admin_rate: float = 1.0
+    admin_burst: int = 20
     enabled: bool = True
 
 
