@@ -37,6 +37,7 @@ from opspilot.entrypoints.api.app import create_app, start_api_site
 from opspilot.entrypoints.api.openapi import build_document
 from opspilot.entrypoints.assembly import api_services  # (adds the alert routes)
 from opspilot.settings import Settings
+from tests.protobuf_bodies import protobuf_bodies
 from tests.unit.conftest import ADMIN_TOKEN, NOW, Tenant, new_tenant
 
 MAX_EXAMPLES = 25  # per operation and phase; 31 operations run in ~20 s on this machine
@@ -101,49 +102,10 @@ def auth_headers(server: EmbeddedServer) -> dict[str, str]:
     return {**tenant.ingest_headers, **tenant.query_headers}
 
 
-def _protobuf_bodies() -> list[bytes]:
-    """Real protocol messages (opentelemetry-proto; the remote-write types, snappy-framed)
-    for the protobuf bodies the fuzzer sends, besides random bytes: an empty export,
-    one gauge point, one log record, a remote-write sample."""
-    import cramjam
-    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
-        ExportLogsServiceRequest,
-    )
-    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-        ExportMetricsServiceRequest,
-    )
-    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
-    from opentelemetry.proto.metrics.v1.metrics_pb2 import (
-        Gauge,
-        Metric,
-        NumberDataPoint,
-        ResourceMetrics,
-        ScopeMetrics,
-    )
-
-    from opspilot.entrypoints.api.remote_write.remote_write_pb2 import (
-        Label,
-        Sample,
-        TimeSeries,
-        WriteRequest,
-    )
-
-    at = int(NOW.timestamp() * 1e9)
-    metrics = ExportMetricsServiceRequest(resource_metrics=[ResourceMetrics(scope_metrics=[
-        ScopeMetrics(metrics=[Metric(name="fuzz", gauge=Gauge(data_points=[
-            NumberDataPoint(time_unix_nano=at, as_double=1.0)]))])])])
-    logs = ExportLogsServiceRequest(resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(
-        log_records=[LogRecord(time_unix_nano=at, severity_number=9)])])])
-    write = WriteRequest(timeseries=[TimeSeries(labels=[Label(name="__name__", value="up")],
-                                                samples=[Sample(value=1.0, timestamp=at // 10**6)])])
-    return [b"", metrics.SerializeToString(), logs.SerializeToString(),
-            bytes(cramjam.snappy.compress_raw(write.SerializeToString()))]
-
-
 # The protocol doors (OTLP, remote-write) take protobuf: bodies are real messages or bytes.
 schemathesis.openapi.media_type(
     "application/x-protobuf",
-    st.one_of(st.sampled_from(_protobuf_bodies()), st.binary(max_size=64)))
+    st.one_of(st.sampled_from(protobuf_bodies(NOW)), st.binary(max_size=64)))
 
 
 def protobuf_error_shape(response: Any) -> None:
