@@ -188,3 +188,15 @@ async def test_rules_the_schema_cannot_state_are_in_the_document(api: Any) -> No
     assert query["x-rules-beyond-schema"]
     assert "cursor" in " ".join(doc["paths"]["/api/logs/query"]["get"]["x-rules-beyond-schema"])
     assert "x-rules-beyond-schema" not in doc["paths"]["/api/channels/{channel_id}/test"]["post"]
+
+
+@pytest.mark.parametrize("path", ["/v1/metrics", "/v1/logs"])
+async def test_otlp_json_resources_must_be_objects(api: Any, tenant: Any, path: str) -> None:
+    """A string where a ResourceMetrics/ResourceLogs object belongs was read as an empty
+    message and answered 200 with nothing stored (a silent drop)."""
+    field = "resourceMetrics" if path.endswith("metrics") else "resourceLogs"
+    response = await api.post(path, json={field: ["x", ""]}, headers=tenant.ingest_headers)
+    assert response.status == 400
+    assert _error(await response.json())["details"]["field"] == f"{field}[0]"
+    empty = await api.post(path, json={field: None}, headers=tenant.ingest_headers)
+    assert empty.status == 200  # null is the field's default in protobuf's JSON mapping

@@ -100,7 +100,8 @@ def _otlp_json_request(signal: str, field: str) -> dict[str, Any]:
         f"an OTLP JSON Export{signal}ServiceRequest (opentelemetry-proto's JSON encoding:"
         " lowerCamelCase or snake_case field names, int64 as strings or numbers, hex trace"
         " and span ids); unknown fields are ignored, as the OTLP spec asks of receivers"),
-        "properties": {field: {"type": "array", "items": {"type": "object"}}}}
+        # null is the field's default in protobuf's JSON mapping (no records)
+        "properties": {field: {"type": ["array", "null"], "items": {"type": "object"}}}}
 
 
 def _otlp(path: str, signal: str, field: str, answer: type) -> Operation:

@@ -49,6 +49,7 @@ async def read_export(request: web.Request, message_type: type[M], encoding: str
         raise ValidationError("body", f"not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ValidationError("body", f"an OTLP JSON {message_type.__name__} object is required")
+    _objects_only(doc)
     _hex_ids_to_base64(doc)
     try:
         json_format.ParseDict(doc, message, ignore_unknown_fields=True)
@@ -64,6 +65,22 @@ def answer(message: Message, encoding: str) -> web.Response:
     # of protobuf's JSON mapping, as OTLP JSON clients read them
     return web.Response(body=orjson.dumps(json_format.MessageToDict(message)),
                         content_type=JSON)
+
+
+_RESOURCE_KEYS = ("resourceMetrics", "resource_metrics", "resourceLogs", "resource_logs")
+
+
+def _objects_only(doc: dict[str, Any]) -> None:
+    """json_format, told to ignore unknown fields, reads a string or number where a
+    ResourceMetrics/ResourceLogs object belongs as an empty message: the request would be
+    answered 200 with nothing stored (found by the live fuzzing). Such an item is a 400."""
+    for key in _RESOURCE_KEYS:
+        items = doc.get(key)
+        if not isinstance(items, list):
+            continue
+        for index, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ValidationError(f"{key}[{index}]", "an object is required")
 
 
 # Where OTLP JSON carries ids: log records, and the exemplars of every kind of data point.
