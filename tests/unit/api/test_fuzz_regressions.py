@@ -200,3 +200,22 @@ async def test_otlp_json_resources_must_be_objects(api: Any, tenant: Any, path: 
     assert _error(await response.json())["details"]["field"] == f"{field}[0]"
     empty = await api.post(path, json={field: None}, headers=tenant.ingest_headers)
     assert empty.status == 200  # null is the field's default in protobuf's JSON mapping
+
+
+async def test_a_whole_number_written_with_a_fraction_is_an_integer(api: Any, tenant: Any) -> None:
+    """JSON Schema's `integer` admits 300.0; the strict model refused it."""
+    response = await api.patch(
+        f"/api/projects/{tenant.project_id}", headers=tenant.query_headers,
+        json={"metric_retention": {"values_days": 30.0, "summary_days": 60.0}})
+    assert response.status == 200, await response.text()
+    half = await api.patch(
+        f"/api/projects/{tenant.project_id}", headers=tenant.query_headers,
+        json={"metric_retention": {"values_days": 30.5}})
+    assert half.status == 400
+
+
+async def test_an_empty_prometheus_project_header_is_documented_as_absent(api: Any) -> None:
+    doc = await (await api.get("/api/openapi.json")).json()
+    for param in doc["paths"]["/api/v1/labels"]["get"]["parameters"]:
+        if param["name"] in ("X-Project-ID", "X-Scope-OrgID"):
+            assert "minLength" not in param["schema"] and "empty" in param["description"]

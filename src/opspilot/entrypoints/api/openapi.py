@@ -171,7 +171,8 @@ def _parameters(op: Operation, components: dict[str, Any]) -> list[dict[str, Any
         for header in ("X-Project-ID", "X-Scope-OrgID"):
             params.append({"name": header, "in": "header", "required": False,
                            "description": "the project (one of the two is needed; both must "
-                                          "agree)", "schema": {"type": "string", "minLength": 1}})
+                                          "agree; an empty one counts as absent)",
+                           "schema": {"type": "string"}})
     if op.query is not None and not op.form:
         # Enums and nested models become shared components, as for bodies: a parameter's
         # schema has no `$defs` of its own for a `$ref` to point into.

@@ -5,10 +5,10 @@ docs/security.md for the table."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import Field, StrictInt, StringConstraints
+from pydantic import BeforeValidator, Field, StrictInt, StringConstraints
 
 from opspilot.domain.errors import ValidationError
 from opspilot.domain.tenancy import (
@@ -61,11 +61,20 @@ class RotateBody(Strict):
         default="24h", description="how long the old key keeps working (0 to 7d)")
 
 
+def _integral(value: Any) -> Any:
+    """300.0 is the integer 300 to JSON Schema (and to the document's `integer`); strict
+    pydantic refused it (found by the live fuzzing). Other floats stay refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Days = Annotated[StrictInt, BeforeValidator(_integral)]
+
+
 class RetentionBody(Strict):
-    values_days: StrictInt | None = Field(
+    values_days: Days | None = Field(
         default=None, ge=1, le=MAX_RETENTION_DAYS,
         description="days raw metric values are kept; null: the server's setting")
-    summary_days: StrictInt | None = Field(
+    summary_days: Days | None = Field(
         default=None, ge=1, le=MAX_RETENTION_DAYS,
         description="days hourly summaries are kept (at least values_days); null: the server's")
 

@@ -280,12 +280,22 @@ def _operations() -> list[openapi.Operation]:
     ops = []
     for path, _, post in ROUTES:
         summary, params, answer = described[path]
+        rules = _RULES if params is not None else ()
         ops.append(openapi.Operation("get", path, summary, "prometheus", query=params,
-                                     response=answer))
+                                     response=answer, beyond_schema=rules))
         if post:
             ops.append(openapi.Operation("post", path, summary, "prometheus", query=params,
-                                         response=answer, form=True))
+                                         response=answer, form=True, beyond_schema=rules))
     return ops
+
+
+# What the parameters' text must say, which their schemas (strings, as Prometheus takes
+# them) do not state; schema-valid text may be a 400 bad_data.
+_RULES = (
+    "query and match[]: PromQL of the supported subset (docs/prometheus.md)",
+    "time, start, end: RFC 3339 or Unix seconds, end not before start; step: a duration or "
+    "seconds, at most 11,000 points; limit: an integer",
+)
 
 
 if not any(op.path == "/api/v1/query" for op in openapi.EXTRA_OPERATIONS):
