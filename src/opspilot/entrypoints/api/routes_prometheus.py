@@ -280,7 +280,7 @@ def _operations() -> list[openapi.Operation]:
     ops = []
     for path, _, post in ROUTES:
         summary, params, answer = described[path]
-        rules = _RULES if params is not None else ()
+        rules = (_PROJECT_RULE, *_RULES) if params is not None else (_PROJECT_RULE,)
         ops.append(openapi.Operation("get", path, summary, "prometheus", query=params,
                                      response=answer, beyond_schema=rules))
         if post:
@@ -289,6 +289,7 @@ def _operations() -> list[openapi.Operation]:
     return ops
 
 
+_PROJECT_RULE = "X-Project-ID and X-Scope-OrgID, when both are sent, name the same project"
 # What the parameters' text must say, which their schemas (strings, as Prometheus takes
 # them) do not state; schema-valid text may be a 400 bad_data.
 _RULES = (
