@@ -216,7 +216,7 @@ async def os_green(os_urls: list[str]) -> bool:
 def rabbitmqctl(node: int, *args: str) -> str:
     d = CLUSTER / "rabbitmq"
     env = {**os.environ, "HOME": str(d / "home"), "RABBITMQ_USE_LONGNAME": "false",
-           "ERL_EPMD_ADDRESS": "127.0.0.1", "ERL_EPMD_PORT": "22369",
+           "ERL_EPMD_ADDRESS": "127.0.0.1", "ERL_EPMD_PORT": "22869",
            "RABBITMQ_CTL_DIST_PORT_MIN": "22680", "RABBITMQ_CTL_DIST_PORT_MAX": "22699",
            "RABBITMQ_CTL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
            "RABBITMQ_NODENAME": f"opspilot-c{node}@localhost",

@@ -17,7 +17,7 @@
 // runner forces `discovery.type=single-node` when -numOfNode is 1, but only with putIfAbsent,
 // after this callback: the system properties below replace it.
 //   -Dopspilot.nodeName=os-1 -Dopspilot.discovery=zen
-//   -Dopspilot.seedHosts=127.0.0.1:22301,127.0.0.1:22302,127.0.0.1:22303
+//   -Dopspilot.seedHosts=127.0.0.1:22801,127.0.0.1:22802,127.0.0.1:22803
 //   -Dopspilot.initialManagers=os-1,os-2,os-3
 import org.codelibs.opensearch.runner.OpenSearchRunner;
 
