@@ -203,7 +203,11 @@ async def test_otlp_json_resources_must_be_objects(api: Any, tenant: Any, path: 
 
 
 async def test_a_whole_number_written_with_a_fraction_is_an_integer(api: Any, tenant: Any) -> None:
-    """JSON Schema's `integer` admits 300.0; the strict model refused it."""
+    """JSON Schema's `integer` admits 300.0; the strict model refused it. The bounds stay
+    in the document (a first fix lost them: 0 was then schema-valid and refused)."""
+    doc = await (await api.get("/api/openapi.json")).json()
+    days = doc["components"]["schemas"]["RetentionBody"]["properties"]["values_days"]["anyOf"][0]
+    assert days["minimum"] == 1 and "maximum" in days
     response = await api.patch(
         f"/api/projects/{tenant.project_id}", headers=tenant.query_headers,
         json={"metric_retention": {"values_days": 30.0, "summary_days": 60.0}})
@@ -216,6 +220,9 @@ async def test_a_whole_number_written_with_a_fraction_is_an_integer(api: Any, te
 
 async def test_an_empty_prometheus_project_header_is_documented_as_absent(api: Any) -> None:
     doc = await (await api.get("/api/openapi.json")).json()
+    # a form of only optional parameters may be left out, as the server reads it
+    assert doc["paths"]["/api/v1/labels"]["post"]["requestBody"]["required"] is False
+    assert doc["paths"]["/api/v1/query"]["post"]["requestBody"]["required"] is True
     for param in doc["paths"]["/api/v1/labels"]["get"]["parameters"]:
         if param["name"] in ("X-Project-ID", "X-Scope-OrgID"):
             assert "minLength" not in param["schema"] and "empty" in param["description"]

@@ -301,8 +301,10 @@ def _prometheus_responses(success: dict[str, Any]) -> dict[str, Any]:
 def _form_body(model: type[BaseModel], components: dict[str, Any]) -> dict[str, Any]:
     schema = model.model_json_schema(ref_template=REF_TEMPLATE)
     components.update(schema.pop("$defs", {}))
-    return {"required": True, "content": {"application/x-www-form-urlencoded": {
-        "schema": schema}}}
+    # a form of only optional parameters may be left out (the server reads no body as none;
+    # the live fuzzing found the document saying otherwise)
+    return {"required": bool(schema.get("required")),
+            "content": {"application/x-www-form-urlencoded": {"schema": schema}}}
 
 
 def _json_content(component: str) -> dict[str, Any]:

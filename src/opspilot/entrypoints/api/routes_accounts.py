@@ -8,7 +8,8 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BeforeValidator, Field, StrictInt, StringConstraints
+from pydantic import BeforeValidator, Field, StringConstraints
+from pydantic import Strict as StrictMode
 
 from opspilot.domain.errors import ValidationError
 from opspilot.domain.tenancy import (
@@ -67,15 +68,16 @@ def _integral(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-Days = Annotated[StrictInt, BeforeValidator(_integral)]
+# the bounds inside the annotation, so that the schema keeps them as minimum/maximum
+Days = Annotated[int, Field(ge=1, le=MAX_RETENTION_DAYS), BeforeValidator(_integral), StrictMode()]
 
 
 class RetentionBody(Strict):
     values_days: Days | None = Field(
-        default=None, ge=1, le=MAX_RETENTION_DAYS,
+        default=None,
         description="days raw metric values are kept; null: the server's setting")
     summary_days: Days | None = Field(
-        default=None, ge=1, le=MAX_RETENTION_DAYS,
+        default=None,
         description="days hourly summaries are kept (at least values_days); null: the server's")
 
 
