@@ -10,7 +10,9 @@ runs on the caller's event loop.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -172,6 +174,102 @@ def send_metrics(base_url: str, api_key: str, encoding: str,
     finally:
         provider.shutdown()
     return names
+
+
+# An exponential histogram's two exports: small values, then large ones (the range grows
+# ~200-fold, so a cumulative histogram lowers its scale and adds bounds at the top).
+SMALL_LATENCIES = [float(v) for v in range(1, 11)]
+LARGE_LATENCIES = [float(v) for v in range(1000, 2001, 20)]
+
+
+@attrs.frozen
+class SentExponential:
+    service: str
+    histogram: str
+    scales: tuple[int, ...]  # each export's scale, as the SDK sent it
+    temporality: str
+
+    @property
+    def observed(self) -> list[float]:
+        """The observations the percentiles over both exports cover (cumulative: the
+        first export is where the series starts, so the window holds the second's)."""
+        if self.temporality == "delta":
+            return [*SMALL_LATENCIES, *LARGE_LATENCIES]
+        return list(LARGE_LATENCIES)
+
+
+def send_exponential(base_url: str, api_key: str, encoding: str,
+                     temporality: str = "cumulative") -> SentExponential:
+    """A histogram aggregated as a base-2 exponential histogram (what
+    OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION=base2_exponential_bucket_histogram
+    selects), exported twice: SMALL_LATENCIES, then LARGE_LATENCIES."""
+    from opentelemetry.sdk.metrics import Histogram, MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        AggregationTemporality,
+        PeriodicExportingMetricReader,
+    )
+    from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
+    from opentelemetry.sdk.resources import Resource
+
+    _, exporter_type = _exporters(encoding)
+    scales: list[int] = []
+
+    class Recording(exporter_type):  # type: ignore[misc,valid-type]
+        """The exporter, noting the scale of each point it sends."""
+
+        def export(self, metrics_data: Any, *args: Any, **kwargs: Any) -> Any:
+            for resource in metrics_data.resource_metrics:
+                for scope in resource.scope_metrics:
+                    scales.extend(p.scale for m in scope.metrics for p in m.data.data_points)
+            return super().export(metrics_data, *args, **kwargs)
+
+    tag = uuid.uuid4().hex[:6]
+    service, name = f"otel-exp-{encoding}-{tag}", f"otel_exp_latency_{tag}"
+    preferred = ({Histogram: AggregationTemporality.DELTA} if temporality == "delta"
+                 else None)
+    exporter = Recording(endpoint=f"{base_url}/v1/metrics", headers={"x-api-key": api_key},
+                         preferred_temporality=preferred)
+    reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+    view = View(instrument_name=name, aggregation=ExponentialBucketHistogramAggregation())
+    provider = MeterProvider(metric_readers=[reader], resource=Resource.create(
+        {"service.name": service}), views=[view])
+    histogram = provider.get_meter("opspilot.test").create_histogram(name, unit="ms")
+    try:
+        for batch in (SMALL_LATENCIES, LARGE_LATENCIES):
+            for value in batch:
+                histogram.record(value, {"route": "/search"})
+            assert provider.force_flush(30_000), "a metric export failed"
+    finally:
+        provider.shutdown()
+    return SentExponential(service, name, tuple(scales), temporality)
+
+
+def exponential_bucket(value: float, scale: int) -> tuple[float, float]:
+    """The (lower, upper] bucket of an exponential histogram at `scale` that holds a
+    positive `value`, computed by the definition (base = 2^(2^-scale))."""
+    base = 2.0 ** (2.0 ** -scale)
+    index = math.ceil(math.log(value, base)) - 1
+    while base ** (index + 1) < value:  # guard the logarithm's rounding
+        index += 1
+    while base ** index >= value:
+        index -= 1
+    return base ** index, base ** (index + 1)
+
+
+async def assert_percentiles_in_their_buckets(
+        sent: SentExponential,
+        query: Callable[[str], Awaitable[list[dict[str, Any]]]]) -> None:
+    """p50/p90/p95/p99 (one point each over both exports) each inside the bucket, at the
+    coarsest scale the SDK sent, of the observation at its rank; the count is all of the
+    window's observations."""
+    observed = sorted(sent.observed)
+    for aggregation, q in (("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99)):
+        [point] = await query(aggregation)
+        at_rank = observed[math.ceil(q * len(observed)) - 1]
+        lower, upper = exponential_bucket(at_rank, min(sent.scales))
+        assert lower * (1 - 1e-12) <= point["value"] <= upper * (1 + 1e-12), (
+            aggregation, point, at_rank, (lower, upper), sent.scales)
+        assert point["count"] == len(observed)
 
 
 def expected_quantile(q: float, values: list[float], bounds: list[float]) -> float:

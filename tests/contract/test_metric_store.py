@@ -664,7 +664,7 @@ async def test_counter_growth_per_series_with_resets_and_lookback(
     assert window.value == pytest.approx(total / span)
 
 
-async def test_increases_by_tag_reads_histogram_buckets(metric_store: Any) -> None:
+async def test_bucket_increases_read_histogram_buckets(metric_store: Any) -> None:
     points = []
     for step in range(3):
         at = T0 + timedelta(minutes=step)
@@ -675,17 +675,17 @@ async def test_increases_by_tag_reads_histogram_buckets(metric_store: Any) -> No
     await metric_store.write_batches([batch("h", points)])
     q = MetricQuery(A, SeriesSelector("lat_bucket"), TimeRange(T0, T0 + timedelta(hours=1)),
                     Aggregation.P95, Bucketing.parse("1h"))
-    found = await metric_store.increases_by_tag(q, "le")
+    found = await metric_store.bucket_increases(q)
     assert sorted(found) == ["+Inf", "1", "5"]
     assert {le: as_tuples(s) for le, s in found.items()} == {
         "1": [(T0, 8.0, 4)], "5": [(T0, 20.0, 4)], "+Inf": [(T0, 24.0, 4)]}
-    only_api = await metric_store.increases_by_tag(
+    only_api = await metric_store.bucket_increases(
         MetricQuery(A, SeriesSelector("lat_bucket", "api"), q.window, q.aggregation,
-                    q.bucketing), "le")
+                    q.bucketing))
     assert as_tuples(only_api["5"]) == [(T0, 10.0, 2)]
-    assert await metric_store.increases_by_tag(
-        MetricQuery(B, SeriesSelector("lat_bucket"), q.window, q.aggregation, q.bucketing),
-        "le") == {"1": found["1"].__class__("lat_bucket", None, Aggregation.INCREASE, "1h",
+    assert await metric_store.bucket_increases(
+        MetricQuery(B, SeriesSelector("lat_bucket"), q.window, q.aggregation, q.bucketing)
+    ) == {"1": found["1"].__class__("lat_bucket", None, Aggregation.INCREASE, "1h",
                                            [T0], [198.0], [2])}
 
 
@@ -714,11 +714,59 @@ async def test_delta_series_count_every_sample_as_growth(metric_store: Any) -> N
     [rate] = await metric_store.aggregate_windows(
         [WindowRequest(A, SeriesSelector("reqs", "api", delta), Aggregation.RATE, window)])
     assert rate.value == pytest.approx(13.0 / 240) and rate.count == 4
-    by_le = await metric_store.increases_by_tag(
+    by_le = await metric_store.bucket_increases(
         MetricQuery(A, SeriesSelector("lat_bucket"), window, Aggregation.P95,
-                    Bucketing.parse("1h")), "le")
+                    Bucketing.parse("1h")))
     assert {le: as_tuples(s) for le, s in by_le.items()} == {
         "1": [(T0, 9.0, 4)], "+Inf": [(T0, 13.0, 4)]}
+
+
+async def test_delta_exports_are_read_at_their_own_bounds(metric_store: Any) -> None:
+    """Delta exports of one histogram need not share bounds (an OTLP exponential histogram
+    sends only the buckets its observations reached): the export of small values counts,
+    at every larger bound, all it holds. Summed per `le` instead, the bounds 8 and 16
+    would miss its 5 observations. An `le` text that names no bound is left out."""
+    delta = {"__temporality__": "delta"}
+    exports = [(T0 + timedelta(minutes=1), {"1": 3.0, "2": 5.0, "+Inf": 5.0, "abc": 100.0}),
+               (T0 + timedelta(minutes=2), {"8": 1.0, "16": 4.0, "+Inf": 4.0}),
+               (T0 + timedelta(minutes=70), {"2": 2.0, "16": 3.0, "+Inf": 3.0})]
+    points = [MetricPoint(A, at, "lat_bucket", count, "api", {**delta, "le": le})
+              for at, counts in exports for le, count in counts.items()]
+    # Another series of the histogram (other tags): an export of its own at the same time.
+    points.append(MetricPoint(A, T0 + timedelta(minutes=1), "lat_bucket", 2.0, "api",
+                              {**delta, "le": "+Inf", "route": "/b"}))
+    points.append(MetricPoint(A, T0 + timedelta(minutes=1), "lat_bucket", 2.0, "api",
+                              {**delta, "le": "0.5", "route": "/b"}))
+    await metric_store.write_batches([batch("delta-bounds", points)])
+    found = await metric_store.bucket_increases(MetricQuery(
+        A, SeriesSelector("lat_bucket"), TimeRange(T0, T0 + timedelta(hours=2)),
+        Aggregation.P95, Bucketing.parse("1h")))
+    hour = T0 + timedelta(hours=1)
+    assert {le: as_tuples(s) for le, s in found.items()} == {
+        "0.5": [(T0, 2.0, 1)], "1": [(T0, 5.0, 1)], "2": [(T0, 7.0, 1), (hour, 2.0, 1)],
+        "8": [(T0, 8.0, 1)], "16": [(T0, 11.0, 1), (hour, 3.0, 1)],
+        "+Inf": [(T0, 11.0, 3), (hour, 3.0, 1)]}
+
+
+async def test_cumulative_exports_grow_across_a_change_of_bounds(metric_store: Any) -> None:
+    """A cumulative histogram whose bounds change (an exponential histogram lowering its
+    scale as its range grows: base 2 → base 4) and then restarts from zero: each export's
+    growth since the previous one, at every bound, is exact. Read per `le` as counters of
+    their own, the new bound 16 would have nothing to grow from and its 3 observations
+    would fall in +Inf."""
+    exports = [(T0 - timedelta(minutes=1), {"1": 2.0, "2": 3.0, "4": 5.0, "+Inf": 5.0}),
+               (T0 + timedelta(minutes=1), {"1": 2.0, "4": 7.0, "16": 10.0, "+Inf": 10.0}),
+               (T0 + timedelta(minutes=2), {"1": 0.0, "4": 1.0, "+Inf": 1.0})]  # a restart
+    points = [MetricPoint(A, at, "lat_bucket", count, "api", {"route": "/a", "le": le})
+              for at, counts in exports for le, count in counts.items()]
+    await metric_store.write_batches([batch("changed-bounds", points)])
+    window = TimeRange(T0, T0 + timedelta(hours=1))
+    found = await metric_store.bucket_increases(MetricQuery(
+        A, SeriesSelector("lat_bucket"), window, Aggregation.P95, Bucketing.parse("1h")))
+    # 2 observations in (1, 4] and 3 in (4, 16], then 1 in (1, 4] after the restart.
+    assert {le: as_tuples(s) for le, s in found.items()} == {
+        "1": [(T0, 0.0, 2)], "4": [(T0, 3.0, 2)], "16": [(T0, 6.0, 1)],
+        "+Inf": [(T0, 6.0, 2)]}
 
 
 async def test_projects_with_their_own_cutoff_drop_by_it(metric_store: Any) -> None:

@@ -47,7 +47,9 @@ from tests.otel_clients import (
     ENCODINGS,
     LATENCY_BOUNDS,
     SECOND_LATENCIES,
+    assert_percentiles_in_their_buckets,
     expected_quantile,
+    send_exponential,
     send_logs,
     send_metrics,
 )
@@ -226,6 +228,25 @@ async def test_the_otel_sdk_with_delta_temporality(target: Target, encoding: str
         assert quantile["value"] == pytest.approx(
             expected_quantile(q, sent.observed, LATENCY_BOUNDS))
         assert quantile["count"] == len(sent.observed)
+
+
+@pytest.mark.parametrize("temporality", ["cumulative", "delta"])
+async def test_exponential_histograms_across_a_change_of_scale(target: Target,
+                                                               temporality: str) -> None:
+    """The SDK's exponential histogram whose range grows 200-fold between exports (a lower
+    scale and new bounds; delta: disjoint ranges): each percentile lies in the bucket of
+    the observation at its rank, in SQL and in memory."""
+    sent = await asyncio.to_thread(send_exponential, target.url, target.project.api_key,
+                                   "protobuf", temporality)
+    service = f"&service_name={sent.service}"
+
+    async def all_exports() -> bool:
+        found = await points(target, f"{sent.histogram}_count", "count", extra=service)
+        return bool(found) and found[0]["count"] == len(sent.scales)
+
+    await wait_for(all_exports, 60, "the exponential histogram's exports")
+    await assert_percentiles_in_their_buckets(
+        sent, lambda aggregation: points(target, sent.histogram, aggregation, extra=service))
 
 
 async def test_bad_input_is_refused_clearly_and_good_records_are_kept(target: Target) -> None:

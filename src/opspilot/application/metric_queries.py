@@ -25,6 +25,7 @@ from opspilot.application.rendering import (
     to_json,
 )
 from opspilot.domain.analysis import Anomaly, AnomalyRequest, DataPoint
+from opspilot.domain.bucket_counts import bucket_bound
 from opspilot.domain.errors import LimitExceeded, ValidationError
 from opspilot.domain.metrics import (
     Aggregation,
@@ -82,19 +83,19 @@ class MetricQueries:
             "series", key, query.window, compute, (query.project_id, names))
 
     async def _from_histogram_buckets(self, query: MetricQuery) -> Series | None:
-        """A percentile of a histogram stored as Prometheus stores one (cumulative
-        `<name>_bucket` counters with an `le` tag, as OTLP and remote-write histograms
-        arrive): per bucket of time, each `le` counter's increase (resets handled), then
+        """A percentile of a histogram stored as Prometheus stores one (`<name>_bucket`
+        counters with an `le` tag, as OTLP and remote-write histograms arrive): per bucket
+        of time, the observations at or below each bound (MetricStore.bucket_increases:
+        counters' increases with resets handled, delta exports each at its own bounds), then
         Prometheus' histogram_quantile over them. The count is the observations in the
         bucket of time. None when the name has no such buckets."""
         selector = attrs.evolve(query.series, name=bucket_series_name(query.series.name))
-        by_le = await self._store.increases_by_tag(attrs.evolve(query, series=selector), "le")
+        by_le = await self._store.bucket_increases(attrs.evolve(query, series=selector))
         bounds: dict[datetime, list[tuple[float, float]]] = defaultdict(list)
         for le, grown in by_le.items():
-            try:
-                upper = float(le)
-            except ValueError:
-                continue  # not a bucket bound: not part of the histogram
+            upper = bucket_bound(le)
+            if upper is None:
+                continue  # not a bound: the stores leave such texts out
             for bucket, count in zip(grown.buckets, grown.values, strict=True):
                 bounds[bucket].append((upper, count))
         buckets, values, counts = [], [], []

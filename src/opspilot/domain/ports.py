@@ -118,10 +118,12 @@ class MetricStore(Protocol):
         (ascending) and `limit` values per key (ascending)."""
         ...
 
-    async def increases_by_tag(self, query: MetricQuery, tag: str) -> dict[str, Series]:
-        """Per value of `tag`, the INCREASE series of the counters the query selects
-        (domain.counter_increases, summed over the series of each value); the query's
-        aggregation is not used. Histogram buckets (`<name>_bucket` by `le`) are read so."""
+    async def bucket_increases(self, query: MetricQuery) -> dict[str, Series]:
+        """Per `le` bound of the histogram bucket counters the query selects
+        (`<name>_bucket`), the observations at or below it in each bucket of time
+        (domain.bucket_counts: cumulative series by their increases, delta exports each read
+        at its own bounds); `le` texts that name no bound are left out, and the query's
+        aggregation is not used."""
         ...
 
     async def aggregate_windows(self, requests: Sequence[WindowRequest]) -> list[WindowValue]:

@@ -45,7 +45,9 @@ from opspilot.domain.ingest import Stream
 from tests.otel_clients import (
     ENCODINGS,
     LATENCY_BOUNDS,
+    assert_percentiles_in_their_buckets,
     expected_quantile,
+    send_exponential,
     send_logs,
     send_metrics,
 )
@@ -112,6 +114,25 @@ async def test_the_sdk_exports_metrics_that_the_queries_answer(
                 "delta"}
         assert all("__temporality__" not in p.tags
                    for p in store[(tenant.project_id, sent.gauge)])
+
+
+@pytest.mark.parametrize("temporality", ["cumulative", "delta"])
+async def test_exponential_histogram_percentiles_across_a_change_of_scale(
+    api: Any, tenant: Any, container: Any, clock: FixedClock, temporality: str
+) -> None:
+    """The SDK's exponential histogram, small values then large ones: the cumulative one
+    lowers its scale and adds bounds, the delta exports cover disjoint ranges. Each
+    percentile lies in the bucket (at the coarsest scale sent) of the observation at its
+    rank, as it would with fixed bounds."""
+    base = str(api.make_url("")).rstrip("/")
+    sent = await asyncio.to_thread(send_exponential, base, tenant.api_key, "protobuf",
+                                   temporality)
+    await drain(container)
+    if temporality == "cumulative":
+        assert sent.scales[0] > sent.scales[1], sent.scales  # the layout did change
+    await assert_percentiles_in_their_buckets(
+        sent, lambda aggregation: series(api, tenant, clock, sent.histogram, aggregation,
+                                         f"&service_name={sent.service}"))
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)

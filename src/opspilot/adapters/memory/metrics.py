@@ -14,6 +14,13 @@ from datetime import UTC, datetime
 import attrs
 
 from opspilot.domain import sketch
+from opspilot.domain.bucket_counts import (
+    Addition,
+    Export,
+    bucket_bound,
+    counts_per_bound,
+    series_additions,
+)
 from opspilot.domain.errors import RecordsRejected
 from opspilot.domain.ingest import MetricBatch
 from opspilot.domain.labels import (
@@ -191,9 +198,9 @@ class InMemoryMetricStore:
             query.bucketing.label, values,
         )
 
-    def _growths(self, project_id: str, series: SeriesSelector, window: TimeRange,
-                 group_tag: str | None = None) -> Iterator[tuple[str | None, datetime, float]]:
-        """(group, time, growth) of every matching counter series (domain.counter_increases),
+    def _growths(self, project_id: str, series: SeriesSelector, window: TimeRange
+                 ) -> Iterator[tuple[datetime, float]]:
+        """(time, growth) of every matching counter series (domain.counter_increases),
         reading COUNTER_LOOKBACK before the window for the first sample's predecessor."""
         reach = TimeRange(max(window.start - COUNTER_LOOKBACK, EARLIEST), window.end)
         by_series: dict[tuple[str | None, frozenset[tuple[str, str]]], list[MetricPoint]] = (
@@ -201,15 +208,12 @@ class InMemoryMetricStore:
         for point in self._select(project_id, series, reach):
             by_series[(point.service, frozenset(point.tags.items()))].append(point)
         for points in by_series.values():
-            group = points[0].tags.get(group_tag) if group_tag else None
             ordered = sorted((p.timestamp, p.value) for p in points)
-            delta = is_delta(points[0].tags)
-            for moment, grown in counter_increases(ordered, window.start, delta):
-                yield group, moment, grown
+            yield from counter_increases(ordered, window.start, is_delta(points[0].tags))
 
     def _counter_series(self, query: MetricQuery) -> Series:
         buckets: dict[datetime, list[float]] = defaultdict(list)
-        for _, moment, grown in self._growths(query.project_id, query.series, query.window):
+        for moment, grown in self._growths(query.project_id, query.series, query.window):
             buckets[query.bucketing.floor(moment)].append(grown)
         seconds = query.bucketing.width.total_seconds()
         per = seconds if query.aggregation is Aggregation.RATE else 1.0
@@ -218,19 +222,31 @@ class InMemoryMetricStore:
         return Series.of_points(query.series.name, query.series.service, query.aggregation,
                                 query.bucketing.label, values)
 
-    async def increases_by_tag(self, query: MetricQuery, tag: str) -> dict[str, Series]:
-        buckets: dict[str, dict[datetime, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for group, moment, grown in self._growths(query.project_id, query.series, query.window,
-                                                  tag):
-            if group is not None:
-                buckets[group][query.bucketing.floor(moment)].append(grown)
-        return {
-            group: Series.of_points(
-                query.series.name, query.series.service, Aggregation.INCREASE,
-                query.bucketing.label,
-                [BucketValue(b, math.fsum(g), len(g)) for b, g in sorted(found.items())])
-            for group, found in sorted(buckets.items())
-        }
+    async def bucket_increases(self, query: MetricQuery) -> dict[str, Series]:
+        window, floor = query.window, query.bucketing.floor
+        reach = TimeRange(max(window.start - COUNTER_LOOKBACK, EARLIEST), window.end)
+        # (service, tags but `le`) → time → that export's (bound, le, count)
+        series: dict[tuple[str | None, frozenset[tuple[str, str]]],
+                     dict[datetime, list[tuple[float, str, float]]]] = defaultdict(
+            lambda: defaultdict(list))
+        for point in self._select(query.project_id, query.series, reach):
+            le = point.tags.get("le", "")
+            bound = bucket_bound(le)
+            if bound is not None:
+                rest = frozenset((k, v) for k, v in point.tags.items() if k != "le")
+                series[(point.service, rest)][point.timestamp].append((bound, le, point.value))
+        per_bucket: dict[datetime, list[Addition]] = defaultdict(list)
+        for (_, rest), by_time in series.items():
+            exports = [Export(at, tuple(counts)) for at, counts in sorted(by_time.items())]
+            for addition in series_additions(exports, window.start, is_delta(dict(rest))):
+                per_bucket[floor(addition.at)].append(addition)
+        found: dict[str, list[BucketValue]] = defaultdict(list)
+        for start in sorted(per_bucket):
+            for le, (count, n) in counts_per_bound(per_bucket[start]).items():
+                found[le].append(BucketValue(start, count, n))
+        return {le: Series.of_points(query.series.name, query.series.service,
+                                     Aggregation.INCREASE, query.bucketing.label, values)
+                for le, values in sorted(found.items())}
 
     async def drop_before(self, cutoff: datetime | None,
                           by_project: Mapping[str, datetime | None] | None = None) -> list[str]:
@@ -400,7 +416,7 @@ class InMemoryMetricStore:
         )
 
     def _counter_window(self, request: WindowRequest) -> WindowValue:
-        grown = [g for _, _, g in self._growths(request.project_id, request.series,
+        grown = [g for _, g in self._growths(request.project_id, request.series,
                                                 request.window)]
         if not grown:
             return WindowValue(None, 0)

@@ -28,6 +28,7 @@ from opspilot.adapters.postgres.series_sql import (
     fetch_samples,
     fetch_step_values,
 )
+from opspilot.domain.bucket_counts import BOUND_PATTERN, INFINITY_PATTERN
 from opspilot.domain.ingest import MetricBatch, Stream
 from opspilot.domain.labels import Labels, SampleSeries, SeriesSelection
 from opspilot.domain.metrics import (
@@ -103,12 +104,53 @@ def counter_value_sql(aggregation: Aggregation, bucket: str | None) -> str:
     return f"sum({_GROWTH}) / extract(epoch FROM {seconds})"
 
 
-def increases_by_tag_sql(bucket: str) -> str:
-    """Growths summed per (value of the tag $9, bucket), for one selector."""
-    return (f"SELECT g.tags->>$9::text AS grp, {bucket}(q.width, g.ts, {EPOCH}) AS bucket,"
-            f" sum({_GROWTH}) AS value, count(*) AS n"
-            f" FROM {_selectors(1, False)} CROSS JOIN LATERAL ({GROWTHS_SQL}) g"
-            f" WHERE {_GROWN} AND g.tags ? $9::text GROUP BY 1, 2 ORDER BY 1, 2")
+# An `le` text as a bound (domain.bucket_counts.bucket_bound, same patterns); numeric, so
+# that every text the pattern admits is read without overflow.
+_LE = "m.tags->>'le'"
+_BOUND = (f"CASE WHEN {_LE} ~* '{INFINITY_PATTERN}' THEN 'Infinity'::numeric"
+          f" WHEN {_LE} ~ '{BOUND_PATTERN}' THEN ({_LE})::numeric END")
+
+# The histogram's bucket samples of one selector, from the lookback before the window on:
+# each with what its bound adds beyond the previous bound of its export (the series' samples
+# at one time), the export's total, whether the series had an export before it, and the
+# next export's time and total (domain.bucket_counts).
+_EXPORT_ROWS = f"""
+    SELECT m.service_name AS service, m.tags - 'le' AS rest, {_LE} AS le, {_BOUND} AS bound,
+           m."timestamp" AS ts, m.metric_value AS v,
+           coalesce(m.tags @> '{_DELTA}'::jsonb, false) AS delta
+    FROM {tiered_rows("q.project_id", f"q.start_ts - {_LOOKBACK}", "q.end_ts")} m
+    WHERE m.project_id = q.project_id AND m.metric_name = q.name
+      AND m."timestamp" >= q.start_ts - {_LOOKBACK} AND m."timestamp" < q.end_ts
+      AND (q.service IS NULL OR m.service_name = q.service)
+      AND (q.tags IS NULL OR m.tags @> q.tags) AND {_BOUND} IS NOT NULL"""
+_ADDED = f"""
+    SELECT r.*, r.v - coalesce(lag(r.v) OVER export, 0) AS added,
+           max(r.v) OVER (PARTITION BY r.service, r.rest, r.ts) AS total,
+           dense_rank() OVER (PARTITION BY r.service, r.rest ORDER BY r.ts) > 1 AS grown
+    FROM ({_EXPORT_ROWS}) r
+    WINDOW export AS (PARTITION BY r.service, r.rest, r.ts ORDER BY r.bound, r.le)"""
+_NEXT = f"""
+    SELECT a.*, min(a.ts) OVER later AS next_ts, first_value(a.total) OVER later AS next_total
+    FROM ({_ADDED}) a
+    WINDOW later AS (PARTITION BY a.service, a.rest ORDER BY a.ts
+                     RANGE BETWEEN '1 microsecond' FOLLOWING AND UNBOUNDED FOLLOWING)"""
+
+
+def bucket_increases_sql(bucket: str) -> str:
+    """Per (`le`, bucket of time), for one selector: the running sum over the bounds of
+    the exports' additions — each export's own (delta, or the new side of a cumulative
+    growth), and the previous export's subtracted at the next export's time unless the
+    total fell (a reset) — for the bounds some export counts there (domain.bucket_counts)."""
+    additions = ("SELECT le, bound, ts AS at, added, 1 AS counted FROM x"
+                 " WHERE ts >= q.start_ts AND (delta OR grown)"
+                 " UNION ALL SELECT le, bound, next_ts, -added, 0 FROM x"
+                 " WHERE NOT delta AND next_ts >= q.start_ts AND next_total >= total")
+    per_bound = (f"SELECT le, bound, {bucket}(q.width, at, {EPOCH}) AS at, sum(added) AS added,"
+                 f" sum(counted) AS n FROM ({additions}) c GROUP BY 1, 2, 3")
+    running = (f"WITH x AS ({_NEXT}) SELECT le, at, sum(added) OVER (PARTITION BY at"
+               f" ORDER BY bound, le) AS value, n FROM ({per_bound}) b")
+    return (f"SELECT s.le, s.at, s.value, s.n::int FROM {_selectors(1, False)}"
+            f" CROSS JOIN LATERAL ({running}) s WHERE s.n > 0 ORDER BY 1, 2")
 
 
 def block_sql(aggregation: Aggregation, many: bool, first: int, bucket: str | None) -> str:
@@ -421,12 +463,12 @@ class PostgresMetricStore:
         async with self._db.connection() as conn:
             return [row[0] for row in await conn.fetch(sql, *args)]
 
-    async def increases_by_tag(self, query: MetricQuery, tag: str) -> dict[str, Series]:
-        sql = increases_by_tag_sql("time_bucket" if self._db.timescale else "date_bin")
+    async def bucket_increases(self, query: MetricQuery) -> dict[str, Series]:
+        sql = bucket_increases_sql("time_bucket" if self._db.timescale else "date_bin")
         args = _selector_row(0, (query.project_id, query.series, query.window, query.aggregation,
                                  query.bucketing.width))
         async with self._db.connection() as conn:
-            rows = await conn.fetch(sql, *args, tag)
+            rows = await conn.fetch(sql, *args)
         found: dict[str, Series] = {}
         for group, runs in itertools.groupby(rows, key=_first):
             run = list(runs)
