@@ -157,16 +157,20 @@ async def test_a_closed_day_emptied_by_compaction_gives_its_pages_back() -> None
 
 
 async def test_each_value_encoding_reads_back_exactly_with_exact_percentiles() -> None:
-    """A gauge (offsets from the first value, int2), a fast counter (deltas int2 where
-    offsets would need int4), and full-precision floats (float8): each series' block uses
-    the encoding meant for it, and whole-hour percentiles (values read without their
-    timestamps) and 1-minute ones (decoded with them) equal percentile_cont on raw rows."""
+    """A gauge (offsets int2), a wide gauge (a span of 60,000 units: int2 offsets from
+    the middle of its range), a wider one (int4 offsets), a fast counter (deltas int2
+    where offsets would need int4), and full-precision floats (float8): each series'
+    block uses the encoding meant for it, and whole-hour percentiles (values read without
+    their timestamps) and 1-minute ones (decoded with them) equal percentile_cont on raw
+    rows."""
     import random
 
     rng = random.Random(11)
     start = T0
     series = {
         "gauge": [round(50 + rng.gauss(0, 5), 2) for _ in range(360)],
+        "wide": [-7_000.0 + 60_000 * (i % 2) + rng.randrange(10) for i in range(360)],
+        "wider": [float(rng.randrange(-10**6, 10**6)) for _ in range(360)],
         "counter": [1_000_000.0 + 20_000 * i + rng.randrange(50) for i in range(360)],
         "float": [rng.lognormvariate(2, 1) for _ in range(360)],
     }
@@ -183,9 +187,11 @@ async def test_each_value_encoding_reads_back_exactly_with_exact_percentiles() -
         async with db.connection() as conn:
             kinds = dict(await conn.fetch(
                 "SELECT s.metric_name, concat_ws(',', CASE WHEN v_o2 IS NOT NULL THEN 'o2' END,"
+                " CASE WHEN v_o4 IS NOT NULL THEN 'o4' END,"
                 " CASE WHEN v_d2 IS NOT NULL THEN 'd2' END, CASE WHEN v_f8 IS NOT NULL"
                 " THEN 'f8' END) FROM metric_blocks JOIN metric_series s USING (series_id)"))
-        assert kinds == {"gauge": "o2", "counter": "d2", "float": "f8"}
+        assert kinds == {"gauge": "o2", "wide": "o2", "wider": "o4", "counter": "d2",
+                         "float": "f8"}
         compacted = await db.metric_store.query(queries)
     assert [list(s.values) for s in compacted] == [list(s.values) for s in hot]
     assert [list(s.counts) for s in compacted] == [list(s.counts) for s in hot]

@@ -89,6 +89,11 @@ UPDATE _compact_keys k SET series_id = s.series_id FROM metric_series s
 WHERE s.project_id = k.project_id AND s.metric_name = k.metric_name
   AND s.service_name = k.service_name AND md5(s.tags::text) = md5(k.tags)"""
 
+# The keys' statistics: without them the planner guesses hundreds of keys and joins the hot
+# rows by a merge join, sorting them on four text columns (collation-aware): 2x the
+# statement's time, measured.
+ANALYZE_KEYS = "ANALYZE _compact_keys"
+
 KEYED = f"""
 INSERT INTO _compact_rows
 SELECT k.series_id, date_bin({PERIOD}, h.ts, {EPOCH}), h.ts, h.v, h.id
@@ -124,41 +129,52 @@ def _width(magnitude: str) -> str:
             f" THEN 2 WHEN {magnitude} <= {INT4_MAX} THEN 4 ELSE 8 END")
 
 
-# One sort and one window pass per batch: the per-period encodings are decided on the
-# aggregated arrays (an int8[] cast to int4[]/int2[] is one C loop), not by a second window.
-# The arrays are aggregated in the window's output order, which is (series, period, ts, id):
-# an `ORDER BY i` in each array_agg would sort every group again per array (PostgreSQL 15
-# does not reuse presorted input there; measured 35% of the statement). `seq` proves the
-# order held: were it ever broken, the statement fails (nothing is written, the period stays
-# hot) rather than store a scrambled block.
-# Scaled values are stored as offsets from the first (decoded without a running sum: a
-# percentile over whole blocks reads them in a plain projection) unless deltas fit a
-# narrower type (a fast counter: deltas int2, offsets int4).
+# One sort and one window pass per batch, three cheap window functions. A first grouping
+# pass over the rows fixes each block's scale and value range, so the offsets are known
+# before the window: from the middle of the range (`base`: a span of 65,535 fits int2,
+# 2^32 - 1 int4), computed per row without a running value. Only the timestamps' deltas
+# and the values' deltas (for a block whose offsets need int4 or more: a fast counter)
+# need `lag`. The arrays are aggregated in the window's output order, which is (series,
+# period, ts, id): an `ORDER BY i` in each array_agg would sort every group again per
+# array (PostgreSQL 15 does not reuse presorted input there). `seq` proves the order held:
+# were it ever broken, the statement fails (nothing is written, the period stays hot)
+# rather than store a scrambled block. Arrays a block cannot use are not built (FILTER).
 WRITE_BLOCKS = f"""
-WITH scales AS (
+WITH stats AS (
     SELECT series_id, period, max(CASE {_SCALE_CASE} ELSE 99 END) AS scale,
-           max(abs(v)) AS top
+           min(v) AS lo, max(v) AS hi
     FROM _compact_rows GROUP BY 1, 2),
-divisors AS (
-    SELECT series_id, period, CASE WHEN scale < 99 AND top * ({_DIVISORS})[scale + 1] < {MAX_EXACT!r}
-                           THEN ({_DIVISORS})[scale + 1] END AS div
-    FROM scales),
+scaled AS (
+    SELECT series_id, period, lo, hi,
+           CASE WHEN scale < 99 AND greatest(-lo, hi) * ({_DIVISORS})[scale + 1] < {MAX_EXACT!r}
+                THEN ({_DIVISORS})[scale + 1] END AS div
+    FROM stats),
+frames AS MATERIALIZED (
+    SELECT series_id, period, div, width_o,
+           round(lo * div)::int8 + CASE width_o WHEN 2 THEN {INT2_MAX + 1}
+                                                WHEN 4 THEN {INT4_MAX + 1} ELSE 0 END AS base
+    FROM (SELECT *, CASE WHEN div IS NULL THEN 8
+                         WHEN round(hi * div) - round(lo * div) <= {2 * INT2_MAX + 1} THEN 2
+                         WHEN round(hi * div) - round(lo * div) <= {2 * INT4_MAX + 1} THEN 4
+                         ELSE 8 END AS width_o
+          FROM scaled) s),
 steps AS (
-    SELECT r.series_id, r.period, r.ts, r.v, d.div, round(r.v * d.div)::int8 AS sv,
+    SELECT x.series_id, x.period, x.ts, x.v, x.div, x.width_o, x.base, x.ov,
            row_number() OVER w AS i,
-           {_micros("r.ts - lag(r.ts) OVER w")} AS dt,
-           {_micros("r.ts - first_value(r.ts) OVER w")} AS offs,
-           round(r.v * d.div)::int8 - lag(round(r.v * d.div)::int8) OVER w AS dv,
-           round(r.v * d.div)::int8 - first_value(round(r.v * d.div)::int8) OVER w AS ov
-    FROM _compact_rows r JOIN divisors d USING (series_id, period)
-    WINDOW w AS (PARTITION BY r.series_id, r.period ORDER BY r.ts, r.id)),
+           {_micros("x.ts - lag(x.ts) OVER w")} AS dt,
+           x.ov - lag(x.ov) OVER w AS dv
+    FROM (SELECT r.*, f.div, f.width_o, f.base, round(r.v * f.div)::int8 - f.base AS ov
+          FROM _compact_rows r JOIN frames f USING (series_id, period) OFFSET 0) x
+    WINDOW w AS (PARTITION BY x.series_id, x.period ORDER BY x.ts, x.id)),
 grouped AS (
-    SELECT series_id, period, min(ts) AS first_ts, min(sv) FILTER (WHERE i = 1) AS v_first,
-           min(div) AS div, coalesce(max(dt), 0) AS max_dt,
-           {_width("max(abs(dv))")} AS width_d, {_width("max(abs(ov))")} AS width_o,
-           array_agg(coalesce(dt, 0)) AS dts, array_agg(offs) AS offs,
-           array_agg(coalesce(dv, 0)) AS dvs, array_agg(ov) AS ovs,
-           array_agg(v) AS vs, array_agg(i) AS seq, count(*) AS n
+    SELECT series_id, period, min(ts) AS first_ts, min(div) AS div, min(base) AS base,
+           min(width_o) AS width_o, coalesce(max(dt), 0) AS max_dt,
+           {_width("max(abs(dv))")} AS width_d,
+           array_agg(coalesce(dt, 0)) AS dts,
+           array_agg(ov) FILTER (WHERE div IS NOT NULL) AS ovs,
+           array_agg(coalesce(dv, 0)) FILTER (WHERE width_o > 2 AND div IS NOT NULL) AS dvs,
+           array_agg(v) FILTER (WHERE width_o = 8) AS vs,
+           array_agg(i) AS seq, count(*) AS n
     FROM steps GROUP BY series_id, period),
 chosen AS (
     SELECT *, width_o <= width_d AS by_offset, least(width_o, width_d) AS width FROM grouped)
@@ -169,8 +185,11 @@ SELECT series_id, period,
             ELSE ('compaction: points of series ' || series_id || ' out of order')::timestamptz
        END,
        CASE WHEN max_dt <= {INT4_MAX} THEN dts::int4[] END,
-       CASE WHEN max_dt > {INT4_MAX} THEN offs END,
-       CASE WHEN width < 8 THEN v_first END, CASE WHEN width < 8 THEN div END,
+       CASE WHEN max_dt > {INT4_MAX} THEN ARRAY(
+           SELECT (sum(d) OVER (ORDER BY k))::int8 FROM unnest(dts) WITH ORDINALITY u(d, k)
+           ORDER BY k) END,
+       CASE WHEN width < 8 AND by_offset THEN base WHEN width < 8 THEN base + ovs[1] END,
+       CASE WHEN width < 8 THEN div END,
        CASE WHEN NOT by_offset AND width = 2 THEN dvs::int2[] END,
        CASE WHEN NOT by_offset AND width = 4 THEN dvs::int4[] END,
        CASE WHEN by_offset AND width = 2 THEN ovs::int2[] END,
@@ -190,7 +209,7 @@ GROUP BY series_id, period"""
 
 
 # After TAKE_HOT, in this order (each its own statement: see SERIES_IDS).
-PIPELINE = (DISTINCT_KEYS, NEW_SERIES, SERIES_IDS, KEYED, REOPEN_BLOCKS, DROP_SUMMARIES,
+PIPELINE = (DISTINCT_KEYS, NEW_SERIES, SERIES_IDS, ANALYZE_KEYS, KEYED, REOPEN_BLOCKS, DROP_SUMMARIES,
             WRITE_BLOCKS, WRITE_SUMMARIES)
 
 
