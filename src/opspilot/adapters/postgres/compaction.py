@@ -286,3 +286,104 @@ async def reclaim_closed_days(conn: Any, partitions: Any, limit: datetime,
     done.update(emptied)
     return emptied
 
+
+
+# -- TimescaleDB: summaries only (ADR 0017) ----------------------------------------------
+# The raw points stay in the hypertable (TimescaleDB compresses its chunks itself); the
+# job writes the hourly summaries of the (project, hour) pairs ingest marked in
+# `metric_pending_summaries` (migration 0008), rewritten whole from the hot rows each time
+# (late points included), so that they can outlive the values. Reads use a summary only
+# where the values have expired (metric_sql: `blocks=False`).
+
+# Ingest, in the batch's own transaction: the pairs its points fall in.
+MARK_PENDING = """
+INSERT INTO metric_pending_summaries (project_id, period_start)
+SELECT * FROM unnest($1::text[], $2::timestamptz[]) ORDER BY 2, 1
+ON CONFLICT DO NOTHING"""
+
+PENDING_PERIODS = """
+SELECT period_start, count(*) AS n FROM metric_pending_summaries
+WHERE period_start <= $1 GROUP BY 1 ORDER BY 1"""
+
+SUMMARY_SCRATCH = SCRATCH + """;
+CREATE TEMP TABLE IF NOT EXISTS _summarise (project_id text, period timestamptz)
+    ON COMMIT DELETE ROWS"""
+
+# Taken before the hot rows are read: a point committed after this statement's snapshot
+# marks its pair again (its insert waits for this delete, then finds no row), so the next
+# run summarises it; one committed before is seen by COPY_PENDING_HOT (a later snapshot).
+TAKE_PENDING = """
+WITH taken AS (DELETE FROM metric_pending_summaries WHERE period_start = ANY($1::timestamptz[])
+               RETURNING project_id, period_start)
+INSERT INTO _summarise SELECT * FROM taken"""
+
+COPY_PENDING_HOT = f"""
+INSERT INTO _compact_hot
+SELECT m.project_id, m.metric_name, coalesce(m.service_name, ''),
+       coalesce(m.tags, '{{}}'::jsonb)::text, m."timestamp", m.metric_value, m.id
+FROM _summarise p JOIN metrics m ON m.project_id = p.project_id
+ AND m."timestamp" >= p.period AND m."timestamp" < p.period + {PERIOD}
+WHERE m."timestamp" >= $1 AND m."timestamp" < $2"""
+
+# A (series, hour) with hot rows gets its summary rewritten whole from them (DROP_SUMMARIES
+# then WRITE_SUMMARIES); one without (its values expired) keeps the summary it has.
+SUMMARY_PIPELINE = (DISTINCT_KEYS, NEW_SERIES, SERIES_IDS, KEYED, DROP_SUMMARIES,
+                    WRITE_SUMMARIES)
+
+
+SUMMARY_RUN = 6  # consecutive periods summarised in one transaction, at most
+
+
+def summary_runs(periods: list[tuple[datetime, int]]) -> list[list[datetime]]:
+    """Runs of consecutive periods (a pair count says nothing of their points: the runs
+    stay short)."""
+    runs: list[list[datetime]] = []
+    for period, _ in periods:
+        if (runs and len(runs[-1]) < SUMMARY_RUN
+                and runs[-1][-1] + COMPACTION_PERIOD == period):
+            runs[-1].append(period)
+        else:
+            runs.append([period])
+    return runs
+
+
+def pending_pairs(points: Any) -> tuple[list[str], list[datetime]]:
+    """The distinct (project, period) pairs of (project_id, timestamp, ...) rows, as the
+    two columns MARK_PENDING takes."""
+    seconds = int(COMPACTION_PERIOD.total_seconds())
+    pairs = sorted({(row[0], int(row[1].timestamp() // seconds) * seconds) for row in points})
+    return ([p for p, _ in pairs],
+            [datetime.fromtimestamp(start, UTC) for _, start in pairs])
+
+
+async def pending_periods(conn: Any, before: datetime) -> list[tuple[datetime, int]]:
+    """The closed periods (ending at or before `before`) with pairs to summarise, oldest
+    first, with their pairs."""
+    return [(r["period_start"], r["n"])
+            for r in await conn.fetch(PENDING_PERIODS, before - COMPACTION_PERIOD)]
+
+
+async def summarise_periods(conn: Any, periods: list[datetime],
+                            lock_key: Callable[[datetime], str]) -> tuple[int, int, int]:
+    """Rewrite the summaries of the pending pairs of `periods` in one transaction:
+    (periods taken, periods summarised, hot points read). Periods another compactor holds
+    are left out."""
+    async with conn.transaction():
+        got = await conn.fetchval(TRY_LOCKS, [lock_key(p) for p in periods])
+        taken = [periods[i] for i in got]
+        if not taken:
+            return 0, 0, 0
+        await conn.execute(SUMMARY_SCRATCH)
+        await conn.execute(WORK_MEM)
+        await conn.execute(TAKE_PENDING, taken)
+        # Constant bounds as well as the join's: the hypertable's chunks outside are
+        # excluded when the statement is planned.
+        status = await conn.execute(COPY_PENDING_HOT, min(taken),
+                                    max(taken) + COMPACTION_PERIOD)
+        read = int(status.rsplit(" ", 1)[1])
+        if read == 0:
+            return len(taken), 0, 0
+        for statement in SUMMARY_PIPELINE:
+            await conn.execute(statement)
+        periods_done = await conn.fetchval("SELECT count(DISTINCT period) FROM _compact_rows")
+        return len(taken), int(periods_done), read

@@ -132,8 +132,11 @@ def _partials(aggregation: Aggregation, value: str | None) -> str:
     return ", ".join(parts)
 
 
-def summary_inner(aggregation: Aggregation, function: str | None) -> str:
-    """Count, sum, min, max or avg of one selector, per bucket (or one row: the window)."""
+def summary_inner(aggregation: Aggregation, function: str | None, blocks: bool = True) -> str:
+    """Count, sum, min, max or avg of one selector, per bucket (or one row: the window).
+    `blocks`: the compact tier holds the values (plain PostgreSQL), so a summary answers
+    for its whole block; without (TimescaleDB: the values stay hot rows) a summary answers
+    only once its values have expired."""
     group = " GROUP BY 1"
     hot = (f"SELECT {_bucket(function, HOT_TS)} AS bucket,"
            f" {_partials(aggregation, 'm.metric_value')} FROM metrics m {HOT_WHERE}{group}")
@@ -141,13 +144,14 @@ def summary_inner(aggregation: Aggregation, function: str | None) -> str:
         function, f"{_bucket(function, 'p.ts')}, {_partials(aggregation, 'p.v')}",
         only_partial=True) + group
     expired = "u.period_start < t.values_before"
+    unexpired = _whole(function, "u.period_start") if blocks else "false"
     summaries = (
         f"SELECT {_bucket(function, 'u.period_start')},"
         f" {_partials(aggregation, None)}"
         f" FROM metric_series s JOIN metric_summaries u ON u.series_id = s.series_id"
         f" WHERE {SERIES_WHERE} AND {_overlapping('u')}"
         f" AND (CASE WHEN {expired} THEN u.period_start >= q.start_ts"
-        f" ELSE {_whole(function, 'u.period_start')} END){group}")
+        f" ELSE {unexpired} END){group}")
     parts = f"{hot} UNION ALL {decoded_part} UNION ALL {summaries}"
     merged = ("SELECT y.bucket, sum(y.n)::int8 AS n, sum(y.s) AS s, min(y.lo) AS lo,"
               f" max(y.hi) AS hi FROM ({parts}) y(bucket, n, s, lo, hi)")
@@ -188,12 +192,13 @@ def percentile_inner(aggregation: Aggregation, function: str | None) -> str:
             + (" GROUP BY 1" if function else ""))
 
 
-def inner_sql(aggregation: Aggregation, function: str | None) -> str:
+def inner_sql(aggregation: Aggregation, function: str | None, blocks: bool = True) -> str:
     """One selector's rows (bucket, value, n): per bucket with `function` (date_bin or
-    time_bucket), else exactly one row for the whole window (value NULL, n 0 when empty)."""
+    time_bucket), else exactly one row for the whole window (value NULL, n 0 when empty).
+    `blocks`: see summary_inner (percentiles read summaries only where values expired)."""
     if aggregation.quantile is not None:
         return percentile_inner(aggregation, function)
-    return summary_inner(aggregation, function)
+    return summary_inner(aggregation, function, blocks)
 
 
 def histogram_values() -> str:

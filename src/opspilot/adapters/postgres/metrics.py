@@ -153,11 +153,12 @@ def bucket_increases_sql(bucket: str) -> str:
             f" CROSS JOIN LATERAL ({running}) s WHERE s.n > 0 ORDER BY 1, 2")
 
 
-def block_sql(aggregation: Aggregation, many: bool, first: int, bucket: str | None) -> str:
+def block_sql(aggregation: Aggregation, many: bool, first: int, bucket: str | None,
+              blocks: bool = True) -> str:
     """One aggregation's share of a read over both tiers (metric_sql.py): bucketed
     (`bucket` is the bucket function) or one value per selector (aggregate_windows: exactly
     one row each, even with no points). Counters' increase/rate read the growths of both
-    tiers' raw points."""
+    tiers' raw points. `blocks`: see metric_sql.summary_inner (False on TimescaleDB)."""
     if aggregation.on_counters:
         value = counter_value_sql(aggregation, bucket)
         source = f"FROM ({GROWTHS_SQL}) g WHERE {_GROWN}"
@@ -167,7 +168,7 @@ def block_sql(aggregation: Aggregation, many: bool, first: int, bucket: str | No
             inner = (f"SELECT {bucket}(q.width, g.ts, {EPOCH}) AS bucket, {value} AS value,"
                      f" count(*) AS n {source} GROUP BY 1")
     else:
-        inner = inner_sql(aggregation, bucket)
+        inner = inner_sql(aggregation, bucket, blocks)
     return (f"SELECT q.ord, b.bucket, b.value, b.n"
             f" FROM {_selectors(first, many)} {SELECTOR_TIERS} CROSS JOIN LATERAL ({inner}) b")
 
@@ -175,25 +176,26 @@ def block_sql(aggregation: Aggregation, many: bool, first: int, bucket: str | No
 Selector = tuple[str, SeriesSelector, TimeRange, Aggregation, Any]  # … , bucket width
 
 
-def read_statement(items: Sequence[Selector], bucket: str | None) -> tuple[str, list[Any]]:
+def read_statement(items: Sequence[Selector], bucket: str | None, blocks: bool = True
+                   ) -> tuple[str, list[Any]]:
     """ONE statement for every selector: a block per aggregation (so each computes only its
     own aggregate), joined with UNION ALL; rows come back ordered by (selector, bucket)."""
     groups: dict[Aggregation, list[int]] = {}
     for index, item in enumerate(items):
         groups.setdefault(item[3], []).append(index)
-    blocks: list[str] = []
+    parts: list[str] = []
     args: list[Any] = []
     for aggregation in sorted(groups, key=lambda a: a.value):
         indices = groups[aggregation]
         many = len(indices) > 1
-        blocks.append(block_sql(aggregation, many, len(args) + 1, bucket))
+        parts.append(block_sql(aggregation, many, len(args) + 1, bucket, blocks))
         rows = [_selector_row(i, items[i]) for i in indices]
         if many:
             args.extend(list(column) for column in zip(*rows, strict=True))
         else:
             args.extend(rows[0])
     order = "ORDER BY 1, 2" if bucket else "ORDER BY 1"
-    return " UNION ALL ".join(blocks) + f" {order}", args
+    return " UNION ALL ".join(parts) + f" {order}", args
 
 
 def _selector_row(index: int, item: Selector) -> tuple[Any, ...]:
@@ -385,14 +387,21 @@ class PostgresMetricStore:
             if batch.metadata:
                 described.setdefault(batch.message_id, batch)
 
-        async def write_metadata(conn: Any, fresh: list[str]) -> None:
+        timescale = self._db.timescale
+
+        async def write_also(conn: Any, fresh: list[str]) -> None:
             latest = {(b.project_id, m.name): m for mid in fresh
                       if (b := described.get(mid)) is not None for m in b.metadata}
             if latest:
                 await conn.execute(UPSERT_METADATA, *metadata_columns(latest))
+            if timescale:  # the hours whose summaries these points change (migration 0008)
+                projects, periods = compaction.pending_pairs(
+                    row for mid in fresh for row in records[mid])
+                if projects:
+                    await conn.execute(compaction.MARK_PENDING, projects, periods)
 
         return await self._db.copy_once("metrics", COLUMNS, Stream.METRICS, records, 1,
-                                        write_metadata if described else None)
+                                        write_also if described or timescale else None)
 
     async def metric_metadata(self, project_id: str) -> dict[str, MetricMetadata]:
         async with self._db.connection() as conn:
@@ -408,6 +417,7 @@ class PostgresMetricStore:
             [(q.project_id, q.series, q.window, q.aggregation, q.bucketing.width)
              for q in queries],
             "time_bucket" if self._db.timescale else "date_bin",
+            blocks=not self._db.timescale,
         )
         async with self._db.connection() as conn:
             rows = await conn.fetch(sql, *args)
@@ -485,6 +495,7 @@ class PostgresMetricStore:
                     [(r.project_id, r.series, r.window, r.aggregation, None)
                      for r in requests[start : start + WINDOW_CHUNK]],
                     None,
+                    blocks=not self._db.timescale,
                 )
                 rows = await conn.fetch(sql, *args)
                 results.extend(WindowValue(value if n else None, n) for _, _, value, n in rows)
@@ -520,9 +531,9 @@ class PostgresMetricStore:
     # -- the compacted tier (MetricCompaction) ---------------------------------------------
 
     async def compact(self, before: datetime, max_periods: int = 1_000) -> CompactionResult:
-        if self._db.timescale:  # TimescaleDB compresses its chunks itself
-            return CompactionResult(0, 0, 0)
         limit = Bucketing(COMPACTION_PERIOD).floor(before)
+        if self._db.timescale:  # TimescaleDB compresses its chunks itself: summaries only
+            return await self._summarise(limit, max_periods)
         async with self._db.connection() as conn:
             pending = await compaction.closed_periods(conn, limit)
         runs = iter(compaction.batches(pending[:max_periods]))
@@ -542,14 +553,24 @@ class PostgresMetricStore:
         # Counted, not re-read: a second scan would walk the dead tuples just left.
         return CompactionResult(totals[1], totals[2], len(pending) - totals[0])
 
+    async def _summarise(self, limit: datetime, max_periods: int) -> CompactionResult:
+        """TimescaleDB: the summaries of the closed periods ingest marked, one run of
+        consecutive periods per transaction; the hot rows stay."""
+        totals = [0, 0, 0]  # periods taken, summarised, points read
+        async with self._db.connection() as conn:
+            pending = await compaction.pending_periods(conn, limit)
+            for run in compaction.summary_runs(pending[:max_periods]):
+                for i, n in enumerate(await compaction.summarise_periods(
+                        conn, run, self._lock_key)):
+                    totals[i] += n
+        return CompactionResult(totals[1], totals[2], len(pending) - totals[0])
+
     def _lock_key(self, period: datetime) -> str:
         return f"opspilot:compact:{self._db.schema or ''}:{period.isoformat()}"
 
     async def expire_values_before(self, cutoff: datetime | None,
                                    by_project: Mapping[str, datetime | None] | None = None
                                    ) -> list[str]:
-        if self._db.timescale:
-            return await self.drop_before(cutoff, by_project)
         bounds = _Bounds.of(cutoff, by_project)
         if bounds.latest is None:
             return []

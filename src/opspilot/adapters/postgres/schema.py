@@ -176,6 +176,13 @@ metric_project_tiers = sa.Table(
     sa.Column("values_before", TS, nullable=False),
 )
 
+# TimescaleDB (migration 0008): the (project, hour) pairs whose summaries ingest changed.
+metric_pending_summaries = sa.Table(
+    "metric_pending_summaries", metadata,
+    sa.Column("project_id", sa.Text, primary_key=True),
+    sa.Column("period_start", TS, primary_key=True),
+)
+
 log_metadata = sa.Table(
     "log_metadata", metadata,
     sa.Column("id", sa.BigInteger, sa.Identity(always=False), nullable=False),
