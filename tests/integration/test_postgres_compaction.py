@@ -1,5 +1,10 @@
 """PostgreSQL-only behaviour of the compacted tier: crash safety, a period per compactor,
-the per-period lock, the size it reaches, and `opspilot compact --once`."""
+the per-period lock, the size it reaches, and `opspilot compact --once`.
+
+On TimescaleDB (where the server has it) the same job writes summaries only and the points
+stay hot (ADR 0017): `stored` reads the summaries there instead of the blocks, and
+`compacted` says what a test expects after compaction on either layout. The encodings, the
+size and the truncated days are the plain layout's alone."""
 
 from __future__ import annotations
 
@@ -37,27 +42,45 @@ def gauge(hours: int, every_seconds: int = 10, series: int = 3) -> list[MetricPo
 
 
 async def counts(db: Any) -> tuple[int, int, int]:
+    """(hot points, blocks — summaries on TimescaleDB —, points the store counts)."""
+    tier = "metric_summaries" if db.timescale else "metric_blocks"
     async with db.connection() as conn:
         hot = await conn.fetchval("SELECT count(*) FROM metrics")
-        blocks = await conn.fetchval("SELECT count(*) FROM metric_blocks")
+        blocks = await conn.fetchval(f"SELECT count(*) FROM {tier}")
     [total] = await db.metric_store.aggregate_windows(
         [WindowRequest("p", SeriesSelector("cpu"), Aggregation.COUNT, EVERYTHING)])
     return hot, blocks, total.count
+
+
+def compacted(db: Any, points: int, blocks: int) -> tuple[int, int, int]:
+    """`counts` once every closed period is compacted: no hot point left on plain
+    PostgreSQL; on TimescaleDB every point stays hot beside its summaries."""
+    return (points if db.timescale else 0), blocks, points
+
+
+def pipeline(db: Any) -> str:
+    return "SUMMARY_PIPELINE" if db.timescale else "PIPELINE"
+
+
+def plain_only(db: Any) -> None:
+    if db.timescale:
+        pytest.skip("the plain layout's blocks and partitions (TimescaleDB keeps its own)")
 
 
 async def test_a_failed_compaction_leaves_the_period_hot_and_whole(monkeypatch: Any) -> None:
     async with fresh_database() as db:
         points = gauge(hours=2)
         await db.metric_store.write_batches([MetricBatch("m", "p", T0, points)])
-        dying = (*compaction.PIPELINE[:-1], "SELECT 1 / 0")  # in place of WRITE_SUMMARIES
-        monkeypatch.setattr(compaction, "PIPELINE", dying)
+        statements = getattr(compaction, pipeline(db))
+        dying = (*statements[:-1], "SELECT 1 / 0")  # in place of WRITE_SUMMARIES
+        monkeypatch.setattr(compaction, pipeline(db), dying)
         with pytest.raises(Exception, match="division by zero"):  # after blocks were written
             await db.metric_store.compact(LATER)
         assert await counts(db) == (len(points), 0, len(points))
         monkeypatch.undo()
         result = await db.metric_store.compact(LATER)
         assert (result.periods, result.points, result.backlog) == (2, len(points), 0)
-        assert await counts(db) == (0, 6, len(points))
+        assert await counts(db) == compacted(db, len(points), 6)
 
 
 async def test_concurrent_compactors_never_take_a_period_twice() -> None:
@@ -68,7 +91,7 @@ async def test_concurrent_compactors_never_take_a_period_twice() -> None:
         results = await asyncio.gather(*(db.metric_store.compact(end) for _ in range(3)))
         assert sum(r.points for r in results) == len(points)
         assert sum(r.periods for r in results) == 6
-        assert await counts(db) == (0, 18, len(points))
+        assert await counts(db) == compacted(db, len(points), 18)
 
 
 async def test_a_period_locked_elsewhere_is_skipped_and_left_as_backlog() -> None:
@@ -92,8 +115,9 @@ async def test_late_points_merge_into_the_compacted_block() -> None:
                             "s0", {"host": "h0"})]
         await store.write_batches([MetricBatch("late", "p", T0, late)])
         result = await store.compact(LATER)
-        assert (result.periods, result.points) == (1, 1)
-        assert await counts(db) == (0, 3, len(points) + 1)
+        # TimescaleDB rewrites the hour's summaries from all its (hot) points
+        assert (result.periods, result.points) == (1, len(points) + 1 if db.timescale else 1)
+        assert await counts(db) == compacted(db, len(points) + 1, 3)
         [top] = await store.aggregate_windows(
             [WindowRequest("p", SeriesSelector("cpu", "s0"), Aggregation.MAX, EVERYTHING)])
         assert top.value == 1e150  # the merged block fell back to float8 values, exactly
@@ -102,6 +126,7 @@ async def test_late_points_merge_into_the_compacted_block() -> None:
 async def test_regular_gauges_compact_below_ten_bytes_a_point() -> None:
     """On disk, all relations of the tier (their first pages weigh ~3 B a point here)."""
     async with fresh_database() as db:
+        plain_only(db)
         points = gauge(hours=4, series=40)
         await db.metric_store.write_batches([MetricBatch("m", "p", T0, points)])
         await db.metric_store.compact(LATER)
@@ -125,7 +150,7 @@ def test_compact_once_on_the_command_line() -> None:
                 subprocess.run, [sys.executable, "-m", "opspilot.entrypoints.cli", "compact",
                                  "--once"], env=env, capture_output=True, text=True, timeout=120)
             assert done.returncode == 0, done.stderr
-            assert await counts(db) == (0, 6, 2 * 360 * 3)
+            assert await counts(db) == compacted(db, 2 * 360 * 3, 6)
             return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
     report = asyncio.run(run())
@@ -134,6 +159,7 @@ def test_compact_once_on_the_command_line() -> None:
 
 async def test_a_closed_day_emptied_by_compaction_gives_its_pages_back() -> None:
     async with fresh_database() as db:
+        plain_only(db)
         day = datetime(2024, 2, 29, tzinfo=UTC)
         points = [MetricPoint("p", day + timedelta(seconds=30 * i), "cpu", float(i))
                   for i in range(2880)]
@@ -181,6 +207,7 @@ async def test_each_value_encoding_reads_back_exactly_with_exact_percentiles() -
                for name in series for aggregation in (Aggregation.P50, Aggregation.P99)
                for bucket in ("1h", "1m")]
     async with fresh_database() as db:
+        plain_only(db)
         await db.metric_store.write_batches([MetricBatch("m", "p", T0, points)])
         hot = await db.metric_store.query(queries)
         await db.metric_store.compact(LATER)

@@ -280,7 +280,19 @@ async def _drop_chunks_before_day(conn: Any, table: str, cutoff: datetime) -> li
     `older_than` is typed: with an untyped parameter `drop_chunks` cannot pick between its
     timestamptz and integer overloads."""
     day = cutoff.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    rows = await conn.fetch(
-        "SELECT drop_chunks($1::regclass, older_than => $2::timestamptz)", table, day
-    )
-    return [row[0] for row in rows]
+    for attempt in range(DROP_CHUNKS_ATTEMPTS):
+        try:
+            rows = await conn.fetch(
+                "SELECT drop_chunks($1::regclass, older_than => $2::timestamptz)", table, day
+            )
+            return [row[0] for row in rows]
+        except pgx.DeadlockDetectedError:
+            if attempt + 1 == DROP_CHUNKS_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+# TimescaleDB's compression policy takes a chunk's lock in the other order from drop_chunks
+# (seen: "deadlock detected" between drop_chunks and policy_compression on a chunk both
+# wanted); the victim's transaction is rolled back whole, so it is simply asked again.
+DROP_CHUNKS_ATTEMPTS = 3
