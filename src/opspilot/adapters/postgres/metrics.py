@@ -130,7 +130,8 @@ _ADDED = f"""
     FROM ({_EXPORT_ROWS}) r
     WINDOW export AS (PARTITION BY r.service, r.rest, r.ts ORDER BY r.bound, r.le)"""
 _NEXT = f"""
-    SELECT a.*, min(a.ts) OVER later AS next_ts, first_value(a.total) OVER later AS next_total
+    SELECT a.*, first_value(a.ts) OVER later AS next_ts,
+           first_value(a.total) OVER later AS next_total
     FROM ({_ADDED}) a
     WINDOW later AS (PARTITION BY a.service, a.rest ORDER BY a.ts
                      RANGE BETWEEN '1 microsecond' FOLLOWING AND UNBOUNDED FOLLOWING)"""
