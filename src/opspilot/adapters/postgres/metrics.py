@@ -106,7 +106,7 @@ def counter_value_sql(aggregation: Aggregation, bucket: str | None) -> str:
 
 # An `le` text as a bound (domain.bucket_counts.bucket_bound, same patterns); numeric, so
 # that every text the pattern admits is read without overflow.
-_LE = "m.tags->>'le'"
+_LE = "(m.tags->>'le') COLLATE \"C\""
 _BOUND = (f"CASE WHEN {_LE} ~* '{INFINITY_PATTERN}' THEN 'Infinity'::numeric"
           f" WHEN {_LE} ~ '{BOUND_PATTERN}' THEN ({_LE})::numeric END")
 
@@ -115,7 +115,8 @@ _BOUND = (f"CASE WHEN {_LE} ~* '{INFINITY_PATTERN}' THEN 'Infinity'::numeric"
 # at one time), the export's total, whether the series had an export before it, and the
 # next export's time and total (domain.bucket_counts).
 _EXPORT_ROWS = f"""
-    SELECT m.service_name AS service, m.tags - 'le' AS rest, {_LE} AS le, {_BOUND} AS bound,
+    SELECT m.service_name AS service, (m.tags - 'le')::text COLLATE "C" AS rest, {_LE} AS le,
+           {_BOUND} AS bound,
            m."timestamp" AS ts, m.metric_value AS v,
            coalesce(m.tags @> '{_DELTA}'::jsonb, false) AS delta
     FROM {tiered_rows("q.project_id", f"q.start_ts - {_LOOKBACK}", "q.end_ts")} m
@@ -478,7 +479,10 @@ class PostgresMetricStore:
         sql = bucket_increases_sql("time_bucket" if self._db.timescale else "date_bin")
         args = _selector_row(0, (query.project_id, query.series, query.window, query.aggregation,
                                  query.bucketing.width))
-        async with self._db.connection() as conn:
+        async with self._db.connection() as conn, conn.transaction():
+            # The exports are sorted by series and time for the window functions: in memory
+            # (a day of a 10-series histogram spilled 13 MB to disk under the default 4 MB).
+            await conn.execute("SET LOCAL work_mem = '64MB'")
             rows = await conn.fetch(sql, *args)
         found: dict[str, Series] = {}
         for group, runs in itertools.groupby(rows, key=_first):
