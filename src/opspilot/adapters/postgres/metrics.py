@@ -123,12 +123,14 @@ _EXPORT_ROWS = f"""
     WHERE m.project_id = q.project_id AND m.metric_name = q.name
       AND m."timestamp" >= q.start_ts - {_LOOKBACK} AND m."timestamp" < q.end_ts
       AND (q.service IS NULL OR m.service_name = q.service)
-      AND (q.tags IS NULL OR m.tags @> q.tags) AND {_BOUND} IS NOT NULL"""
+      AND (q.tags IS NULL OR m.tags @> q.tags) AND m.tags ? 'le' OFFSET 0"""
+# (OFFSET 0 keeps `bound IS NOT NULL` from being pushed into the scan, where the two
+# pattern matches would run a second time per row.)
 _ADDED = f"""
     SELECT r.*, r.v - coalesce(lag(r.v) OVER export, 0) AS added,
            max(r.v) OVER (PARTITION BY r.service, r.rest, r.ts) AS total,
            dense_rank() OVER (PARTITION BY r.service, r.rest ORDER BY r.ts) > 1 AS grown
-    FROM ({_EXPORT_ROWS}) r
+    FROM ({_EXPORT_ROWS}) r WHERE r.bound IS NOT NULL
     WINDOW export AS (PARTITION BY r.service, r.rest, r.ts ORDER BY r.bound, r.le)"""
 _NEXT = f"""
     SELECT a.*, first_value(a.ts) OVER later AS next_ts,
