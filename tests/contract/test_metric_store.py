@@ -42,6 +42,7 @@ from opspilot.domain.metrics import (
 )
 from opspilot.domain.ports import WindowRequest
 from opspilot.domain.timewindow import Bucketing, TimeRange
+from tests.contract.conftest import COMPACT_ALL_BEFORE
 
 T0 = datetime(2024, 3, 1, 10, 0, tzinfo=UTC)
 A, B = "project-a", "project-b"
@@ -802,6 +803,50 @@ async def test_projects_with_their_own_cutoff_drop_by_it(metric_store: Any) -> N
     assert await kept(B) == days
     assert await kept("project-c") == days
     assert await kept("project-d") == days[1:]
+
+
+async def test_a_late_point_into_an_expired_hour_counts_once_and_joins_its_summary(
+        metric_store: Any) -> None:
+    """A project keeping less than the server may still receive a point for an hour whose
+    values expired: it is a raw value beside the hour's summary (histograms see it, every
+    aggregate counts it once, compacted or not) until its values expire again, then it
+    joins the summaries; the hour's earlier points are never lost."""
+    hour = datetime(2024, 2, 27, 10, tzinfo=UTC)
+    values = [1.0, 2.0, 3.0, 4.0]
+    await metric_store.write_batches([batch("early", [
+        MetricPoint(A, hour + timedelta(minutes=10 * i), "cpu", v) for i, v in enumerate(values)])])
+    own = {A: datetime(2024, 2, 28, 6, tzinfo=UTC)}
+    await metric_store.expire_values_before(None, own)
+    late = MetricPoint(A, hour + timedelta(minutes=45), "cpu", 10.0)
+    await metric_store.write_batches([batch("late", [late])])
+    await metric_store.compact(COMPACT_ALL_BEFORE)
+    window = TimeRange(hour - timedelta(days=1), hour + timedelta(days=1))
+
+    async def answers() -> list[Any]:
+        found = []
+        for aggregation in (Aggregation.COUNT, Aggregation.SUM, Aggregation.MAX,
+                            Aggregation.MIN):
+            for bucket in ("1h", "1d"):
+                (series,) = await metric_store.query([MetricQuery(
+                    A, SeriesSelector("cpu"), window, aggregation, Bucketing.parse(bucket))])
+                found.append(as_tuples(series))
+        (p50,) = await metric_store.query([MetricQuery(
+            A, SeriesSelector("cpu"), window, Aggregation.P50, Bucketing.parse("1d"))])
+        found.append((list(p50.counts), [round(v, 1) for v in p50.values]))
+        return found
+
+    day = datetime(2024, 2, 27, tzinfo=UTC)
+    expected = [[(hour, 5.0, 5)], [(day, 5.0, 5)], [(hour, 20.0, 5)], [(day, 20.0, 5)],
+                [(hour, 10.0, 5)], [(day, 10.0, 5)], [(hour, 1.0, 5)], [(day, 1.0, 5)],
+                ([5], [3.0])]
+    assert await answers() == expected
+    histogram = await metric_store.histogram(HistogramQuery(A, SeriesSelector("cpu"), window, 2))
+    assert (histogram.total, histogram.min, histogram.max) == (1, 10.0, 10.0)
+
+    await metric_store.expire_values_before(None, own)  # the late value goes too
+    assert await answers() == expected
+    assert (await metric_store.histogram(
+        HistogramQuery(A, SeriesSelector("cpu"), window, 2))).total == 0
 
 
 # -- metric metadata --------------------------------------------------------------------------

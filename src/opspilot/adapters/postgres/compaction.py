@@ -20,7 +20,7 @@ from typing import Any
 
 from asyncpg.exceptions import LockNotAvailableError
 
-from opspilot.adapters.postgres.metric_sql import BLOCK_ORDER_BASE, EPOCH, PERIOD, decoded
+from opspilot.adapters.postgres.metric_sql import BLOCK_ORDER_BASE, EPOCH, PERIOD, decoded, tiers
 from opspilot.domain.metrics import COMPACTION_PERIOD
 
 INT4_MAX, INT2_MAX = 2_147_483_647, 32_767
@@ -69,6 +69,19 @@ WITH moved AS (
     RETURNING project_id, metric_name, coalesce(service_name, ''),
               coalesce(tags, '{{}}'::jsonb)::text, "timestamp", metric_value, id)
 INSERT INTO _compact_hot SELECT * FROM moved"""
+
+# The same, leaving the rows of hours whose values have expired for their project (a late
+# point of a project keeping less than the server): they stay raw values beside the hour's
+# summary until values expire again, then join it (merge_expired_hot). Used only when a
+# run starts before some project's mark: otherwise no row can be one of them.
+_LIVE = """ AND "timestamp" >= coalesce((SELECT p.values_before FROM metric_project_tiers p
+        WHERE p.project_id = metrics.project_id), (SELECT g.values_before FROM metric_tiers g))"""
+TAKE_LIVE_HOT = TAKE_HOT.replace('"timestamp" < $2', '"timestamp" < $2' + _LIVE, 1)
+assert TAKE_LIVE_HOT != TAKE_HOT
+
+# The latest "values expired before" mark of any project (the default's included).
+LATEST_MARK = """SELECT greatest((SELECT values_before FROM metric_tiers),
+                         (SELECT max(values_before) FROM metric_project_tiers))"""
 
 DISTINCT_KEYS = """
 INSERT INTO _compact_keys (project_id, metric_name, service_name, tags)
@@ -236,9 +249,11 @@ def batches(periods: list[tuple[datetime, int]]) -> list[list[datetime]]:
 
 
 async def compact_periods(conn: Any, periods: list[datetime],
-                          lock_key: Callable[[datetime], str]) -> tuple[int, int, int]:
+                          lock_key: Callable[[datetime], str],
+                          latest_mark: datetime | None = None) -> tuple[int, int, int]:
     """Compact a run of periods in one transaction: (periods taken, periods compacted, hot
-    points moved). Periods another compactor holds are left out (not taken)."""
+    points moved). Periods another compactor holds are left out (not taken). Before
+    `latest_mark` (LATEST_MARK) some project's values may have expired: their rows stay."""
     async with conn.transaction():
         got = await conn.fetchval(TRY_LOCKS, [lock_key(p) for p in periods])
         taken = [periods[i] for i in got]
@@ -247,7 +262,8 @@ async def compact_periods(conn: Any, periods: list[datetime],
         await conn.execute(SCRATCH)
         await conn.execute(WORK_MEM)
         gaps = len(taken) != len(periods)  # a period in between is another compactor's
-        status = await conn.execute(TAKE_HOT, taken[0], taken[-1] + COMPACTION_PERIOD,
+        take = TAKE_LIVE_HOT if latest_mark is not None and taken[0] < latest_mark else TAKE_HOT
+        status = await conn.execute(take, taken[0], taken[-1] + COMPACTION_PERIOD,
                                     taken if gaps else None)
         moved = int(status.rsplit(" ", 1)[1])
         if moved == 0:
@@ -312,10 +328,13 @@ CREATE TEMP TABLE IF NOT EXISTS _summarise (project_id text, period timestamptz)
 # Taken before the hot rows are read: a point committed after this statement's snapshot
 # marks its pair again (its insert waits for this delete, then finds no row), so the next
 # run summarises it; one committed before is seen by COPY_PENDING_HOT (a later snapshot).
-TAKE_PENDING = """
+# A pair whose values expired (a late point of a project keeping less than the server) is
+# left out: its rows stay raw values beside the summary until merge_expired_hot.
+TAKE_PENDING = f"""
 WITH taken AS (DELETE FROM metric_pending_summaries WHERE period_start = ANY($1::timestamptz[])
                RETURNING project_id, period_start)
-INSERT INTO _summarise SELECT * FROM taken"""
+INSERT INTO _summarise SELECT k.project_id, k.period_start FROM taken k {tiers('k.project_id')}
+WHERE k.period_start >= t.values_before"""
 
 COPY_PENDING_HOT = f"""
 INSERT INTO _compact_hot
@@ -387,3 +406,45 @@ async def summarise_periods(conn: Any, periods: list[datetime],
             await conn.execute(statement)
         periods_done = await conn.fetchval("SELECT count(DISTINCT period) FROM _compact_rows")
         return len(taken), int(periods_done), read
+
+
+# -- late points of expired hours, at expiry ---------------------------------------------
+# The hot rows of a group (metrics.Bounds.groups: `$2` is its argument) before both its new
+# boundary ($1) and their project's current mark: points that arrived after their hour's
+# values expired. They are merged into the hour's summary now, as they go.
+COPY_EXPIRED_HOT = f"""
+INSERT INTO _compact_hot
+SELECT m.project_id, m.metric_name, coalesce(m.service_name, ''),
+       coalesce(m.tags, '{{{{}}}}'::jsonb)::text, m."timestamp", m.metric_value, m.id
+FROM metrics m {tiers('m.project_id')}
+WHERE m."timestamp" < $1 AND m."timestamp" < t.values_before AND {{condition}}"""
+
+_MERGED_SKETCH = """(SELECT array_agg(k ORDER BY k), array_agg(c ORDER BY k) FROM (
+    SELECT k, sum(c)::int FROM unnest(metric_summaries.sketch_keys || EXCLUDED.sketch_keys,
+                                      metric_summaries.sketch_counts || EXCLUDED.sketch_counts)
+    AS z(k, c) GROUP BY k) x(k, c))"""
+MERGE_SUMMARIES = WRITE_SUMMARIES + f"""
+ON CONFLICT (series_id, period_start) DO UPDATE SET
+    n = metric_summaries.n + EXCLUDED.n, sum = metric_summaries.sum + EXCLUDED.sum,
+    min = least(metric_summaries.min, EXCLUDED.min),
+    max = greatest(metric_summaries.max, EXCLUDED.max),
+    (sketch_keys, sketch_counts) = {_MERGED_SKETCH}"""
+
+MERGE_PIPELINE = (DISTINCT_KEYS, NEW_SERIES, SERIES_IDS, KEYED, MERGE_SUMMARIES)
+
+
+async def merge_expired_hot(conn: Any, groups: list[tuple[datetime, str, Any]]) -> int:
+    """In the expiry's transaction, before its deletes: the late points of expired hours
+    of each (boundary, condition on `{project}`, argument) group join their summaries.
+    Returns the points merged."""
+    await conn.execute(SCRATCH)
+    merged = 0
+    for boundary, condition, arg in groups:
+        status = await conn.execute(
+            COPY_EXPIRED_HOT.format(condition=condition.format(project="m.project_id")),
+            boundary, arg)
+        merged += int(status.rsplit(" ", 1)[1])
+    if merged:
+        for statement in MERGE_PIPELINE:
+            await conn.execute(statement)
+    return merged

@@ -543,6 +543,9 @@ class PostgresMetricStore:
             return await self._summarise(limit, max_periods)
         async with self._db.connection() as conn:
             pending = await compaction.closed_periods(conn, limit)
+            latest_mark = await conn.fetchval(compaction.LATEST_MARK)
+        if latest_mark is not None and latest_mark.tzinfo is None:
+            latest_mark = None  # '-infinity' (asyncpg's naive datetime.min): nothing expired
         runs = iter(compaction.batches(pending[:max_periods]))
         totals = [0, 0, 0]  # periods taken, compacted, points moved
 
@@ -550,7 +553,7 @@ class PostgresMetricStore:
             async with self._db.connection() as conn:
                 for run in runs:  # shared: each run goes to the first worker free
                     for i, n in enumerate(await compaction.compact_periods(
-                            conn, run, self._lock_key)):
+                            conn, run, self._lock_key, latest_mark)):
                         totals[i] += n
 
         await asyncio.gather(*(worker() for _ in range(compaction.WORKERS)))
@@ -583,6 +586,10 @@ class PostgresMetricStore:
             return []
         await self.compact(bounds.latest, max_periods=1_000_000)  # their summaries must exist
         async with self._db.connection() as conn, conn.transaction():
+            # points that came after their hour's values expired join its summary now
+            await compaction.merge_expired_hot(
+                conn, [(boundary, condition, arg) for _, boundary, condition, arg
+                       in bounds.groups()])
             await _advance_watermarks(conn, bounds)
             dropped = await _delete_by_project(conn, ("metric_blocks",), bounds)
             dropped += await _delete_hot_by_project(conn, bounds)
