@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from asyncpg import exceptions as pgx
 
+from opspilot.adapters.postgres.partitions import DAY
 from opspilot.domain.errors import TransientStoreError
 from opspilot.domain.ingest import MetricBatch
 from opspilot.domain.metrics import MetricPoint
@@ -55,7 +56,7 @@ def plain_only(db: Any) -> None:
 
 
 async def test_partitions_are_created_ahead_and_on_demand() -> None:
-    async with fresh_database(now=lambda: NOW) as db:
+    async with fresh_database(now=lambda: NOW, metric_partition=DAY) as db:
         plain_only(db)
         expected = ["metrics_default"] + [f"metrics_p202403{d:02d}" for d in range(9, 14)]
         assert await partitions(db) == expected
@@ -72,7 +73,7 @@ async def test_partitions_are_created_ahead_and_on_demand() -> None:
 async def test_default_partition_catches_far_off_timestamps_and_hands_them_over() -> None:
     far = [datetime(1999, 1, 1, tzinfo=UTC), NOW + timedelta(days=30),
            datetime(2999, 1, 1, tzinfo=UTC)]
-    async with fresh_database(now=lambda: NOW) as db:
+    async with fresh_database(now=lambda: NOW, metric_partition=DAY) as db:
         plain_only(db)
         before = await partitions(db)
         assert await db.metric_store.write_batches([batch("m-far", points_at(*far))]) == 3
@@ -86,14 +87,15 @@ async def test_default_partition_catches_far_off_timestamps_and_hands_them_over(
 
 
 async def test_retention_drops_whole_old_partitions() -> None:
-    async with fresh_database(now=lambda: NOW) as db:
+    async with fresh_database(now=lambda: NOW, metric_partition=DAY) as db:
         plain_only(db)
         days = [NOW - timedelta(days=d) for d in (20, 8, 6, 4, 1, 0)]
         moments = [*days, datetime(1990, 1, 1, tzinfo=UTC)]
         await db.metric_store.write_batches([batch("m", points_at(*moments))])
         dropped = await db.drop_before("metrics", NOW - timedelta(days=5))
         # cutoff 2024-03-05 12:00: only days that end before it go, whole
-        assert dropped == ["metrics_p20240219", "metrics_p20240302", "metrics_p20240304"]
+        assert dropped == ["metrics_p20240219", "metrics_p20240302", "metrics_p20240304",
+                           "metrics_default<2024-03-05"]
         remaining = await rows_by_partition(db)
         assert remaining == {"metrics_p20240306": 1, "metrics_p20240309": 1,
                              "metrics_p20240310": 1}  # 1990's row left the default too
@@ -101,6 +103,27 @@ async def test_retention_drops_whole_old_partitions() -> None:
         # a late point for a dropped day comes back in a recreated partition (within horizon)
         await db.metric_store.write_batches([batch("m-late", points_at(days[1]))])
         assert (await rows_by_partition(db))["metrics_p20240302"] == 1
+
+
+async def test_hourly_partitions_cover_the_hours_being_written_and_a_few_ahead() -> None:
+    """`metrics` on plain PostgreSQL: a partition an hour (compaction truncates a closed
+    hour's), made from two hours back to six ahead; older points go to the default."""
+    async with fresh_database(now=lambda: NOW) as db:
+        plain_only(db)
+        hours = [f"metrics_p20240310{h:02d}" for h in range(10, 19)]
+        assert await partitions(db) == ["metrics_default", *hours]
+        assert "log_metadata_p20240313" in await partitions(db, "log_metadata")  # daily
+        recent, old = NOW - timedelta(minutes=90), NOW - timedelta(hours=3)
+        await db.metric_store.write_batches([batch("m-1", points_at(recent, old))])
+        assert await partitions(db) == ["metrics_default", *hours]
+        assert await rows_by_partition(db) == {"metrics_p2024031010": 1, "metrics_default": 1}
+        # time passes: the first write past the hours made creates six more in one go
+        db.metric_partitions._now = lambda: NOW + timedelta(hours=7)
+        await db.metric_store.write_batches([batch("m-2", points_at(NOW + timedelta(hours=7)))])
+        made = await partitions(db)
+        assert made[-1] == "metrics_p2024031101" and "metrics_p2024031019" in made
+        assert await rows_by_partition(db) == {"metrics_p2024031010": 1, "metrics_default": 1,
+                                               "metrics_p2024031019": 1}
 
 
 async def test_racing_writers_of_one_batch_write_it_once() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from opspilot.adapters.postgres import compaction
+from opspilot.adapters.postgres.partitions import DAY
 from opspilot.domain.ingest import MetricBatch
 from opspilot.domain.metrics import Aggregation, MetricPoint, MetricQuery, SeriesSelector
 from opspilot.domain.ports import WindowRequest
@@ -158,7 +159,9 @@ def test_compact_once_on_the_command_line() -> None:
 
 
 async def test_a_closed_day_emptied_by_compaction_gives_its_pages_back() -> None:
-    async with fresh_database() as db:
+    """Daily partitions (made before `metrics` was partitioned by hour) are truncated once
+    their whole day is compacted."""
+    async with fresh_database(metric_partition=DAY) as db:
         plain_only(db)
         day = datetime(2024, 2, 29, tzinfo=UTC)
         points = [MetricPoint("p", day + timedelta(seconds=30 * i), "cpu", float(i))
@@ -222,3 +225,92 @@ async def test_each_value_encoding_reads_back_exactly_with_exact_percentiles() -
         compacted = await db.metric_store.query(queries)
     assert [list(s.values) for s in compacted] == [list(s.values) for s in hot]
     assert [list(s.counts) for s in compacted] == [list(s.counts) for s in hot]
+
+
+def recent_gauge(series: int = 3) -> list[MetricPoint]:
+    """The two hours before the stores' clock (PG_NOW, 12:00): in hourly partitions."""
+    return [MetricPoint("p", RECENT + timedelta(seconds=10 * i), "cpu", float(i % 97), f"s{k}",
+                        {"host": f"h{k}"}) for i in range(720) for k in range(series)]
+
+
+RECENT = LATER - timedelta(hours=2)
+
+
+async def relation_size(db: Any, name: str) -> int:
+    async with db.connection() as conn:
+        return int(await conn.fetchval("SELECT pg_relation_size($1::regclass)", name))
+
+
+async def test_a_closed_hour_is_read_in_place_truncated_then_dropped() -> None:
+    """Hours in their own partitions: compaction empties them by TRUNCATE (no dead rows
+    left for VACUUM); once no writer makes them again they are dropped; a late point for
+    such an hour lands in the default partition and merges into the block by DELETE."""
+    async with fresh_database() as db:
+        plain_only(db)
+        points = recent_gauge()
+        await db.metric_store.write_batches([MetricBatch("m", "p", T0, points)])
+        hours = ["metrics_p2024030110", "metrics_p2024030111"]
+        assert [await relation_size(db, h) > 0 for h in hours] == [True, True]
+        result = await db.metric_store.compact(LATER)
+        assert (result.periods, result.points) == (2, len(points))
+        assert [await relation_size(db, h) for h in hours] == [0, 0]  # truncated
+        assert await counts(db) == (0, 6, len(points))
+        db.metric_partitions._now = lambda: LATER + timedelta(hours=3)
+        await db.metric_store.compact(LATER)
+        async with db.connection() as conn:
+            left = {r[0] for r in await conn.fetch("SELECT relname FROM pg_class"
+                                                   " WHERE relname LIKE 'metrics_p20240301%'")}
+        assert not left & set(hours)  # dropped: outside the hours still written
+        late = [MetricPoint("p", RECENT + timedelta(minutes=5, microseconds=3), "cpu", 5.5,
+                            "s1", {"host": "h1"})]
+        await db.metric_store.write_batches([MetricBatch("late", "p", T0, late)])
+        assert (await db.metric_store.compact(LATER)).points == 1
+        assert await counts(db) == (0, 6, len(points) + 1)
+
+
+async def test_a_late_point_written_during_compaction_stays_hot_and_whole(
+        monkeypatch: Any) -> None:
+    """The compactor holds the hour's partition in SHARE mode: a late writer waits, then
+    lands in the truncated partition (hot, counted once) and the next run compacts it."""
+    async with fresh_database() as db:
+        plain_only(db)
+        points = recent_gauge()
+        await db.metric_store.write_batches([MetricBatch("m", "p", T0, points)])
+        slow = (compaction.PIPELINE[0], "SELECT pg_sleep(1)", *compaction.PIPELINE[1:])
+        monkeypatch.setattr(compaction, "PIPELINE", slow)
+        monkeypatch.setattr(compaction, "_KEYED", compaction._KEYED + 1)
+        late = [MetricPoint("p", RECENT + timedelta(minutes=30, microseconds=1), "cpu", 7.0,
+                            "s0", {"host": "h0"})]
+
+        async def write_late() -> int:
+            async with db.connection() as conn:  # once the compactor holds the hour
+                for _ in range(1000):
+                    if await conn.fetchval(
+                            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE granted AND relation"
+                            " = 'metrics_p2024030110'::regclass AND mode = 'ShareLock')"):
+                        break
+                    await asyncio.sleep(0.02)
+            return int(await db.metric_store.write_batches(
+                [MetricBatch("late", "p", T0, late)]))
+
+        result, written = await asyncio.gather(db.metric_store.compact(LATER), write_late())
+        assert (result.points, written) == (len(points), 1)
+        assert await counts(db) == (1, 6, len(points) + 1)  # the late point: hot, once
+        monkeypatch.undo()
+        assert (await db.metric_store.compact(LATER)).points == 1
+        assert await counts(db) == (0, 6, len(points) + 1)
+
+
+async def test_a_reader_holding_the_hour_turns_truncate_into_delete() -> None:
+    """TRUNCATE waits for readers of the partition only briefly; then the rows, which no
+    writer could change, are deleted instead: the compaction still commits, once."""
+    async with fresh_database(max_size=6) as db:
+        plain_only(db)
+        points = recent_gauge()
+        await db.metric_store.write_batches([MetricBatch("m", "p", T0, points)])
+        async with db.connection() as reader, reader.transaction():
+            assert await reader.fetchval("SELECT count(*) FROM metrics") == len(points)
+            result = await db.metric_store.compact(LATER)
+        assert result.points == len(points)
+        assert await counts(db) == (0, 6, len(points))
+        assert await relation_size(db, "metrics_p2024030110") > 0  # deleted, not truncated

@@ -3,22 +3,28 @@
 A run of consecutive periods (epoch-aligned hours; up to BATCH_POINTS hot points) is
 compacted in ONE transaction, each period under a transaction advisory lock of its own
 (`pg_try_advisory_xact_lock`; a period another compactor holds is skipped and left for the
-next run): the periods' hot rows are deleted (RETURNING them), new series enter the
-dictionary, the existing blocks of the touched (series, period) pairs are decoded back (late
-points are merged, never written twice), and each pair gets a fresh block and summary. A
-crash before commit leaves the periods hot and whole; after commit they are compacted whole.
-Readers see one or the other (one snapshot per statement). Encoding runs in SQL: no point
-travels to Python. Batching periods matters for sparse data: a period's fixed cost (eight
-statements) would otherwise dominate an hour of a few series.
+next run). A period with a partition of its own (`metrics` is partitioned by hour) is read
+in place under a SHARE lock on that partition (a late writer waits; readers do not) and
+the partition is TRUNCATEd at the end: no row is deleted one by one (a DELETE writes WAL for
+every row and leaves dead tuples and index entries for VACUUM: about what the insert cost).
+Other periods' rows (the default partition, daily partitions of older versions) are deleted
+(RETURNING them). Then new series enter the dictionary, the existing blocks of the touched
+(series, period) pairs are decoded back (late points are merged, never written twice), and
+each pair gets a fresh block and summary. A crash before commit leaves the periods hot and
+whole; after commit they are compacted whole. Readers see one or the other (one snapshot
+per statement; a reader locks the partitions before its snapshot is taken, so TRUNCATE
+waits for it). Encoding runs in SQL: no point travels to Python. Batching periods matters
+for sparse data: a period's fixed cost (ten statements) would otherwise dominate an hour of
+a few series.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime, time, timedelta
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from asyncpg.exceptions import LockNotAvailableError
+from asyncpg.exceptions import LockNotAvailableError, UndefinedTableError
 
 from opspilot.adapters.postgres.metric_sql import BLOCK_ORDER_BASE, EPOCH, PERIOD, decoded, tiers
 from opspilot.domain.metrics import COMPACTION_PERIOD
@@ -47,7 +53,7 @@ SCRATCH = """
 CREATE TEMP TABLE IF NOT EXISTS _compact_hot (project_id text, metric_name text,
     service_name text, tags text, ts timestamptz, v float8, id bigint) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS _compact_keys (project_id text, metric_name text,
-    service_name text, tags text, series_id bigint) ON COMMIT DELETE ROWS;
+    service_name text, tags text, period timestamptz, series_id bigint) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS _compact_rows (series_id bigint, period timestamptz,
     ts timestamptz, v float8, id bigint) ON COMMIT DELETE ROWS"""
 
@@ -83,15 +89,29 @@ assert TAKE_LIVE_HOT != TAKE_HOT
 LATEST_MARK = """SELECT greatest((SELECT values_before FROM metric_tiers),
                          (SELECT max(values_before) FROM metric_project_tiers))"""
 
-DISTINCT_KEYS = """
-INSERT INTO _compact_keys (project_id, metric_name, service_name, tags)
-SELECT DISTINCT project_id, metric_name, service_name, tags FROM _compact_hot"""
+# The run's hot rows (`_compact_source` in the statements below): the hourly partitions
+# of its periods, read in place under a SHARE lock (no writer can change them until the
+# transaction ends; they are TRUNCATEd at its end), and whatever TAKE_HOT deleted from
+# elsewhere (the default partition, an older daily one) into _compact_hot.
+SOURCE = "_compact_source"
+IN_PLACE = (
+    "SELECT project_id, metric_name, coalesce(service_name, '') AS service_name,"
+    " coalesce(tags, '{{}}'::jsonb)::text AS tags, \"timestamp\" AS ts, metric_value AS v, id,"
+    " '{period}'::timestamptz AS period FROM \"{name}\"")
+TAKEN = f"SELECT *, date_bin({PERIOD}, ts, {EPOCH}) AS period FROM _compact_hot"
+
+# One row per series key and period: the (series, period) pairs the run touches, which
+# REOPEN_BLOCKS and DROP_SUMMARIES read instead of grouping every row again.
+DISTINCT_KEYS = f"""
+INSERT INTO _compact_keys (project_id, metric_name, service_name, tags, period)
+SELECT DISTINCT project_id, metric_name, service_name, tags, period FROM {SOURCE} h"""
 
 # In key order: two compactors inserting the same new series wait for each other in the
 # same order, never in a cycle (no deadlock between concurrent batches or replicas).
 NEW_SERIES = """
 INSERT INTO metric_series (project_id, metric_name, service_name, tags)
-SELECT project_id, metric_name, service_name, tags::jsonb FROM _compact_keys
+SELECT project_id, metric_name, service_name, tags::jsonb
+FROM (SELECT DISTINCT project_id, metric_name, service_name, tags FROM _compact_keys) k
 ORDER BY project_id, metric_name, service_name, md5(tags)
 ON CONFLICT (project_id, metric_name, service_name, md5(tags::text)) DO NOTHING"""
 
@@ -109,12 +129,12 @@ ANALYZE_KEYS = "ANALYZE _compact_keys"
 
 KEYED = f"""
 INSERT INTO _compact_rows
-SELECT k.series_id, date_bin({PERIOD}, h.ts, {EPOCH}), h.ts, h.v, h.id
-FROM _compact_hot h JOIN _compact_keys k ON k.project_id = h.project_id
+SELECT k.series_id, h.period, h.ts, h.v, h.id
+FROM {SOURCE} h JOIN _compact_keys k ON k.period = h.period AND k.project_id = h.project_id
  AND k.metric_name = h.metric_name AND k.service_name = h.service_name AND k.tags = h.tags"""
 
 REOPEN_BLOCKS = f"""
-WITH touched AS (SELECT DISTINCT series_id, period FROM _compact_rows),
+WITH touched AS (SELECT DISTINCT series_id, period FROM _compact_keys),
 old AS (DELETE FROM metric_blocks b USING touched
         WHERE b.period_start = touched.period AND b.series_id = touched.series_id
         RETURNING b.*)
@@ -123,7 +143,7 @@ SELECT old.series_id, old.period_start, p.ts, p.v, {BLOCK_ORDER_BASE}::int8 + p.
 CROSS JOIN LATERAL {decoded('old')} p"""
 
 DROP_SUMMARIES = """
-DELETE FROM metric_summaries u USING (SELECT DISTINCT series_id, period FROM _compact_rows) t
+DELETE FROM metric_summaries u USING (SELECT DISTINCT series_id, period FROM _compact_keys) t
 WHERE u.period_start = t.period AND u.series_id = t.series_id"""
 
 _SCALE_CASE = " ".join(
@@ -222,8 +242,17 @@ GROUP BY series_id, period"""
 
 
 # After TAKE_HOT, in this order (each its own statement: see SERIES_IDS).
-PIPELINE = (DISTINCT_KEYS, NEW_SERIES, SERIES_IDS, ANALYZE_KEYS, KEYED, REOPEN_BLOCKS, DROP_SUMMARIES,
-            WRITE_BLOCKS, WRITE_SUMMARIES)
+PIPELINE = (DISTINCT_KEYS, NEW_SERIES, SERIES_IDS, ANALYZE_KEYS, KEYED, REOPEN_BLOCKS,
+            DROP_SUMMARIES, WRITE_BLOCKS, WRITE_SUMMARIES)
+_KEYED = PIPELINE.index(KEYED)
+
+# A late writer into a closed hour waits at most this long for the hour's SHARE lock (and
+# the compactor as long for it: longer than deadlock_timeout, so a plain autovacuum of the
+# partition gives way); a busy partition is then compacted by DELETE instead.
+SHARE_WAIT = "2s"
+# TRUNCATE needs the partition to itself: readers wait meanwhile, so not for long; after
+# this the rows (unchanged: the SHARE lock is held) are deleted instead.
+TRUNCATE_WAIT = "200ms"
 
 
 async def closed_periods(conn: Any, before: datetime) -> list[tuple[datetime, int]]:
@@ -233,12 +262,15 @@ async def closed_periods(conn: Any, before: datetime) -> list[tuple[datetime, in
     return [(r["period"], r["n"]) for r in rows]
 
 
-def batches(periods: list[tuple[datetime, int]]) -> list[list[datetime]]:
-    """Consecutive runs of periods of at most BATCH_POINTS points (one transaction each)."""
+def batches(periods: list[tuple[datetime, int]], workers: int = 1) -> list[list[datetime]]:
+    """Consecutive runs of periods of at most BATCH_POINTS points (one transaction each),
+    and of at most a `workers`th of all, so that every worker gets a run when there are
+    periods enough."""
     runs: list[list[datetime]] = []
     points = 0
+    most = min(BATCH_POINTS, -(-sum(n for _, n in periods) // max(workers, 1)))
     for period, count in periods:
-        if (runs and points + count <= BATCH_POINTS and len(runs[-1]) < BATCH_PERIODS
+        if (runs and points + count <= most and len(runs[-1]) < BATCH_PERIODS
                 and runs[-1][-1] + COMPACTION_PERIOD == period):
             runs[-1].append(period)
             points += count
@@ -250,10 +282,14 @@ def batches(periods: list[tuple[datetime, int]]) -> list[list[datetime]]:
 
 async def compact_periods(conn: Any, periods: list[datetime],
                           lock_key: Callable[[datetime], str],
-                          latest_mark: datetime | None = None) -> tuple[int, int, int]:
+                          latest_mark: datetime | None = None,
+                          own: Mapping[datetime, str] | None = None) -> tuple[int, int, int]:
     """Compact a run of periods in one transaction: (periods taken, periods compacted, hot
     points moved). Periods another compactor holds are left out (not taken). Before
-    `latest_mark` (LATEST_MARK) some project's values may have expired: their rows stay."""
+    `latest_mark` (LATEST_MARK) some project's values may have expired: their rows stay.
+    `own` names the periods' own (hourly) partitions: those are read in place and
+    TRUNCATEd (only periods from `latest_mark` on: no row of theirs may stay); the rows of
+    the others are DELETEd (RETURNING them)."""
     async with conn.transaction():
         got = await conn.fetchval(TRY_LOCKS, [lock_key(p) for p in periods])
         taken = [periods[i] for i in got]
@@ -261,29 +297,73 @@ async def compact_periods(conn: Any, periods: list[datetime],
             return 0, 0, 0
         await conn.execute(SCRATCH)
         await conn.execute(WORK_MEM)
-        gaps = len(taken) != len(periods)  # a period in between is another compactor's
-        take = TAKE_LIVE_HOT if latest_mark is not None and taken[0] < latest_mark else TAKE_HOT
-        status = await conn.execute(take, taken[0], taken[-1] + COMPACTION_PERIOD,
-                                    taken if gaps else None)
-        moved = int(status.rsplit(" ", 1)[1])
-        if moved == 0:
-            return len(taken), 0, 0
-        for statement in PIPELINE:
-            await conn.execute(statement)
-        periods_done = await conn.fetchval("SELECT count(DISTINCT period) FROM _compact_rows")
+        mine = {p: name for p, name in (own or {}).items()
+                if latest_mark is None or p >= latest_mark}
+        in_place = await _share_locked(conn, sorted({mine[p] for p in taken if p in mine}))
+        elsewhere = [p for p in taken if mine.get(p) not in in_place]
+        periods_of = {name: period for period, name in mine.items()}
+        sources = [IN_PLACE.format(name=name, period=periods_of[name].isoformat())
+                   for name in in_place]
+        if elsewhere:
+            consecutive = elsewhere[-1] - elsewhere[0] == COMPACTION_PERIOD * (len(elsewhere) - 1)
+            take = (TAKE_LIVE_HOT if latest_mark is not None and elsewhere[0] < latest_mark
+                    else TAKE_HOT)
+            await conn.execute(take, elsewhere[0], elsewhere[-1] + COMPACTION_PERIOD,
+                               None if consecutive else elsewhere)
+            sources.append(TAKEN)
+        source = "(" + " UNION ALL ".join(sources) + ")"
+        statuses = [await conn.execute(statement.replace(SOURCE, source))
+                    for statement in PIPELINE]
+        moved = int(statuses[_KEYED].rsplit(" ", 1)[1]) if len(statuses) > _KEYED else 0
+        if in_place:
+            await _truncate(conn, in_place)
+        periods_done = await conn.fetchval("SELECT count(DISTINCT period) FROM _compact_keys")
         return len(taken), int(periods_done), moved
+
+
+async def _share_locked(conn: Any, names: list[str]) -> list[str]:
+    """`names`, once SHARE-locked (all or none: a busy or vanished partition leaves the
+    run to DELETE)."""
+    if not names:
+        return []
+    await conn.execute(f"SET LOCAL lock_timeout = '{SHARE_WAIT}'")
+    try:
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE " + ", ".join(f'"{n}"' for n in names)
+                               + " IN SHARE MODE")
+    except (LockNotAvailableError, UndefinedTableError):
+        return []
+    return names
+
+
+async def _truncate(conn: Any, names: list[str]) -> None:
+    """Empty the compacted partitions: TRUNCATE (no dead tuples, nothing for VACUUM), or
+    when readers hold one too long, DELETE (same rows: no writer got past the SHARE lock)."""
+    await conn.execute(f"SET LOCAL lock_timeout = '{TRUNCATE_WAIT}'")
+    try:
+        async with conn.transaction():
+            await conn.execute("TRUNCATE " + ", ".join(f'"{n}"' for n in names))
+    except LockNotAvailableError:
+        for name in names:
+            await conn.execute(f'DELETE FROM "{name}"')
+
+
+def own_partitions(existing: Mapping[str, tuple[datetime, datetime]]) -> dict[datetime, str]:
+    """The periods that have a partition of their own (hourly), by start."""
+    return {start: name for name, (start, end) in existing.items()
+            if end - start == COMPACTION_PERIOD}
 
 
 async def reclaim_closed_days(conn: Any, partitions: Any, limit: datetime,
                               done: set[str]) -> list[str]:
-    """TRUNCATE the daily partitions of `metrics` whose hours are all closed and that
+    """TRUNCATE the daily partitions of `metrics` (made before hourly ones) whose hours are all closed and that
     compaction has emptied: deleted rows would otherwise keep their pages (and their index
     pages) until values retention drops the partition. Each partition is locked before it
     is checked (a late point waits, then lands in the emptied partition); a short lock
     timeout leaves a busy one to the next run. One transaction for all of them (a savepoint
     each): one commit, not one per day, when a backlog of days is reclaimed at once."""
-    due = [name for name, day in sorted((await partitions.existing(conn)).items())
-           if name not in done and datetime.combine(day, time(0), UTC) + DAY <= limit]
+    due = [name for name, (start, end) in sorted((await partitions.existing(conn)).items())
+           if name not in done and end - start == DAY and end <= limit]
     if not due:
         return []
     emptied: list[str] = []
@@ -403,7 +483,7 @@ async def summarise_periods(conn: Any, periods: list[datetime],
         if read == 0:
             return len(taken), 0, 0
         for statement in SUMMARY_PIPELINE:
-            await conn.execute(statement)
+            await conn.execute(statement.replace(SOURCE, f"({TAKEN})"))
         periods_done = await conn.fetchval("SELECT count(DISTINCT period) FROM _compact_rows")
         return len(taken), int(periods_done), read
 
@@ -446,5 +526,5 @@ async def merge_expired_hot(conn: Any, groups: list[tuple[datetime, str, Any]]) 
         merged += int(status.rsplit(" ", 1)[1])
     if merged:
         for statement in MERGE_PIPELINE:
-            await conn.execute(statement)
+            await conn.execute(statement.replace(SOURCE, f"({TAKEN})"))
     return merged

@@ -541,25 +541,33 @@ class PostgresMetricStore:
         limit = Bucketing(COMPACTION_PERIOD).floor(before)
         if self._db.timescale:  # TimescaleDB compresses its chunks itself: summaries only
             return await self._summarise(limit, max_periods)
+        partitions = self._db.metric_partitions
         async with self._db.connection() as conn:
+            await partitions.ensure_ahead(conn)  # the hours ahead, off the ingest path
             pending = await compaction.closed_periods(conn, limit)
             latest_mark = await conn.fetchval(compaction.LATEST_MARK)
+            own = compaction.own_partitions(await partitions.existing(conn))
         if latest_mark is not None and latest_mark.tzinfo is None:
             latest_mark = None  # '-infinity' (asyncpg's naive datetime.min): nothing expired
-        runs = iter(compaction.batches(pending[:max_periods]))
+        runs = iter(compaction.batches(pending[:max_periods], compaction.WORKERS))
         totals = [0, 0, 0]  # periods taken, compacted, points moved
 
         async def worker() -> None:
             async with self._db.connection() as conn:
                 for run in runs:  # shared: each run goes to the first worker free
                     for i, n in enumerate(await compaction.compact_periods(
-                            conn, run, self._lock_key, latest_mark)):
+                            conn, run, self._lock_key, latest_mark, own)):
                         totals[i] += n
 
-        await asyncio.gather(*(worker() for _ in range(compaction.WORKERS)))
+        # Every worker ends (commits or rolls back) before a failure is raised.
+        failed = [r for r in await asyncio.gather(
+            *(worker() for _ in range(compaction.WORKERS)), return_exceptions=True)
+            if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
         async with self._db.connection() as conn:
-            await compaction.reclaim_closed_days(conn, self._db.metric_partitions, limit,
-                                                 self._reclaimed)
+            await compaction.reclaim_closed_days(conn, partitions, limit, self._reclaimed)
+            await partitions.drop_emptied(conn, limit)
         # Counted, not re-read: a second scan would walk the dead tuples just left.
         return CompactionResult(totals[1], totals[2], len(pending) - totals[0])
 

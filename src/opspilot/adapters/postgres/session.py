@@ -11,7 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
-from opspilot.adapters.postgres.partitions import DailyPartitions
+from opspilot.adapters.postgres.partitions import Partitions
 from opspilot.domain.ingest import Stream
 from opspilot.domain.ports import SecretBox
 
@@ -19,8 +19,9 @@ from opspilot.domain.ports import SecretBox
 class Database(Protocol):
     schema: str | None
     timescale: bool
-    metric_partitions: DailyPartitions
+    metric_partitions: Partitions
     secret_box: SecretBox
+    now: Callable[[], datetime]
 
     def connection(self) -> AbstractAsyncContextManager[Any]:
         """A pooled connection; driver failures → TransientStoreError."""
