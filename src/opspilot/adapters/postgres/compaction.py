@@ -516,13 +516,18 @@ MERGE_PIPELINE = (DISTINCT_KEYS, NEW_SERIES, SERIES_IDS, KEYED, MERGE_SUMMARIES)
 async def merge_expired_hot(conn: Any, groups: list[tuple[datetime, str, Any]]) -> int:
     """In the expiry's transaction, before its deletes: the late points of expired hours
     of each (boundary, condition on `{project}`, argument) group join their summaries.
-    Returns the points merged."""
+    Returns the points merged. Only rows before the latest mark of all can be such points:
+    that bound keeps the scan off the day being expired now (on TimescaleDB its rows are
+    all still there)."""
+    latest_mark = await conn.fetchval(LATEST_MARK)
+    if latest_mark is None or latest_mark.tzinfo is None:  # '-infinity': nothing expired
+        return 0
     await conn.execute(SCRATCH)
     merged = 0
     for boundary, condition, arg in groups:
         status = await conn.execute(
             COPY_EXPIRED_HOT.format(condition=condition.format(project="m.project_id")),
-            boundary, arg)
+            min(boundary, latest_mark), arg)
         merged += int(status.rsplit(" ", 1)[1])
     if merged:
         for statement in MERGE_PIPELINE:
