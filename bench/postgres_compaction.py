@@ -308,7 +308,7 @@ def report(args: argparse.Namespace, counts: dict[str, int], live: int,
         f"| ingest through the adapter (points/s; BRIN index added) | {rates['before']:,.0f} |"
         f" {rates['after']:,.0f} | {ingest_ratio:.2f}× (target ≥ 0.9×"
         f" {'✅' if ingest_ratio >= 0.9 else '❌'}) |",
-        f"| compaction while ingesting ({result.periods:,} series-hours, every"
+        f"| compaction while ingesting ({result.periods:,} hours, every"
         f" {args.compact_every} batches, {args.workers} worker(s); points/s) | |"
         f" {result.points / compact_s:,.0f} | {result.points / compact_s / rates['after']:.1f}×"
         f" the ingest rate |",

@@ -151,6 +151,11 @@ class Partitions:
     async def _create_one(self, conn: Any, name: str, low: datetime, high: datetime) -> None:
         table, default = self.table, f"{self.table}_default"
         bounds = f"FROM ('{low.isoformat()}') TO ('{high.isoformat()}')"
+        if not await conn.fetchval(f'SELECT EXISTS (SELECT 1 FROM "{default}"'
+                                   ' WHERE "timestamp" >= $1 AND "timestamp" < $2)', low, high):
+            # nothing to move (the usual case: hours made ahead): four statements fewer
+            await conn.execute(f'CREATE TABLE "{name}" PARTITION OF "{table}" FOR VALUES {bounds}')
+            return
         await conn.execute(
             f'CREATE TEMP TABLE _moving (LIKE "{table}") ON COMMIT DROP;'
         )
