@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from asyncpg import exceptions as pgx
 
-from opspilot.adapters.postgres.partitions import DAY
+from opspilot.adapters.postgres.partitions import DAY, HOUR
 from opspilot.domain.errors import TransientStoreError
 from opspilot.domain.ingest import MetricBatch
 from opspilot.domain.metrics import MetricPoint
@@ -124,6 +124,29 @@ async def test_hourly_partitions_cover_the_hours_being_written_and_a_few_ahead()
         assert made[-1] == "metrics_p2024031101" and "metrics_p2024031019" in made
         assert await rows_by_partition(db) == {"metrics_p2024031010": 1, "metrics_default": 1,
                                                "metrics_p2024031019": 1}
+
+
+async def test_an_upgraded_schema_keeps_its_daily_partitions_until_they_are_passed() -> None:
+    """A database partitioned by day (before hourly partitions) gets hourly ones only where
+    no daily partition covers the hour: no overlap error, the rows go where they belong."""
+    from opspilot.adapters.postgres.database import PostgresDatabase
+
+    url = await database_url_or_skip()
+    async with fresh_database(now=lambda: NOW, metric_partition=DAY) as old:
+        plain_only(old)
+        later = NOW + timedelta(days=3, hours=11)  # 13 Mar 23:00: its daily partition's last hour
+        new = PostgresDatabase(url, schema=old.schema, now=lambda: later)
+        await new.connect()
+        try:
+            made = await partitions(new)
+            assert "metrics_p20240313" in made and "metrics_p2024031322" not in made
+            assert "metrics_p2024031400" in made  # the hours past the last day are hourly
+            assert "metrics_p2024031405" in made
+            await new.metric_store.write_batches([batch("m", points_at(later, later + HOUR))])
+            assert await rows_by_partition(new) == {"metrics_p20240313": 1,
+                                                    "metrics_p2024031400": 1}
+        finally:
+            await new.close()
 
 
 async def test_racing_writers_of_one_batch_write_it_once() -> None:
